@@ -38,6 +38,29 @@ def corpus(
     typer.echo(summary)
 
 
+@app.command("build-lpd")
+def build_lpd(
+    source: Annotated[Path, typer.Argument(help="A Lakh folder (lmd_full, lmd_matched, clean_midi...), any folder of .mid/.midi/.rmi files, or a .tar.gz of them.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/lpd"),
+    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
+    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    match_scores: Annotated[Optional[Path], typer.Option(help="LMD's match_scores.json: marks LPD's matched and cleansed subsets.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Convert Lakh MIDI into LPD-style piano-rolls and 5-D tensors."""
+    from pipeline.config import load_section
+    from stages import build_lpd as stage
+
+    summary = stage.run(source=source, out=out, params=load_section(stage.Params, "build_lpd", params),
+                        workers=workers, scheduler=scheduler, match_scores=match_scores)
+    s = summary["status"]
+    typer.echo(f"{summary['files']} files: {s['ok']} ok, {s['recovered']} recovered, {s['skipped']} skipped, "
+               f"{s['error']} errors -> {summary['songs']} songs, {summary['bars']} bars in {out}")
+    if summary["codes"].get("internal.bug"):
+        typer.echo(f"error: {summary['codes']['internal.bug']} file(s) hit a bug (code internal.bug in the manifest)", err=True)
+        raise typer.Exit(3)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,124 @@
+"""5-D piano-roll tensor shards: Parquet (sparse rows, with velocities) and NPZ (MuseGAN's
+``shape`` + ``nonzero`` format), both readable without this package."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.io.npz import atomic_write_bytes, npz_bytes
+from pipeline.symbolic.bars import BarTensor
+
+SCHEMA_VERSION = 1
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("n_bars", pa.int32()),
+        ("bar", pa.list_(pa.int32())),
+        ("step", pa.list_(pa.int16())),
+        ("pitch", pa.list_(pa.uint8())),
+        ("track", pa.list_(pa.uint8())),
+        ("velocity", pa.list_(pa.uint8())),
+    ]
+)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", use_dictionary=False, write_statistics=False)
+    return sink.getvalue()
+
+
+def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], tensors: Sequence[BarTensor],
+                       *, bar_steps: int, n_tracks: int) -> None:
+    """Write one shard of songs in both formats (atomically, deterministically).
+
+    Parquet: one row per song, coordinates (bar, step, pitch, track) and velocity as list
+    columns. NPZ: ``shape`` = (songs, max bars, bar_steps, 128, tracks), ``nonzero`` (5, nnz)
+    int32 (restore with ``x = np.zeros(shape, bool); x[tuple(nonzero)] = True``), plus ``ids``,
+    ``n_bars`` and ``velocity`` (nnz,) uint8 in the order of ``nonzero``.
+    """
+    table = pa.table(
+        {
+            "id": pa.array(list(ids), pa.string()),
+            "n_bars": pa.array([t.n_bars for t in tensors], pa.int32()),
+            "bar": pa.array([t.bar for t in tensors], pa.list_(pa.int32())),
+            "step": pa.array([t.step for t in tensors], pa.list_(pa.int16())),
+            "pitch": pa.array([t.pitch for t in tensors], pa.list_(pa.uint8())),
+            "track": pa.array([t.track for t in tensors], pa.list_(pa.uint8())),
+            "velocity": pa.array([t.velocity for t in tensors], pa.list_(pa.uint8())),
+        },
+        schema=PARQUET_SCHEMA,
+    )
+    atomic_write_bytes(parquet_path, _parquet_bytes(table))
+    atomic_write_bytes(npz_path, npz_bytes(_npz_arrays(ids, tensors, bar_steps, n_tracks)))
+
+
+def _npz_arrays(ids, tensors, bar_steps, n_tracks) -> dict[str, np.ndarray]:
+    n_bars = np.array([t.n_bars for t in tensors], np.int32)
+    song = np.concatenate([np.full(len(t.bar), i, np.int32) for i, t in enumerate(tensors)]) if tensors else np.zeros(0, np.int32)
+    cat = lambda name, dt: (np.concatenate([getattr(t, name) for t in tensors]).astype(dt)  # noqa: E731
+                            if tensors else np.zeros(0, dt))
+    nonzero = np.stack([song, cat("bar", np.int32), cat("step", np.int32), cat("pitch", np.int32), cat("track", np.int32)])
+    shape = np.array([len(tensors), int(n_bars.max()) if len(n_bars) else 0, bar_steps, 128, n_tracks], np.int64)
+    width = max([len(i) for i in ids] + [1])
+    return {
+        "shape": shape,
+        "nonzero": nonzero,
+        "velocity": cat("velocity", np.uint8),
+        "ids": np.array(list(ids), dtype=f"<U{width}"),
+        "n_bars": n_bars,
+    }
+
+
+def read_tensor_rows(parquet_path: Path) -> tuple[list[str], list[BarTensor]]:
+    """Read a Parquet shard back into ``BarTensor`` objects (for filtering and tests)."""
+    table = pq.read_table(parquet_path)
+    meta = json.loads(table.schema.metadata.get(b"lakh_pipeline", b"{}")) if table.schema.metadata else {}
+    del meta
+    out = []
+    cols = {name: table.column(name).to_pylist() for name in ("id", "n_bars")}
+    lists = {name: table.column(name) for name in ("bar", "step", "pitch", "track", "velocity")}
+    for i in range(table.num_rows):
+        get = lambda name, dt: np.asarray(lists[name][i].values.to_numpy(zero_copy_only=False), dt)  # noqa: E731
+        out.append(BarTensor(n_bars=cols["n_bars"][i], bar_steps=0, n_tracks=0,
+                             bar=get("bar", np.int32), step=get("step", np.int16), pitch=get("pitch", np.uint8),
+                             track=get("track", np.uint8), velocity=get("velocity", np.uint8),
+                             bars_padded=0, bars_cropped=0, bars_dropped=0))
+    return cols["id"], out
+
+
+def schema_document(*, tracks: Sequence[str], programs: Sequence[int], bar_steps: int, resolution: int,
+                    semantics: str, other_meters: str) -> dict:
+    """The ``schema.json`` that sits beside the shards."""
+    return {
+        "kind": "lakh-pipeline/pianoroll-tensors",
+        "schema_version": SCHEMA_VERSION,
+        "tensor_axes": ["song", "bar", "step", "pitch", "track"],
+        "tensor_shape": ["songs", "bars", bar_steps, 128, len(tracks)],
+        "track_order": list(tracks),
+        "track_programs": list(programs),
+        "resolution": resolution,
+        "bar_steps": bar_steps,
+        "other_meters": other_meters,
+        "semantics": semantics,
+        "parquet": {
+            "row": "one song",
+            "fields": {f.name: str(f.type) for f in PARQUET_SCHEMA},
+            "coordinates": "bar, step, pitch, track index the tensor; velocity is 1..127",
+        },
+        "npz": {
+            "shape": "int64 (5,): songs, max bars in the shard, bar_steps, 128, tracks",
+            "nonzero": "int32 (5, nnz): song, bar, step, pitch, track (x[tuple(nonzero)] = True)",
+            "velocity": "uint8 (nnz,), in the order of nonzero",
+            "ids": "unicode (songs,): MD5 of the MIDI bytes",
+            "n_bars": "int32 (songs,): bars of each song (the rest of the bar axis is padding)",
+        },
+    }

@@ -1,0 +1,141 @@
+"""Parallel map over tasks: in-process, local dask processes, or a dask.distributed cluster.
+
+Results come back as tasks finish, tagged with the task's index; callers sort them, so
+nothing downstream depends on timing or worker count. Worker counts and scheduler
+addresses never reach an output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+from pipeline.errors import ParamsError, StageError
+from pipeline.progress import progress_bar
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+def _one(task: Any) -> int:
+    return 1
+
+
+def run_tasks(
+    fn: Callable[[Any], Any],
+    tasks: Sequence,
+    *,
+    workers: int = 0,
+    scheduler: str | None = None,
+    description: str = "working",
+    total_units: int | None = None,
+    units: Callable[[Any], int] = _one,
+    retries: int = 2,
+) -> Iterator[tuple[int, Any]]:
+    """Apply ``fn`` to every task, yielding ``(task_index, result)`` as tasks finish.
+
+    Parameters
+    ----------
+    fn : callable
+        A module-level function of one task (worker processes import it by name).
+    tasks : sequence
+        Small, picklable task descriptions (send paths, not data).
+    workers : int, optional
+        ``1``: run in this process, in order (for debugging). ``0``: one local process
+        per CPU. ``n > 1``: ``n`` local processes. Ignored when a scheduler is used.
+    scheduler : str, optional
+        Address of a dask scheduler (``tcp://host:8786``); when None, the environment
+        variable ``DASK_SCHEDULER_ADDRESS`` is used if set.
+    description : str, optional
+        Text of the progress bar.
+    total_units : int, optional
+        Units of work for the bar; ``sum(units(task))`` when None.
+    units : callable, optional
+        Units of work in one task (e.g. its file count); 1 by default.
+    retries : int, optional
+        Passed to ``Client.map``: how many times dask re-runs a task that raised before
+        giving up. A task whose worker died is rescheduled by the scheduler itself
+        (``distributed.scheduler.allowed-failures``, 3 by default).
+
+    Yields
+    ------
+    task_index : int
+        Position of the task in ``tasks``.
+    result : object
+        What ``fn`` returned.
+
+    Raises
+    ------
+    ParamsError
+        When ``workers`` or ``retries`` is negative (raised at call time).
+    StageError
+        When the scheduler cannot be reached.
+    Exception
+        Whatever ``fn`` raised (a bug), re-raised here with its message.
+
+    Notes
+    -----
+    Validation happens at call time; the work starts on the first ``next()``. Leaving
+    the loop early (or an exception) closes the client, cancelling what is left, and a
+    local cluster is shut down. Local processes are started with ``spawn``: a script
+    that calls this with ``workers != 1`` needs an ``if __name__ == "__main__":`` guard.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ParamsError(f"workers={workers!r} must be >= 0")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ParamsError(f"retries={retries!r} must be >= 0")
+    tasks = list(tasks)
+    if total_units is None:
+        total_units = sum(units(task) for task in tasks)
+    address = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
+    return _run(fn, tasks, workers=workers, address=address, description=description,
+                total_units=total_units, units=units, retries=retries)
+
+
+def _run(fn, tasks, *, workers, address, description, total_units, units, retries):
+    if not tasks:
+        return
+    with progress_bar(description, total_units) as bar:
+        if address is None and workers == 1:
+            for index, task in enumerate(tasks):
+                result = fn(task)
+                bar.advance(units(task))
+                yield index, result
+            return
+        for index, result in _run_dask(fn, tasks, workers=workers, address=address, retries=retries):
+            bar.advance(units(tasks[index]))
+            yield index, result
+
+
+def _run_dask(fn, tasks, *, workers, address, retries):
+    from contextlib import ExitStack
+
+    from distributed import Client, LocalCluster, as_completed
+
+    with ExitStack() as stack:
+        if address is None:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                # The scheduler serves health routes even without a dashboard, on 8787 by
+                # default: take a free loopback port so parallel runs neither clash nor warn.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.WARNING,
+            ))
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(address))
+            except (OSError, ValueError) as exc:
+                raise StageError(f"cannot reach the dask scheduler at {address}: "
+                                 f"{' '.join(str(exc).split())}") from None
+        futures = client.map(fn, tasks, retries=retries, pure=False)
+        index_of = {future.key: index for index, future in enumerate(futures)}
+        completed = as_completed(futures)
+        del futures
+        for future in completed:
+            index = index_of.pop(future.key)
+            result = future.result()  # re-raises the worker's exception
+            yield index, result

@@ -1,0 +1,340 @@
+"""The input MIDI files of a build: a folder in any Lakh layout, any folder of MIDI files,
+or a tar archive read as a stream.
+
+A source is listed once (``items()``) and then read (``iter_payloads``). Keys are the
+"source paths" users see in manifests: the path relative to the source folder with ``/``
+separators, or the archive member name (leading ``./`` removed).
+
+Lakh layouts need no special case: ``lmd_full/<h>/<md5>.mid`` and
+``clean_midi/<artist>/<title>.mid`` are plain trees, and in ``lmd_matched`` /
+``lmd_aligned`` (``<A>/<B>/<C>/<MSD id>/<md5>.mid``) the MSD id is read from the parent
+folder of each file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tarfile
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import ParamsError, SourceError
+
+MIDI_SUFFIXES = (".mid", ".midi", ".rmi")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+DEFAULT_MAX_TOTAL_BYTES = 64 * 2**30
+
+UNSAFE_NAME = "unsafe archive member name"
+
+_MSD_ID = re.compile(r"TR[A-Z0-9]{16}")
+
+Payload = tuple["SourceItem", "bytes | None", "str | None"]
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One MIDI candidate of a source.
+
+    Attributes
+    ----------
+    key : str
+        Path relative to the source with ``/`` separators, or the archive member name.
+        Unique within a source.
+    msd_id : str or None
+        Million Song Dataset track id (``TR`` + 16 characters) when the file's parent
+        folder is one, as in ``lmd_matched`` and ``lmd_aligned``.
+    size : int
+        Size in bytes (from ``stat`` or the tar header).
+    """
+
+    key: str
+    msd_id: str | None
+    size: int
+
+
+def is_midi_name(name: str) -> bool:
+    """Whether ``name`` ends in .mid, .midi or .rmi, in any case."""
+    return name.lower().endswith(MIDI_SUFFIXES)
+
+
+def msd_id_of(key: str) -> str | None:
+    """The MSD id in ``key`` when the file's parent folder is one, else None."""
+    parts = key.split("/")
+    if len(parts) >= 2 and _MSD_ID.fullmatch(parts[-2]):
+        return parts[-2]
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"too large: {size} bytes > max_bytes={max_bytes}"
+
+
+def _check_max_bytes(max_bytes: int) -> None:
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ParamsError(f"max_bytes={max_bytes!r} must be a positive integer")
+
+
+class Source(ABC):
+    """A listed set of MIDI candidates; see :func:`open_source`."""
+
+    kind: str
+
+    def __init__(self, path: Path, items: list[SourceItem]) -> None:
+        self.path = path
+        self._items = items
+        self._keys = {item.key for item in items}
+
+    def items(self) -> list[SourceItem]:
+        """Every MIDI candidate: sorted by key for folders, in archive order for archives."""
+        return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def path_of(self, item: SourceItem) -> Path | None:
+        """The file to read for ``item``, so workers can read it themselves; None for archives."""
+        return None
+
+    def _wanted(self, keys: set[str] | None) -> set[str] | None:
+        if keys is None:
+            return None
+        unknown = set(keys) - self._keys
+        if unknown:
+            raise ValueError(f"{self.path}: keys not in this source: {sorted(unknown)[:3]}")
+        return set(keys)
+
+    @abstractmethod
+    def iter_payloads(self, keys: set[str] | None = None, *, max_bytes: int) -> Iterator[Payload]:
+        """Yield ``(item, data, reason)`` for each wanted item, in ``items()`` order.
+
+        Parameters
+        ----------
+        keys : set of str, optional
+            Keys to read (all when None); each must be a key of ``items()``.
+        max_bytes : int
+            Items larger than this are yielded with ``data=None`` and the reason
+            ``"too large: N bytes > max_bytes=M"``, without being read.
+
+        Yields
+        ------
+        item : SourceItem
+        data : bytes or None
+            The file's bytes, or None when it could not or should not be read.
+        reason : str or None
+            Why ``data`` is None (one line), else None.
+        """
+
+
+class FolderSource(Source):
+    """A folder searched recursively for MIDI files.
+
+    Symlinked files are followed when their target is a regular file inside the source
+    root; other symlinks (outside the root, dangling, to folders) are skipped. Folder
+    symlinks are never descended into, so a walk cannot loop or leave the root.
+    """
+
+    kind = "folder"
+
+    def path_of(self, item: SourceItem) -> Path | None:
+        return self.path / item.key
+
+    def iter_payloads(self, keys: set[str] | None = None, *, max_bytes: int) -> Iterator[Payload]:
+        _check_max_bytes(max_bytes)
+        wanted = self._wanted(keys)
+        for item in self._items:
+            if wanted is not None and item.key not in wanted:
+                continue
+            if item.size > max_bytes:
+                yield item, None, _too_large(item.size, max_bytes)
+                continue
+            try:
+                with open(self.path / item.key, "rb") as f:
+                    data = f.read(max_bytes + 1)  # the file may have grown since it was listed
+            except OSError as exc:
+                yield item, None, f"cannot read: {exc.strerror or _one_line(exc)}"
+                continue
+            if len(data) > max_bytes:
+                yield item, None, _too_large(os.path.getsize(self.path / item.key), max_bytes)
+                continue
+            yield item, data, None
+
+
+def _list_folder(root: Path) -> list[SourceItem]:
+    real_root = os.path.realpath(root)
+
+    def on_error(exc: OSError) -> None:
+        raise SourceError(f"{root}: cannot list {exc.filename}: {exc.strerror or _one_line(exc)}")
+
+    items = []
+    for dirpath, _dirnames, filenames in os.walk(root, onerror=on_error):
+        for name in filenames:
+            if not is_midi_name(name):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if os.path.commonpath([real_root, target]) != real_root:
+                    continue  # never leave the source root
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue  # dangling symlink, or gone since listed
+            if not stat.S_ISREG(st.st_mode):
+                continue  # fifo, socket, device: reading could block
+            key = os.path.relpath(full, root).replace(os.sep, "/")
+            items.append(SourceItem(key=key, msd_id=msd_id_of(key), size=st.st_size))
+    items.sort(key=lambda item: item.key)
+    return items
+
+
+def _member_key(name: str) -> str | None:
+    """The key of an archive member, or None when its name is unsafe."""
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return None
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return None
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hard link"
+    if member.isdev():
+        return "device or fifo"
+    return "special member"
+
+
+class ArchiveSource(Source):
+    """A ``.tar``, ``.tar.gz`` or ``.tgz`` archive read as a stream, never unpacked to disk.
+
+    Listing costs one streaming pass over the archive (member data is decompressed and
+    skipped, not stored); each ``iter_payloads`` call is one more pass. Both passes stop
+    with SourceError once more than ``max_total_bytes`` have been decompressed.
+
+    Members with MIDI names are items. Those that cannot be read safely are yielded by
+    ``iter_payloads`` with a reason: absolute or ``..`` names (``"unsafe archive member
+    name"``; their key is the raw member name) and links, devices and fifos. Members
+    without MIDI names, and folders, are skipped silently.
+    """
+
+    kind = "archive"
+
+    def __init__(self, path: Path, items: list[SourceItem], *, max_total_bytes: int) -> None:
+        super().__init__(path, items)
+        self.max_total_bytes = max_total_bytes
+
+    def iter_payloads(self, keys: set[str] | None = None, *, max_bytes: int) -> Iterator[Payload]:
+        _check_max_bytes(max_bytes)
+        wanted = self._wanted(keys)
+        remaining = [item.key for item in self._items if wanted is None or item.key in wanted]
+        if not remaining:
+            return
+        pos = 0
+        for item, reason, tar, member in _scan_archive(self.path, self.max_total_bytes):
+            if item.key != remaining[pos]:
+                continue
+            if reason is not None:
+                yield item, None, reason
+            elif item.size > max_bytes:
+                yield item, None, _too_large(item.size, max_bytes)
+            else:
+                try:
+                    data = tar.extractfile(member).read()
+                except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                    raise SourceError(f"{self.path}: not a readable tar archive "
+                                      f"({_one_line(exc)})") from None
+                yield item, data, None
+            pos += 1
+            if pos == len(remaining):
+                return  # nothing more wanted: stop decompressing
+        raise SourceError(f"{self.path}: archive changed since it was listed ({remaining[pos]} not found)")
+
+
+def _scan_archive(path: Path, max_total_bytes: int):
+    """Yield ``(item, reason, tar, member)`` for each MIDI-named member, in archive order.
+
+    The member's data can be read with ``tar.extractfile(member)`` until the next step.
+    """
+    seen: set[str] = set()
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                # offset_data is the member's position in the decompressed stream.
+                if member.offset_data + member.size > max_total_bytes:
+                    raise SourceError(f"{path}: more than max_total_bytes={max_total_bytes} "
+                                      f"bytes once decompressed (at member {member.name!r})")
+                if member.isdir() or not is_midi_name(member.name):
+                    continue
+                key = _member_key(member.name)
+                reason = None
+                if key is None:
+                    key, reason = member.name, UNSAFE_NAME
+                elif not member.isreg():
+                    reason = f"not a regular file ({_member_kind(member)})"
+                if key in seen:
+                    raise SourceError(f"{path}: duplicate archive member {key!r}")
+                seen.add(key)
+                msd_id = None if reason == UNSAFE_NAME else msd_id_of(key)
+                size = member.size if member.isreg() else 0
+                yield SourceItem(key=key, msd_id=msd_id, size=size), reason, tar, member
+    except SourceError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise SourceError(f"{path}: not a readable tar archive ({_one_line(exc)})") from None
+
+
+def _is_archive_name(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def open_source(source: Path, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> Source:
+    """Open and list the MIDI files of a folder or a tar archive.
+
+    Parameters
+    ----------
+    source : Path
+        A folder (searched recursively for .mid/.midi/.rmi files, any case), or a
+        ``.tar``, ``.tar.gz`` or ``.tgz`` archive of them.
+    max_total_bytes : int, optional
+        Archives only: stop with SourceError once more than this many bytes have been
+        decompressed (a guard against decompression bombs). Default 64 GiB.
+
+    Returns
+    -------
+    Source
+        A :class:`FolderSource` or an :class:`ArchiveSource`, already listed.
+
+    Raises
+    ------
+    SourceError
+        When ``source`` is missing, is neither a folder nor a readable archive, or
+        holds no MIDI files. The message is one line and names ``source``.
+    """
+    source = Path(source)
+    if isinstance(max_total_bytes, bool) or not isinstance(max_total_bytes, int) or max_total_bytes < 1:
+        raise ParamsError(f"max_total_bytes={max_total_bytes!r} must be a positive integer")
+    if not source.exists():
+        raise SourceError(f"{source}: no such file or folder")
+    if source.is_dir():
+        result: Source = FolderSource(source, _list_folder(source))
+    elif source.is_file() and _is_archive_name(source):
+        items = [item for item, _reason, _tar, _member in _scan_archive(source, max_total_bytes)]
+        result = ArchiveSource(source, items, max_total_bytes=max_total_bytes)
+    else:
+        raise SourceError(f"{source}: not a folder or a supported archive "
+                          f"(accepted: a folder, {', '.join(ARCHIVE_SUFFIXES)})")
+    if not len(result):
+        raise SourceError(f"{source}: no .mid/.midi/.rmi files found")
+    return result

@@ -1,0 +1,75 @@
+"""Piano-roll -> bars of a fixed number of steps (the 5-D tensors songs x bars x steps x 128 x tracks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+OtherMeters = Literal["pad", "drop"]
+
+
+@dataclass(frozen=True)
+class BarTensor:
+    """Sparse (n_bars, bar_steps, 128, n_tracks) tensor of one song: coordinates + velocities."""
+
+    n_bars: int
+    bar_steps: int
+    n_tracks: int
+    bar: np.ndarray  # int32
+    step: np.ndarray  # int16
+    pitch: np.ndarray  # uint8
+    track: np.ndarray  # uint8
+    velocity: np.ndarray  # uint8
+    bars_padded: int  # bars shorter than bar_steps (zero-padded at their end)
+    bars_cropped: int  # bars longer than bar_steps (their tail dropped)
+    bars_dropped: int  # bars left out (other_meters="drop")
+
+    def dense(self) -> np.ndarray:
+        x = np.zeros((self.n_bars, self.bar_steps, 128, self.n_tracks), np.uint8)
+        x[self.bar, self.step, self.pitch, self.track] = self.velocity
+        return x
+
+
+def to_bars(pr, *, bar_steps: int = 96, other_meters: OtherMeters = "pad") -> BarTensor:
+    """Cut a ``Pianoroll`` at its downbeats into bars of ``bar_steps`` steps.
+
+    ``other_meters="pad"``: every bar is kept; a shorter bar (3/4 = 72 steps at 24 per beat)
+    is zero-padded, a longer one cropped. ``"drop"``: only bars of exactly ``bar_steps`` steps
+    are kept (4/4 at 24 steps per beat), renumbered in order.
+    """
+    if bar_steps < 1:
+        raise ValueError(f"bar_steps={bar_steps} must be a positive integer")
+    starts = pr.bar_starts
+    lengths = np.diff(np.append(starts, pr.n_steps))
+    t = pr.cell_time.astype(np.int64)
+    bar = np.searchsorted(starts, t, side="right") - 1
+    step = t - starts[bar]
+    keep = step < bar_steps
+    if other_meters == "drop":
+        full = lengths == bar_steps
+        new_index = np.cumsum(full) - 1
+        keep &= full[bar]
+        bar = new_index[bar]
+        n_bars = int(full.sum())
+        dropped = int((~full).sum())
+    elif other_meters == "pad":
+        n_bars = len(starts)
+        dropped = 0
+    else:
+        raise ValueError(f"other_meters={other_meters!r} must be 'pad' or 'drop'")
+    order = np.lexsort((pr.cell_track[keep], pr.cell_pitch[keep], step[keep], bar[keep]))
+    return BarTensor(
+        n_bars=n_bars,
+        bar_steps=bar_steps,
+        n_tracks=pr.n_tracks,
+        bar=bar[keep][order].astype(np.int32),
+        step=step[keep][order].astype(np.int16),
+        pitch=pr.cell_pitch[keep][order],
+        track=pr.cell_track[keep][order],
+        velocity=pr.cell_velocity[keep][order],
+        bars_padded=int((lengths < bar_steps).sum()) if other_meters == "pad" else 0,
+        bars_cropped=int((lengths > bar_steps).sum()) if other_meters == "pad" else 0,
+        bars_dropped=dropped,
+    )

@@ -1,0 +1,425 @@
+"""Stage build_lpd: Lakh MIDI -> LPD-style piano-rolls (one NPZ per song), 5-D tensor shards
+(Parquet + NPZ) and a manifest with one row per input file.
+
+Data flow: ``open_source`` lists the inputs in a fixed order -> they are cut into shards of
+``shard_size`` files -> each shard is one task (local processes or a dask cluster) that reads,
+converts and writes its songs and tensor shard atomically, then a marker with its manifest rows
+-> the main process merges the rows, marks duplicates and the LPD subsets, and writes the
+manifest and the summary metric. A rerun skips every shard whose marker matches its inputs and
+params; nothing written depends on timing, host or worker count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.config import params_digest
+from pipeline.errors import MidiError, ParamsError, StageError
+
+STATE_DIR = ".state"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorParams:
+    bar_steps: int = 96
+    other_meters: Literal["pad", "drop"] = "pad"
+
+    def __post_init__(self) -> None:
+        if self.bar_steps < 1:
+            raise ParamsError(f"build_lpd.tensor.bar_steps={self.bar_steps} must be a positive integer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    resolution: int = 24
+    tracks: Literal["lpd5", "lpd17"] = "lpd5"
+    semantics: Literal["lpd", "pypianoroll"] = "lpd"
+    shard_size: int = 256
+    max_beats: int = 20_000
+    max_file_bytes: int = 16 * 1024 * 1024
+    tensor: TensorParams = field(default_factory=TensorParams)
+
+    def __post_init__(self) -> None:
+        for name in ("resolution", "shard_size", "max_beats", "max_file_bytes"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ParamsError(f"build_lpd.{name}={value} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    out: str
+    params: Params
+    keys: tuple[str, ...]
+    msd_ids: tuple[str | None, ...]
+    paths: tuple[str | None, ...]  # folder sources: files the worker reads itself
+    payloads: tuple[Any, ...] = ()  # archive sources: (bytes | None, reason | None) per item
+
+
+def _snake(name: str) -> str:
+    return name.lower().replace(" ", "_")
+
+
+def song_path(out: Path, song_id: str) -> Path:
+    return out / "songs" / song_id[0] / f"{song_id}.npz"
+
+
+def shard_paths(out: Path, params: Params, index: int) -> tuple[Path, Path]:
+    stem = out / "tensors" / f"{params.tracks}-{index:05d}"
+    return stem.with_suffix(".parquet"), stem.with_suffix(".npz")
+
+
+def _time_signatures(score) -> list[str]:
+    return [f"{n}/{d}" for n, d in zip(score.ts_num.tolist(), score.ts_den.tolist())]
+
+
+def convert_one(raw: bytes, key: str, params: Params):
+    """bytes -> (Pianoroll, BarTensor, manifest fields); raises MidiError for a bad file."""
+    from pipeline.io.midi import read_midi
+    from pipeline.symbolic.bars import to_bars
+    from pipeline.symbolic.lpd import to_pianoroll
+
+    score = read_midi(raw, key)
+    try:
+        pr = to_pianoroll(score, resolution=params.resolution, tracks=params.tracks,
+                          semantics=params.semantics, max_beats=params.max_beats)
+    except MidiError as exc:
+        raise MidiError(exc.code, key, exc.detail) from None
+    bars = to_bars(pr, bar_steps=params.tensor.bar_steps, other_meters=params.tensor.other_meters)
+    ts = _time_signatures(score)
+    info = {
+        "repairs": list(score.repairs),
+        "warnings": list(score.warnings),
+        "ticks_per_quarter": score.resolution,
+        "n_midi_tracks": score.n_tracks,
+        "n_instruments": len(score.inst_program),
+        "n_notes": len(score.note_pitch),
+        **{f"notes_{_snake(n)}": c for n, c in zip(pr.track_names, pr.notes_per_track)},
+        "n_beats": len(pr.beat_times),
+        "n_steps": pr.n_steps,
+        "n_bars": bars.n_bars,
+        "bars_padded": bars.bars_padded,
+        "bars_cropped": bars.bars_cropped,
+        "bars_dropped": bars.bars_dropped,
+        "time_signatures": ts,
+        "first_beat_time": float(pr.first_beat_time),
+        "tempo_min": float(score.tempi.min()),
+        "tempo_max": float(score.tempi.max()),
+        "duration": float(score.end_time),
+        # LPD's cleansing rules: one time signature, 4/4, first beat at time zero
+        "lpd_cleansed_criteria": bool(ts == ["4/4"] and pr.first_beat_time == 0.0),
+    }
+    return pr, bars, info
+
+
+def _row(key: str, msd_id: str | None, size: int, song_id: str | None) -> dict:
+    return {"source": key, "id": song_id, "msd_id": msd_id, "size_bytes": size, "status": None,
+            "code": None, "message": None, "shard": None}
+
+
+def convert_shard(task: ShardTask) -> list[dict]:
+    """Worker: convert one shard's files, write songs + tensor shard + marker; return its rows."""
+    from pipeline.io.npz import atomic_write_bytes, pianoroll_npz_bytes
+    from pipeline.io.tensor_shards import write_tensor_shard
+
+    out = Path(task.out)
+    params = task.params
+    rows: list[dict] = []
+    ids: list[str] = []
+    tensors = []
+    seen: set[str] = set()
+    for i, key in enumerate(task.keys):
+        if task.payloads:
+            raw, reason = task.payloads[i]
+        else:
+            raw, reason = _read_file(task.paths[i], params.max_file_bytes)
+        size = len(raw) if raw is not None else 0
+        song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
+        row = _row(key, task.msd_ids[i], size, song_id)
+        rows.append(row)
+        if raw is None:
+            row.update(status="error", code="input.unreadable", message=reason)
+            continue
+        if song_id in seen:
+            row.update(status="skipped", code="skip.duplicate", message="same bytes as an earlier file of this shard")
+            continue
+        seen.add(song_id)
+        try:
+            pr, bars, info = convert_one(raw, key, params)
+        except MidiError as exc:
+            status = "skipped" if exc.code.startswith("skip.") else "error"
+            row.update(status=status, code=exc.code, message=exc.detail)
+            continue
+        except Exception as exc:  # a bug, but one file must not sink a Lakh-size run: record it
+            row.update(status="error", code="internal.bug", message=f"{type(exc).__name__}: {exc}")
+            continue
+        row.update(info)
+        row.update(status="recovered" if info["repairs"] else "ok", shard=task.index)
+        if info["repairs"]:
+            row["message"] = "; ".join(info["repairs"])
+        atomic_write_bytes(song_path(out, song_id), pianoroll_npz_bytes(pr, song_id))
+        ids.append(song_id)
+        tensors.append(bars)
+    pq_path, npz_path = shard_paths(out, params, task.index)
+    from pipeline.symbolic.lpd import TRACK_SETS
+
+    write_tensor_shard(pq_path, npz_path, ids, tensors, bar_steps=params.tensor.bar_steps,
+                       n_tracks=len(TRACK_SETS[params.tracks]))
+    marker = {"params": params_digest(params), "inputs": _inputs_digest(task), "rows": rows}
+    atomic_write_bytes(out / STATE_DIR / f"shard-{task.index:05d}.json",
+                       json.dumps(marker, sort_keys=True).encode())
+    return rows
+
+
+def _read_file(path: str | None, max_bytes: int) -> tuple[bytes | None, str | None]:
+    if path is None:
+        return None, "no path"
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            return None, f"too large: {size} bytes > max_file_bytes={max_bytes}"
+        with open(path, "rb") as fh:
+            return fh.read(), None
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+def _inputs_digest(task: ShardTask) -> str:
+    h = hashlib.sha256()
+    for key, msd in zip(task.keys, task.msd_ids):
+        h.update(f"{key}\0{msd}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _marker_rows(out: Path, task: ShardTask) -> list[dict] | None:
+    marker = out / STATE_DIR / f"shard-{task.index:05d}.json"
+    pq_path, npz_path = shard_paths(out, task.params, task.index)
+    if not (marker.exists() and pq_path.exists() and npz_path.exists()):
+        return None
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("params") != params_digest(task.params) or data.get("inputs") != _inputs_digest(task):
+        return None
+    return data["rows"]
+
+
+class _Lock:
+    """One build per output folder at a time (an advisory lock on ``out/.lock``)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise StageError(f"{self.path.parent}: another build is writing to this folder (locked)") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None,
+        match_scores: Path | None = None) -> dict:
+    """Convert every MIDI file under ``source`` into ``out``; return the summary (also written)."""
+    from pipeline.runner import run_tasks
+    from pipeline.sources import open_source
+
+    src = open_source(Path(source))
+    items = src.items()
+    out = Path(out)
+    scores = _load_match_scores(match_scores) if match_scores else None
+    with _Lock(out):
+        n_shards = (len(items) + params.shard_size - 1) // params.shard_size
+        tasks = []
+        for k in range(n_shards):
+            chunk = items[k * params.shard_size : (k + 1) * params.shard_size]
+            paths = tuple(str(p) if (p := src.path_of(it)) is not None else None for it in chunk)
+            tasks.append(ShardTask(index=k, out=str(out), params=params, keys=tuple(it.key for it in chunk),
+                                   msd_ids=tuple(it.msd_id for it in chunk), paths=paths))
+        rows_by_shard: dict[int, list[dict]] = {}
+        todo = []
+        for task in tasks:
+            rows = _marker_rows(out, task)
+            if rows is None:
+                todo.append(task)
+            else:
+                rows_by_shard[task.index] = rows
+        if todo:
+            if all(p is not None for t in todo for p in t.paths):
+                for idx, rows in run_tasks(convert_shard, todo, workers=workers, scheduler=scheduler,
+                                           description="build-lpd", total_units=sum(len(t.keys) for t in todo),
+                                           units=lambda t: len(t.keys)):
+                    rows_by_shard[todo[idx].index] = rows
+            else:  # an archive: stream it once, a few shards at a time
+                _run_streamed(src, todo, rows_by_shard, workers=workers, scheduler=scheduler)
+        _remove_stale(out, params, n_shards)
+        rows = [r for k in range(n_shards) for r in rows_by_shard[k]]
+        _mark_duplicates(out, params, rows)
+        _mark_lpd_subsets(rows, scores)
+        summary = _write_outputs(out, params, rows)
+    return summary
+
+
+def _run_streamed(src, todo: list[ShardTask], rows_by_shard: dict, *, workers: int, scheduler: str | None) -> None:
+    from pipeline.runner import run_tasks
+
+    by_key = {key: (t.index, j) for t in todo for j, key in enumerate(t.keys)}
+    pending: dict[int, list] = {t.index: [None] * len(t.keys) for t in todo}
+    tasks = {t.index: t for t in todo}
+    group: list[ShardTask] = []
+    batch = max(2, 2 * (workers or os.cpu_count() or 1))
+
+    def flush() -> None:
+        for idx, rows in run_tasks(convert_shard, group, workers=workers, scheduler=scheduler,
+                                   description="build-lpd", total_units=sum(len(t.keys) for t in group),
+                                   units=lambda t: len(t.keys)):
+            rows_by_shard[group[idx].index] = rows
+        group.clear()
+
+    max_bytes = todo[0].params.max_file_bytes
+    for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
+        k, j = by_key[item.key]
+        pending[k][j] = (raw, reason)
+        if all(p is not None for p in pending[k]):
+            group.append(dataclasses.replace(tasks[k], payloads=tuple(pending.pop(k))))
+            if len(group) >= batch:
+                flush()
+    for k, payloads in pending.items():  # members that never came (cannot happen for a sound archive)
+        filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
+        group.append(dataclasses.replace(tasks[k], payloads=filled))
+    if group:
+        flush()
+
+
+def _remove_stale(out: Path, params: Params, n_shards: int) -> None:
+    tensors = out / "tensors"
+    if tensors.exists():
+        for p in tensors.glob("*-[0-9][0-9][0-9][0-9][0-9].*"):
+            stem = p.name.split(".")[0]
+            tracks, _, num = stem.rpartition("-")
+            if tracks != params.tracks or int(num) >= n_shards:
+                p.unlink()
+    state = out / STATE_DIR
+    if state.exists():
+        for p in state.glob("shard-*.json"):
+            if int(p.stem.split("-")[1]) >= n_shards:
+                p.unlink()
+
+
+def _mark_duplicates(out: Path, params: Params, rows: list[dict]) -> None:
+    """Later copies of the same bytes become ``skipped: skip.duplicate``; their songs leave the shards."""
+    from pipeline.io.tensor_shards import read_tensor_rows, write_tensor_shard
+    from pipeline.symbolic.lpd import TRACK_SETS
+
+    first: dict[str, str] = {}
+    drop: dict[int, set[str]] = {}
+    for r in rows:
+        sid = r["id"]
+        if sid is None:
+            continue
+        if sid in first:
+            if r["status"] in ("ok", "recovered"):
+                drop.setdefault(r["shard"], set()).add(sid)
+            if r["code"] != "skip.duplicate" or r["message"] != f"same bytes as {first[sid]}":
+                for k in list(r):
+                    if k not in ("source", "id", "msd_id", "size_bytes"):
+                        r[k] = None
+            r.update(status="skipped", code="skip.duplicate", message=f"same bytes as {first[sid]}")
+        else:
+            first[sid] = r["source"]
+    for shard, sids in drop.items():
+        pq_path, npz_path = shard_paths(out, params, shard)
+        ids, tensors = read_tensor_rows(pq_path)
+        keep = [i for i, s in enumerate(ids) if s not in sids]
+        write_tensor_shard(pq_path, npz_path, [ids[i] for i in keep], [tensors[i] for i in keep],
+                           bar_steps=params.tensor.bar_steps, n_tracks=len(TRACK_SETS[params.tracks]))
+
+
+def _load_match_scores(path: Path) -> dict[str, dict[str, float]]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise StageError(f"{path}: cannot read match scores ({exc.strerror})") from None
+    except ValueError:
+        raise StageError(f"{path}: match scores are not valid JSON") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: match scores must map MSD ids to {{md5: score}}")
+    return data
+
+
+def _mark_lpd_subsets(rows: list[dict], scores: dict | None) -> None:
+    """LPD's matched and cleansed subsets (cleanser.py): per MSD id, the best-matching MIDI that
+    converted; it is in 'cleansed' when it meets the cleansing criteria."""
+    converted = {r["id"]: r for r in rows if r["status"] in ("ok", "recovered")}
+    for r in rows:
+        r["lpd_matched"] = None if scores is None else False
+        r["lpd_cleansed"] = None if scores is None else False
+        r["match_msd_id"] = None
+    if scores is None:
+        return
+    for msd_id in sorted(scores):
+        md5s = sorted(scores[msd_id], key=lambda m: (-scores[msd_id][m], m))
+        for md5 in md5s:
+            if md5 in converted:
+                converted[md5]["lpd_matched"] = True
+        for md5 in md5s:
+            if md5 in converted:
+                r = converted[md5]
+                if r["lpd_cleansed_criteria"]:
+                    r["lpd_cleansed"] = True
+                    r["match_msd_id"] = r["match_msd_id"] or msd_id
+                break
+
+
+def _write_outputs(out: Path, params: Params, rows: list[dict]) -> dict:
+    from pipeline.io.manifest import write_manifest
+    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.io.tensor_shards import schema_document
+    from pipeline.symbolic.lpd import TRACK_SETS
+
+    spec = TRACK_SETS[params.tracks]
+    write_manifest(out / "manifest.parquet", rows, note_columns=[f"notes_{_snake(s[0])}" for s in spec])
+    schema = schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
+                             bar_steps=params.tensor.bar_steps, resolution=params.resolution,
+                             semantics=params.semantics, other_meters=params.tensor.other_meters)
+    atomic_write_bytes(out / "tensors" / "schema.json", json.dumps(schema, indent=2, sort_keys=True).encode())
+    status = Counter(r["status"] for r in rows)
+    codes = Counter(r["code"] for r in rows if r["code"])
+    converted = [r for r in rows if r["status"] in ("ok", "recovered")]
+    summary = {
+        "files": len(rows),
+        "songs": len(converted),
+        "bars": int(sum(r["n_bars"] for r in converted)),
+        "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
+        "codes": dict(sorted(codes.items())),
+        "lpd_cleansed_criteria": sum(1 for r in converted if r["lpd_cleansed_criteria"]),
+    }
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
+
+
+def dense_song(out: Path, song_id: str) -> np.ndarray:
+    """Convenience for tests and notebooks: a song's (n_tracks, n_steps, 128) roll from its NPZ."""
+    import pypianoroll
+
+    mt = pypianoroll.load(song_path(Path(out), song_id))
+    return np.stack([t.pianoroll for t in mt.tracks])

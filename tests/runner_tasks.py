@@ -1,0 +1,32 @@
+"""Task functions for tests/test_runner.py, importable by dask worker processes."""
+
+from __future__ import annotations
+
+import os
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def square_with_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def fail_on_seven(x: int) -> int:
+    if x == 7:
+        raise ValueError(f"task x={x} failed on purpose")
+    return x * x
+
+
+def die_once(task: tuple[str, int]) -> int:
+    """Kill this worker process the first time any worker sees the marker file."""
+    marker, x = task
+    if x == 10:
+        try:
+            os.remove(marker)
+        except FileNotFoundError:
+            pass
+        else:
+            os._exit(1)
+    return x * x

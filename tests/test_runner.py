@@ -1,0 +1,138 @@
+"""run_tasks: in-process, local processes and a loopback cluster give the same results."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+import runner_tasks as rt
+from pipeline.errors import ParamsError
+from pipeline.progress import progress_bar, progress_enabled
+from pipeline.runner import run_tasks
+
+TASKS = list(range(50))
+EXPECTED = [(i, i * i) for i in TASKS]
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                      silence_logs=logging.WARNING) as c:
+        yield c
+
+
+def test_in_process_runs_here_in_order():
+    results = list(run_tasks(rt.square_with_pid, TASKS, workers=1))
+    assert [i for i, _ in results] == TASKS
+    assert [(i, r[0]) for i, r in results] == EXPECTED
+    assert {r[1] for _, r in results} == {os.getpid()}
+
+
+def test_local_processes():
+    results = sorted(run_tasks(rt.square_with_pid, TASKS, workers=2))
+    assert [(i, r[0]) for i, r in results] == EXPECTED
+    assert os.getpid() not in {r[1] for _, r in results}
+
+
+@pytest.mark.cluster
+def test_cluster_address(cluster):
+    results = sorted(run_tasks(rt.square, TASKS, scheduler=cluster.scheduler_address))
+    assert results == EXPECTED
+
+
+@pytest.mark.cluster
+def test_env_scheduler_address_is_honoured(cluster, monkeypatch):
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+    results = sorted(run_tasks(rt.square_with_pid, TASKS, workers=1))
+    assert [(i, r[0]) for i, r in results] == EXPECTED
+    assert os.getpid() not in {r[1] for _, r in results}  # ran on the cluster, not in-process
+
+
+def test_exception_propagates_in_process():
+    with pytest.raises(ValueError, match="task x=7 failed on purpose"):
+        list(run_tasks(rt.fail_on_seven, TASKS, workers=1))
+
+
+@pytest.mark.cluster
+def test_exception_propagates_from_workers(cluster):
+    with pytest.raises(ValueError, match="task x=7 failed on purpose"):
+        list(run_tasks(rt.fail_on_seven, TASKS, scheduler=cluster.scheduler_address))
+
+
+def test_killed_worker_is_retried(tmp_path):
+    marker = tmp_path / "kill-once"
+    marker.touch()
+    tasks = [(str(marker), x) for x in TASKS]
+    results = sorted(run_tasks(rt.die_once, tasks, workers=2))
+    assert not marker.exists()  # a worker did die
+    assert results == EXPECTED
+
+
+def test_empty_tasks_start_nothing():
+    assert list(run_tasks(rt.square, [], workers=2)) == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"workers": -1}, "workers=-1 must be >= 0"),
+    ({"retries": -2}, "retries=-2 must be >= 0"),
+])
+def test_bad_options_fail_at_call_time(kwargs, message):
+    with pytest.raises(ParamsError, match=message):
+        run_tasks(rt.square, TASKS, **kwargs)  # not iterated
+
+
+def test_progress_silent_when_disabled(monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_PROGRESS", "0")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert not progress_enabled()
+    assert sorted(run_tasks(rt.square, TASKS, workers=1)) == EXPECTED
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_progress_bar_counts_units(capsys):
+    with progress_bar("converting", 6, enabled=True) as bar:
+        for n in (1, 2, 3):
+            bar.advance(n)
+    err = capsys.readouterr().err
+    assert "converting" in err and "6/6" in err
+
+
+def test_units_feed_the_bar(monkeypatch):
+    seen = []
+
+    class Bar:
+        def advance(self, n):
+            seen.append(n)
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def fake_bar(description, total):
+        seen.append((description, total))
+        yield Bar()
+
+    monkeypatch.setattr("pipeline.runner.progress_bar", fake_bar)
+    list(run_tasks(rt.square, [1, 2, 3], workers=1, description="files", units=lambda t: t))
+    assert seen == [("files", 6), 1, 2, 3]
+
+
+def test_unreachable_scheduler_is_one_line_stage_error():
+    import dask
+
+    from pipeline.errors import StageError
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(StageError, match="cannot reach the dask scheduler") as err:
+            list(run_tasks(rt.square, TASKS, scheduler="tcp://127.0.0.1:1"))
+    assert "\n" not in str(err.value)
