@@ -1,0 +1,67 @@
+"""The `pipeline` command: help, one-line errors with a non-zero exit, a good run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Through the real console entry point, as a user runs it."""
+    return subprocess.run([sys.executable, "-c", "from pipeline.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_the_stages():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "build-lpd" in result.output and "corpus" in result.output
+
+
+def test_missing_source_is_one_line(tmp_path):
+    res = run_cli("build-lpd", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0
+    assert res.stderr.startswith("error: ") and "no such file or folder" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_empty_folder_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = run_cli("build-lpd", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and "no .mid/.midi/.rmi files" in res.stderr
+
+
+def test_bad_param_is_one_line(tmp_path, small_corpus):
+    params = tmp_path / "params.yaml"
+    params.write_text("build_lpd:\n  resolution: 0\n")
+    res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
+    assert res.returncode == 1
+    assert res.stderr.strip() == "error: build_lpd.resolution=0 must be a positive integer"
+    params.write_text("build_lpd:\n  tracks: lpd9\n")
+    res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
+    assert res.returncode == 1 and "build_lpd.tracks='lpd9' must be one of lpd5, lpd17" in res.stderr
+    params.write_text("build_lpd:\n  resolutoin: 24\n")
+    res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
+    assert res.returncode == 1 and "unknown key(s) resolutoin" in res.stderr
+
+
+def test_bad_option_exits_2():
+    result = runner.invoke(app, ["build-lpd", "x", "--workers", "many"])
+    assert result.exit_code == 2
+
+
+def test_good_run(tmp_path, small_corpus):
+    res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--workers", "1",
+                  "--params", str(tmp_path / "absent.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert "10 files: 8 ok, 0 recovered, 0 skipped, 2 errors -> 8 songs" in res.stdout
+    assert (tmp_path / "o" / "manifest.parquet").exists()
