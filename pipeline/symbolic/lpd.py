@@ -232,16 +232,15 @@ def to_pianoroll(
     inst = score.note_inst[idx]
     starts, ends = score.note_start[idx], score.note_end[idx]
 
-    # exactly pypianoroll's arithmetic (a note on a beat divides the beat by itself)
-    bi = np.searchsorted(bt, starts) - 1
-    ratios = (starts - bt[bi]) / (bt1[bi + 1] - bt[bi])
-    if semantics == "lpd":
-        ons = ((bi + ratios) * resolution).astype(np.int64)
-    else:
-        ons = np.round((bi + ratios) * resolution).astype(np.int64)
-    bi = np.searchsorted(bt, ends) - 1
-    ratios = (ends - bt[bi]) / (bt1[bi + 1] - bt[bi])
-    offs = ((bi + ratios) * resolution).astype(np.int64)
+    # exactly pypianoroll's arithmetic (a note on a beat divides the beat by itself; in a one-beat
+    # file that is 0/0, which pypianoroll cannot handle and we map to step 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bi = np.searchsorted(bt, starts) - 1
+        pos = np.nan_to_num((bi + (starts - bt[bi]) / (bt1[bi + 1] - bt[bi])) * resolution, nan=0.0)
+        ons = (pos if semantics == "lpd" else np.round(pos)).astype(np.int64)
+        bi = np.searchsorted(bt, ends) - 1
+        pos = np.nan_to_num((bi + (ends - bt[bi]) / (bt1[bi + 1] - bt[bi])) * resolution, nan=0.0)
+        offs = pos.astype(np.int64)
 
     pitch = score.note_pitch[idx]
     vel = score.note_vel[idx]
