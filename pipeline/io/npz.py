@@ -16,25 +16,36 @@ import numpy as np
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+#: deflate level: 1 is ~4x faster than zlib's default 6 and within ~10% of its size on piano-rolls
+COMPRESS_LEVEL = 1
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    """An .npy file in memory (format 1.0, C order), as ``np.save`` writes it, minus its overhead."""
+    arr = np.ascontiguousarray(arr)
+    header = np.lib.format.header_data_from_array_1_0(arr)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + arr.tobytes()
+
+
 def npz_bytes(arrays: Mapping[str, np.ndarray], extra: Mapping[str, bytes] | None = None) -> bytes:
     """Serialise ``arrays`` (as ``name.npy``) and raw ``extra`` members, deflated, in the order given."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as zf:
         for name, arr in arrays.items():
             arr = np.asarray(arr)
             if arr.dtype == object:
                 raise TypeError(f"array {name!r} has dtype object; NPZ shards never hold pickles")
-            member = io.BytesIO()
-            np.lib.format.write_array(member, arr, allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue())
+            zf.writestr(info, _npy_bytes(arr), compresslevel=COMPRESS_LEVEL)
         for name, blob in (extra or {}).items():
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            zf.writestr(info, blob)
+            zf.writestr(info, blob, compresslevel=COMPRESS_LEVEL)
     return buf.getvalue()
 
 

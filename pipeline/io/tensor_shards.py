@@ -21,7 +21,7 @@ PARQUET_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("n_bars", pa.int32()),
-        ("bar", pa.list_(pa.int32())),
+        ("bar", pa.list_(pa.int16())),
         ("step", pa.list_(pa.int16())),
         ("pitch", pa.list_(pa.uint8())),
         ("track", pa.list_(pa.uint8())),
@@ -32,7 +32,8 @@ PARQUET_SCHEMA = pa.schema(
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", use_dictionary=False, write_statistics=False)
+    pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=False,
+                   write_statistics=False)
     return sink.getvalue()
 
 
@@ -42,18 +43,26 @@ def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], t
 
     Parquet: one row per song, coordinates (bar, step, pitch, track) and velocity as list
     columns. NPZ: ``shape`` = (songs, max bars, bar_steps, 128, tracks), ``nonzero`` (5, nnz)
-    int32 (restore with ``x = np.zeros(shape, bool); x[tuple(nonzero)] = True``), plus ``ids``,
+    uint16 (restore with ``x = np.zeros(shape, bool); x[tuple(nonzero)] = True``), plus ``ids``,
     ``n_bars`` and ``velocity`` (nnz,) uint8 in the order of ``nonzero``.
     """
+    offsets = np.zeros(len(tensors) + 1, np.int32)
+    np.cumsum([len(t.bar) for t in tensors], out=offsets[1:])
+    offsets = pa.array(offsets, pa.int32())
+
+    def lists(name: str, dtype) -> pa.ListArray:
+        values = np.concatenate([getattr(t, name) for t in tensors]).astype(dtype) if tensors else np.zeros(0, dtype)
+        return pa.ListArray.from_arrays(offsets, pa.array(values))
+
     table = pa.table(
         {
             "id": pa.array(list(ids), pa.string()),
             "n_bars": pa.array([t.n_bars for t in tensors], pa.int32()),
-            "bar": pa.array([t.bar for t in tensors], pa.list_(pa.int32())),
-            "step": pa.array([t.step for t in tensors], pa.list_(pa.int16())),
-            "pitch": pa.array([t.pitch for t in tensors], pa.list_(pa.uint8())),
-            "track": pa.array([t.track for t in tensors], pa.list_(pa.uint8())),
-            "velocity": pa.array([t.velocity for t in tensors], pa.list_(pa.uint8())),
+            "bar": lists("bar", np.int16),
+            "step": lists("step", np.int16),
+            "pitch": lists("pitch", np.uint8),
+            "track": lists("track", np.uint8),
+            "velocity": lists("velocity", np.uint8),
         },
         schema=PARQUET_SCHEMA,
     )
@@ -63,16 +72,27 @@ def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], t
 
 def _npz_arrays(ids, tensors, bar_steps, n_tracks) -> dict[str, np.ndarray]:
     n_bars = np.array([t.n_bars for t in tensors], np.int32)
-    song = np.concatenate([np.full(len(t.bar), i, np.int32) for i, t in enumerate(tensors)]) if tensors else np.zeros(0, np.int32)
-    cat = lambda name, dt: (np.concatenate([getattr(t, name) for t in tensors]).astype(dt)  # noqa: E731
-                            if tensors else np.zeros(0, dt))
-    nonzero = np.stack([song, cat("bar", np.int32), cat("step", np.int32), cat("pitch", np.int32), cat("track", np.int32)])
+    nnz = sum(len(t.bar) for t in tensors)
+    if len(tensors) > 65535 or (len(n_bars) and n_bars.max() > 65535):
+        raise ValueError("an NPZ shard holds at most 65535 songs of at most 65535 bars")
+    nonzero = np.empty((5, nnz), np.uint16)
+    velocity = np.empty(nnz, np.uint8)
+    at = 0
+    for i, t in enumerate(tensors):
+        n = len(t.bar)
+        nonzero[0, at : at + n] = i
+        nonzero[1, at : at + n] = t.bar
+        nonzero[2, at : at + n] = t.step
+        nonzero[3, at : at + n] = t.pitch
+        nonzero[4, at : at + n] = t.track
+        velocity[at : at + n] = t.velocity
+        at += n
     shape = np.array([len(tensors), int(n_bars.max()) if len(n_bars) else 0, bar_steps, 128, n_tracks], np.int64)
     width = max([len(i) for i in ids] + [1])
     return {
         "shape": shape,
         "nonzero": nonzero,
-        "velocity": cat("velocity", np.uint8),
+        "velocity": velocity,
         "ids": np.array(list(ids), dtype=f"<U{width}"),
         "n_bars": n_bars,
     }
@@ -81,15 +101,13 @@ def _npz_arrays(ids, tensors, bar_steps, n_tracks) -> dict[str, np.ndarray]:
 def read_tensor_rows(parquet_path: Path) -> tuple[list[str], list[BarTensor]]:
     """Read a Parquet shard back into ``BarTensor`` objects (for filtering and tests)."""
     table = pq.read_table(parquet_path)
-    meta = json.loads(table.schema.metadata.get(b"lakh_pipeline", b"{}")) if table.schema.metadata else {}
-    del meta
     out = []
     cols = {name: table.column(name).to_pylist() for name in ("id", "n_bars")}
     lists = {name: table.column(name) for name in ("bar", "step", "pitch", "track", "velocity")}
     for i in range(table.num_rows):
         get = lambda name, dt: np.asarray(lists[name][i].values.to_numpy(zero_copy_only=False), dt)  # noqa: E731
         out.append(BarTensor(n_bars=cols["n_bars"][i], bar_steps=0, n_tracks=0,
-                             bar=get("bar", np.int32), step=get("step", np.int16), pitch=get("pitch", np.uint8),
+                             bar=get("bar", np.int16), step=get("step", np.int16), pitch=get("pitch", np.uint8),
                              track=get("track", np.uint8), velocity=get("velocity", np.uint8),
                              bars_padded=0, bars_cropped=0, bars_dropped=0))
     return cols["id"], out
@@ -116,7 +134,7 @@ def schema_document(*, tracks: Sequence[str], programs: Sequence[int], bar_steps
         },
         "npz": {
             "shape": "int64 (5,): songs, max bars in the shard, bar_steps, 128, tracks",
-            "nonzero": "int32 (5, nnz): song, bar, step, pitch, track (x[tuple(nonzero)] = True)",
+            "nonzero": "uint16 (5, nnz): song, bar, step, pitch, track (x[tuple(nonzero)] = True)",
             "velocity": "uint8 (nnz,), in the order of nonzero",
             "ids": "unicode (songs,): MD5 of the MIDI bytes",
             "n_bars": "int32 (songs,): bars of each song (the rest of the bar axis is padding)",
