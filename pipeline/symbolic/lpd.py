@@ -153,7 +153,7 @@ def _estimate_beat_start(score: MidiScore, tc_times, tempi, max_beats: int) -> f
     return best
 
 
-def _downbeats(beat_times, ts_times, ts_num, ts_den, resolution: int) -> np.ndarray:
+def downbeats(beat_times, ts_times, ts_num, ts_den, resolution: int) -> np.ndarray:
     """A downbeat at the first beat of every bar of every time signature (4/4 when there is none).
 
     A beat is pretty_midi's beat: a dotted quarter in 6/8, 9/8, 12/8; an eighth in 3/8. A time
@@ -190,6 +190,33 @@ def beat_grid(score: MidiScore, *, max_beats: int) -> tuple[float, np.ndarray]:
     if len(beats) > max_beats:
         raise MidiError("skip.too_long", "", f"the beat grid has more than max_beats={max_beats} beats")
     return first, beats
+
+
+@dataclass(frozen=True)
+class BarGrid:
+    """The beat and bar grid that build_lpd uses for a file (shared by every modality)."""
+
+    first_beat_time: float
+    beat_times: np.ndarray  # (n_beats,) seconds
+    bar_beats: np.ndarray  # (n_bars,) index of the first beat of each bar
+    resolution: int
+
+    @property
+    def bar_times(self) -> np.ndarray:
+        """Start time (s) of each bar."""
+        return self.beat_times[self.bar_beats]
+
+    @property
+    def bar_steps(self) -> np.ndarray:
+        """Start step of each bar on the piano-roll grid."""
+        return self.bar_beats * self.resolution
+
+
+def bar_grid(score: MidiScore, *, resolution: int = 24, max_beats: int = 20_000) -> BarGrid:
+    """Beats and bars of a file exactly as in its build_lpd piano-roll (raises skip.too_long)."""
+    first, bt = beat_grid(score, max_beats=max_beats)
+    down = downbeats(bt, score.ts_times, score.ts_num, score.ts_den, 1)
+    return BarGrid(first_beat_time=first, beat_times=bt, bar_beats=np.flatnonzero(down), resolution=resolution)
 
 
 def to_pianoroll(
@@ -276,7 +303,7 @@ def to_pianoroll(
         track_programs=tuple(s[1] for s in spec),
         track_is_drum=tuple(s[2] for s in spec),
         tempo=np.repeat(bpm, resolution),
-        downbeat=_downbeats(bt, score.ts_times, score.ts_num, score.ts_den, resolution),
+        downbeat=downbeats(bt, score.ts_times, score.ts_num, score.ts_den, resolution),
         beat_times=bt,
         first_beat_time=first,
         cell_track=c_f.astype(np.uint8),
