@@ -636,3 +636,46 @@ def paint_rolls(n_steps, inst_of_note, pitch, vel, ons, offs, inst_is_drum, inst
                     n_out += 1
                     scratch[t, p] = 0
     return n_out
+
+
+@njit(cache=True)
+def merge_cells(c_f, c_t, c_p, c_v, n, n_tracks, out_track, out_time, out_pitch, out_vel):
+    """Merge painted cells of several instruments into their tracks by maximum velocity.
+
+    A counting sort by (track, pitch), then a sort by time within each (track, pitch): the result
+    is in CSC order (track, pitch, time) with one cell per (track, pitch, time). Returns the count.
+    """
+    n_buckets = n_tracks * 128
+    starts = np.zeros(n_buckets + 1, np.int64)
+    for i in range(n):
+        starts[c_f[i] * 128 + c_p[i] + 1] += 1
+    for b in range(n_buckets):
+        starts[b + 1] += starts[b]
+    pos = starts[:-1].copy()
+    keys = np.empty(n, np.int64)
+    for i in range(n):
+        b = c_f[i] * 128 + c_p[i]
+        keys[pos[b]] = c_t[i] * 256 + c_v[i]
+        pos[b] += 1
+    m = 0
+    for b in range(n_buckets):
+        lo = starts[b]
+        hi = starts[b + 1]
+        if hi == lo:
+            continue
+        seg = keys[lo:hi]
+        seg.sort()
+        prev = -1
+        for k in range(hi - lo):
+            t = seg[k] >> 8
+            v = seg[k] & 255
+            if t == prev:
+                out_vel[m - 1] = v  # ascending velocities within a time: the last is the maximum
+            else:
+                out_track[m] = b // 128
+                out_pitch[m] = b % 128
+                out_time[m] = t
+                out_vel[m] = v
+                m += 1
+                prev = t
+    return m

@@ -282,17 +282,11 @@ def to_pianoroll(
         if n >= 0:
             break
         cap *= 2
-    c_f, c_t, c_p, c_v = c_f[:n], c_t[:n], c_p[:n], c_v[:n]
-    key = (c_f * 128 + c_p) * n_steps + c_t
-    order = np.argsort(key, kind="stable")
-    key, c_v = key[order], c_v[order]
-    if n:
-        first_of = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        key = key[first_of]
-        c_v = np.maximum.reduceat(c_v, first_of)
-    c_t = key % n_steps
-    c_p = (key // n_steps) % 128
-    c_f = key // (n_steps * 128)
+    out_track = np.empty(n, np.uint8)
+    out_time = np.empty(n, np.int32)
+    out_pitch = np.empty(n, np.uint8)
+    out_vel = np.empty(n, np.uint8)
+    m = K.merge_cells(c_f, c_t, c_p, c_v, n, len(spec), out_track, out_time, out_pitch, out_vel)
 
     bpm = 60.0 / np.diff(bt1)
     notes_per_track = np.bincount(fam_of_inst[inst], minlength=len(spec))
@@ -306,9 +300,9 @@ def to_pianoroll(
         downbeat=downbeats(bt, score.ts_times, score.ts_num, score.ts_den, resolution),
         beat_times=bt,
         first_beat_time=first,
-        cell_track=c_f.astype(np.uint8),
-        cell_time=c_t.astype(np.int32),
-        cell_pitch=c_p.astype(np.uint8),
-        cell_velocity=c_v.astype(np.uint8),
+        cell_track=out_track[:m],
+        cell_time=out_time[:m],
+        cell_pitch=out_pitch[:m],
+        cell_velocity=out_vel[:m],
         notes_per_track=tuple(int(x) for x in notes_per_track),
     )
