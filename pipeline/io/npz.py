@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -30,18 +32,47 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray], extra: Mapping[str, bytes] | None = None) -> bytes:
-    """Serialise ``arrays`` (as ``name.npy``) and raw ``extra`` members, deflated, in the order given."""
+    """Serialise ``arrays`` (as ``name.npy``) and raw ``extra`` members, deflated, in the order given.
+
+    A minimal zip writer (fixed 1980-01-01 timestamps, no extra fields): the same arrays always
+    give the same bytes, and a song's 20-odd members cost far less than through ``zipfile``.
+    """
+    members: list[tuple[str, bytes]] = []
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype == object:
+            raise TypeError(f"array {name!r} has dtype object; NPZ shards never hold pickles")
+        members.append((f"{name}.npy", _npy_bytes(arr)))
+    members += list((extra or {}).items())
+    if sum(len(b) for _, b in members) >= 0xFFFFFFFF:  # beyond plain zip: let zipfile do zip64
+        return _npz_bytes_zip64(members)
+    out = bytearray()
+    central = bytearray()
+    for name, blob in members:
+        fname = name.encode()
+        comp = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
+        data = comp.compress(blob) + comp.flush()
+        crc = zlib.crc32(blob)
+        offset = len(out)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, _DOS_DATE, crc, len(data), len(blob), len(fname), 0)
+        out += fname
+        out += data
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, _DOS_DATE, crc, len(data),
+                               len(blob), len(fname), 0, 0, 0, 0, 0o644 << 16, offset)
+        central += fname
+    cd_offset = len(out)
+    out += central
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), cd_offset, 0)
+    return bytes(out)
+
+
+_DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01
+
+
+def _npz_bytes_zip64(members: list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as zf:
-        for name, arr in arrays.items():
-            arr = np.asarray(arr)
-            if arr.dtype == object:
-                raise TypeError(f"array {name!r} has dtype object; NPZ shards never hold pickles")
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, _npy_bytes(arr), compresslevel=COMPRESS_LEVEL)
-        for name, blob in (extra or {}).items():
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL, allowZip64=True) as zf:
+        for name, blob in members:
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
