@@ -138,13 +138,13 @@ def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
         raise MidiError("midi.empty_file", path, "the file is empty (0 bytes)")
     data = np.frombuffer(raw, np.uint8)
     start, repairs = _find_header(data, raw, path)
-    cap = len(raw) // 2 + 16
-    ev_track = np.empty(cap, np.int64)
+    cap = len(raw) // 2 + 16  # an event takes at least two bytes: 22 bytes of arrays per event
+    ev_track = np.empty(cap, np.int32)
     ev_tick = np.empty(cap, np.int64)
-    ev_kind = np.empty(cap, np.int64)
-    ev_ch = np.empty(cap, np.int64)
-    ev_a = np.empty(cap, np.int64)
-    ev_b = np.empty(cap, np.int64)
+    ev_kind = np.empty(cap, np.int8)
+    ev_ch = np.empty(cap, np.int8)
+    ev_a = np.empty(cap, np.int32)
+    ev_b = np.empty(cap, np.int32)
     info = np.zeros(K.INFO_SIZE, np.int64)
     K.scan_smf(data, start, ev_track, ev_tick, ev_kind, ev_ch, ev_a, ev_b, info)
     if info[0] != K.E_NONE:

@@ -524,29 +524,47 @@ def get_beats(start_time, tc_times, tempi, ts_times, ts_num, ts_den, end_time, m
 def beat_start_score(beats, onset_idx, onset_vel, length):
     """Score of one candidate beat grid in pretty_midi's ``estimate_beat_start``.
 
-    ``onset_idx``: int(start * 1000) of every note; the signal has ``length`` samples; windows
-    of 25 ms either side of 0 and of every beat, exactly as pretty_midi cuts them.
+    pretty_midi marks 25 ms windows around 0 and every beat on a 1 kHz signal of ``length``
+    samples and sums the velocities of the note onsets (``int(start * 1000)``) that fall in a
+    window. The same sum without the signal (memory stays bounded whatever the file's length):
+    windows start in beat order, so an onset is covered when the widest window starting at or
+    before it reaches past it.
     """
     fs = 1000.0
     tol = 0.025
-    mark = np.zeros(length, np.bool_)
     nbeats = beats.shape[0]
+    lo = np.empty(nbeats + 1, np.int64)
+    reach = np.empty(nbeats + 1, np.int64)  # running maximum of the window ends
+    best = 0
     for j in range(nbeats + 1):
         beat = 0.0 if j == 0 else beats[j - 1]
         if beat - tol < 0:
-            hi = int((beat + tol) * fs)
-            lo = 0
+            a = 0
+            b = int((beat + tol) * fs)
         else:
-            lo = int((beat - tol) * fs)
-            hi = lo + int(fs * tol * 2)
-        if hi > length:
-            hi = length
-        for s in range(lo, hi):
-            mark[s] = True
+            a = int((beat - tol) * fs)
+            b = a + int(fs * tol * 2)
+        if b > length:
+            b = length
+        if b > best:
+            best = b
+        lo[j] = a
+        reach[j] = best
     total = 0.0
     for k in range(onset_idx.shape[0]):
         s = onset_idx[k]
-        if 0 <= s < length and mark[s]:
+        if s < 0 or s >= length:
+            continue
+        # number of windows starting at or before s (lo is non-decreasing)
+        left = 0
+        right = nbeats + 1
+        while left < right:
+            mid = (left + right) // 2
+            if lo[mid] <= s:
+                left = mid + 1
+            else:
+                right = mid
+        if left > 0 and reach[left - 1] > s:
             total += onset_vel[k]
     return total / nbeats
 

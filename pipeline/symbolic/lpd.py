@@ -27,6 +27,9 @@ from pipeline.io import smf_kernels as K
 from pipeline.io.midi import MidiScore
 
 Tracks = Literal["lpd5", "lpd17"]
+
+#: at most this many non-zero cells per file (all instruments, before merging; ~8 bytes each)
+MAX_CELLS = 32_000_000
 Semantics = Literal["lpd", "pypianoroll"]
 
 #: (name, program, is_drum) of each output track, in LPD order
@@ -271,17 +274,22 @@ def to_pianoroll(
 
     pitch = score.note_pitch[idx]
     vel = score.note_vel[idx]
-    cap = int(np.clip(offs - ons + 2, 1, n_steps + 1).sum()) + 16
+    # cells painted per instrument (before merging): bounded, so that a hostile file with
+    # thousands of song-long notes is refused instead of exhausting memory
+    need = int(np.clip(offs - ons + 2, 1, n_steps + 1).sum()) + 16
+    cap = min(need, MAX_CELLS)
     while True:
-        c_f = np.empty(cap, np.int64)
-        c_t = np.empty(cap, np.int64)
-        c_p = np.empty(cap, np.int64)
-        c_v = np.empty(cap, np.int64)
+        c_f = np.empty(cap, np.uint8)
+        c_t = np.empty(cap, np.int32)
+        c_p = np.empty(cap, np.uint8)
+        c_v = np.empty(cap, np.uint8)
         n = K.paint_rolls(n_steps, inst, pitch, vel, ons, offs, score.inst_is_drum, fam_of_inst,
                           semantics == "lpd", c_f, c_t, c_p, c_v)
         if n >= 0:
             break
-        cap *= 2
+        if cap >= MAX_CELLS:
+            raise MidiError("skip.too_dense", "", f"more than {MAX_CELLS} non-zero piano-roll cells")
+        cap = min(cap * 2, MAX_CELLS)
     out_track = np.empty(n, np.uint8)
     out_time = np.empty(n, np.int32)
     out_pitch = np.empty(n, np.uint8)
