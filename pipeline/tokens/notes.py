@@ -1,0 +1,497 @@
+"""The seed's music21 recipe, done right (``vocab: notes``): notes -> name with octave as music21
+spells them (``C4``, ``C#4``, ``E-4``), chords -> pitch classes of their normal order joined by
+``.`` (``4.7.11``), per non-drum MIDI track or all non-drum tracks merged.
+
+Two implementations, one output:
+
+- ``notes_music21``: the reference. ``music21.midi.translate.midiFileToStream`` (what
+  ``converter.parse`` does for MIDI), then every ``Note`` / ``Chord`` of each part, flattened; a
+  tie continuation (music21 splits notes at bar lines) adds its length to the element it continues
+  (``stripTies`` misses some chords); ``Unpitched`` and ``PercussionChord`` (channel 10) are drums
+  and left out.
+- ``notes_fast``: no music21 per file. It scans the file with our SMF scanner and replays
+  music21 10's MIDI import on arrays: note-offs paired as ``getNotesFromEvents`` pairs them
+  (each note-on ends at the first note-off of its pitch and channel after it), notes grouped into
+  chords as ``midiTrackToStream`` groups them (onsets within ``ticksPerQuarter / 4`` of the
+  group's first note and offsets within the same tolerance; a chord with a channel-10 note is a
+  ``PercussionChord``; the chord's duration is its *last* note's, music21's own bug), offsets and
+  durations quantised as ``Stream.quantize(quarterLengthDivisors=(4, 3))`` does (nearest multiple
+  of 1/4 or 1/3 quarter, ties to 1/4; a duration is never quantised to 0 and prefers a value that
+  fills the gap to the next offset), pitch names and normal orders from tables computed once with
+  music21 (``_m21_tables.py``).
+
+The order of a stream is (quantised offset, MIDI track, tick of the onset, pitches): music21's own
+order of simultaneous events depends on voices it invents, so the recipe fixes one and both paths
+use it. Times are in units of 1/12 quarter (the common grid of 1/4 and 1/3).
+
+Options: ``durations`` appends the quantised quarter length (``C4_1/2``, ``0.4.7_3/2``);
+``rests`` inserts ``rest`` (``rest_<ql>`` with durations) where nothing sounds between the end of
+everything before and the next onset (from offset 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+from numba import njit
+
+from pipeline.errors import MidiError
+from pipeline.io import smf_kernels as K
+from pipeline.tokens._m21_tables import NORMAL_ORDER, PITCH_NAMES
+
+Streams = Literal["merged", "tracks"]
+#: event arrays of ``smf_kernels.scan_smf``, as ``read_midi`` allocates them (track, tick, kind,
+#: channel, a, b)
+SCAN_DTYPES = (np.int32, np.int64, np.int8, np.int8, np.int32, np.int32)
+UNITS = 12  # time units per quarter note: lcm of music21's default quantisation divisors (4, 3)
+DIVISORS = (4, 3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotesConfig:
+    streams: Streams = "merged"  # merged: one stream "all"; tracks: one per MIDI track ("track03")
+    durations: bool = False
+    rests: bool = False
+
+
+def stream_name(track: int | None) -> str:
+    return "all" if track is None else f"track{track:02d}"
+
+
+@lru_cache(maxsize=4096)
+def duration_text(units: int) -> str:
+    """Quarter length as an exact fraction: 1/4, 1/3, 3/2, 2."""
+    return str(Fraction(int(units), UNITS))
+
+
+# ---------------------------------------------------------------------------------------------
+# fast path
+
+
+def scan_events(raw: bytes, path: str = "<bytes>"):
+    """Raw events of an SMF in file order: (tpq, n_tracks, track, tick, kind, channel, a, b)."""
+    from pipeline.io.midi import _find_header
+
+    if len(raw) == 0:
+        raise MidiError("midi.empty_file", path, "the file is empty (0 bytes)")
+    data = np.frombuffer(raw, np.uint8)
+    start, _ = _find_header(data, raw, path)
+    cap = len(raw) // 2 + 16
+    # the dtypes read_midi uses: one compiled specialisation of scan_smf serves both (a second
+    # one would also add numba cache files under pipeline/io, a DVC dependency of build_lpd);
+    # tests/test_vocab_notes.py checks that they stay the same
+    arrs = [np.empty(cap, dt) for dt in SCAN_DTYPES]
+    info = np.zeros(K.INFO_SIZE, np.int64)
+    K.scan_smf(data, start, *arrs, info)
+    if info[0] != K.E_NONE:
+        raise MidiError("midi.bad_header", path, "the MThd header is cut short")
+    division, tracks_read, ne = int(info[3]), int(info[4]), int(info[6])
+    if division < 0:
+        raise MidiError("midi.smpte_division", path, "SMPTE time division has no quarter notes")
+    if division == 0:
+        raise MidiError("midi.zero_division", path, "ticks per quarter note is 0")
+    if tracks_read == 0:
+        raise MidiError("midi.no_tracks", path, "no track chunk could be read")
+    return (division, tracks_read, *(a[:ne].astype(np.int64) for a in arrs))
+
+
+@njit(cache=True)
+def _pair_m21(ev_track, ev_tick, ev_kind, ev_ch, ev_a, n_tracks, on_tick, off_tick, pitch, chan, track):
+    """music21 ``getNotesFromEvents`` per track: walk backwards, a note-off arms its (pitch,
+    channel), a note-on takes the nearest armed note-off after it (unpaired note-ons vanish).
+    Fills the outputs in reverse order of note-ons; returns the count."""
+    awaiting = np.full(n_tracks * 16 * 128, -1, np.int64)
+    n = 0
+    for i in range(ev_tick.shape[0] - 1, -1, -1):
+        k = ev_kind[i]
+        if k == 2 or k == 1:
+            key = (ev_track[i] * 16 + ev_ch[i]) * 128 + ev_a[i]
+            if k == 2:
+                awaiting[key] = ev_tick[i]
+            elif awaiting[key] >= 0:
+                on_tick[n] = ev_tick[i]
+                off_tick[n] = awaiting[key]
+                pitch[n] = ev_a[i]
+                chan[n] = ev_ch[i]
+                track[n] = ev_track[i]
+                n += 1
+    return n
+
+
+@njit(cache=True)
+def _group_m21(on_tick, off_tick, track, tol, mem_group, mem_note, first_of):
+    """music21 ``midiTrackToStream`` chord gathering (notes in note-on order, track by track).
+    Emits (group, note) member pairs: as in music21, a note already gathered into a chord can be
+    gathered again by a later one (only the opening note is checked). Returns (groups, pairs), or
+    (-1, -1) when ``mem_*`` are too small."""
+    n = on_tick.shape[0]
+    cap = mem_group.shape[0]
+    gathered = np.zeros(n, np.bool_)
+    g = 0
+    m = 0
+    for i in range(n):
+        if gathered[i]:
+            continue
+        if m >= cap:
+            return -1, -1
+        first_of[g] = i
+        mem_group[m] = g
+        mem_note[m] = i
+        m += 1
+        for j in range(i + 1, n):
+            if track[j] != track[i] or abs(on_tick[j] - on_tick[i]) >= tol:
+                break
+            if abs(off_tick[j] - off_tick[i]) > tol:
+                continue
+            if m >= cap:
+                return -1, -1
+            mem_group[m] = g
+            mem_note[m] = j
+            m += 1
+            gathered[j] = True
+        g += 1
+    return g, m
+
+
+def _py_round7(x: float) -> float:
+    return round(x, 7)
+
+
+def quantize_offsets(ql: np.ndarray) -> np.ndarray:
+    """music21 ``bestMatch(offset, (4, 3))`` for offsets: units of 1/12 quarter."""
+    best_units = None
+    errs = []
+    units = []
+    for div in DIVISORS:
+        unit = 1 / div
+        mult = np.floor(ql / unit)
+        low = unit * mult
+        take_low = (low <= ql) & (ql <= low + unit / 2.0)
+        err = np.where(take_low, np.round(ql - low, 7), np.round(unit * (mult + 1) - ql, 7))
+        errs.append(err)
+        units.append((mult + np.where(take_low, 0, 1)).astype(np.int64) * (UNITS // div))
+    diff = np.abs(errs[0] - errs[1])
+    close = (diff > 0) & (diff < 1e-6)
+    best_units = np.where(errs[1] < errs[0], units[1], units[0])  # a tie goes to 1/4 (the smaller tick)
+    for i in np.flatnonzero(close):  # near-ties: music21's own arithmetic (Python's round)
+        best_units[i] = _best_match_py(float(ql[i]), zero_allowed=True, gap=None)
+    return best_units
+
+
+def _best_match_py(ql: float, *, zero_allowed: bool, gap: int | None) -> int:
+    """music21 ``Stream.quantize.bestMatch`` in plain Python (result in 1/12 units)."""
+    import math
+
+    found = []
+    gapf = 0.0 if gap is None else gap / UNITS
+    for div in DIVISORS:
+        tick = 1 / div
+        mult = math.floor(ql / tick)
+        low, high = tick * mult, tick * (mult + 1)
+        if low <= ql <= low + tick / 2.0:
+            match, err, m = low, _py_round7(ql - low), mult
+        else:
+            match, err, m = high, _py_round7(high - ql), mult + 1
+        if not zero_allowed and match == 0.0:
+            match, m = tick, 1
+            err = abs(_py_round7(ql - match))
+        remaining = 0.0 if gapf % tick == 0 else max(gapf - match, 0.0)
+        found.append((remaining, err, tick, m * (UNITS // div)))
+    return min(found)[3]
+
+
+def quantize_durations(ql: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """music21 ``bestMatch(quarterLength, (4, 3), zeroAllowed=isGrace, gapToFill)``; ``gaps`` in
+    1/12 units (-1: no later element). A duration of 0 is a grace note and stays 0."""
+    out = np.zeros(len(ql), np.int64)
+    cand = []
+    gapf = np.where(gaps < 0, 0.0, gaps / UNITS)
+    for div in DIVISORS:
+        tick = 1 / div
+        mult = np.floor(ql / tick)
+        low = tick * mult
+        take_low = (low <= ql) & (ql <= low + tick / 2.0)
+        match = np.where(take_low, low, tick * (mult + 1))
+        m = mult + np.where(take_low, 0, 1)
+        err = np.where(take_low, np.round(ql - low, 7), np.round(match - ql, 7))
+        zero = match == 0.0
+        match = np.where(zero, tick, match)
+        m = np.where(zero, 1, m)
+        err = np.where(zero, np.abs(np.round(ql - tick, 7)), err)
+        remaining = np.where(np.fmod(gapf, tick) == 0, 0.0, np.maximum(gapf - match, 0.0))
+        cand.append((remaining, err, m.astype(np.int64) * (UNITS // div)))
+    (r4, e4, u4), (r3, e3, u3) = cand
+    pick3 = (r3 < r4) | ((r3 == r4) & (e3 < e4))
+    out = np.where(pick3, u3, u4)
+    de = np.abs(e3 - e4)
+    close = (np.abs(r3 - r4) < 1e-9) & (de > 0) & (de < 1e-6)
+    for i in np.flatnonzero(close & (ql > 0)):
+        out[i] = _best_match_py(float(ql[i]), zero_allowed=False, gap=None if gaps[i] < 0 else int(gaps[i]))
+    out[ql == 0] = 0
+    return out
+
+
+@dataclass(frozen=True)
+class NoteGroups:
+    """music21's notes and chords of a file as arrays (one row per Note / Chord / drum element)."""
+
+    tpq: int
+    track: np.ndarray  # MIDI track index
+    tick: np.ndarray  # onset tick (the group's first note)
+    offset: np.ndarray  # quantised onset, 1/12 quarter units
+    duration: np.ndarray  # quantised duration, 1/12 units (only with durations=True, else 0)
+    mask: np.ndarray  # pitch-class set (12 bits)
+    pitch: np.ndarray  # the pitch of a single note; lowest pitch of a chord
+    top: np.ndarray  # highest pitch
+    size: np.ndarray  # number of notes
+    drum: np.ndarray  # Unpitched / PercussionChord
+
+
+def note_groups(raw: bytes, path: str = "<bytes>", *, durations: bool = False) -> NoteGroups:
+    """Notes and chords of a MIDI file as music21 10's MIDI import makes them."""
+    tpq, n_tracks, ev_track, ev_tick, ev_kind, ev_ch, ev_a, _ev_b = scan_events(raw, path)
+    n_on = int(np.count_nonzero(ev_kind == K.K_NOTE_ON))
+    on, off, pitch, chan, track = (np.empty(n_on, np.int64) for _ in range(5))
+    n = _pair_m21(ev_track, ev_tick, ev_kind, ev_ch, ev_a, n_tracks, on, off, pitch, chan, track)
+    on, off, pitch, chan, track = (a[:n][::-1].copy() for a in (on, off, pitch, chan, track))
+    cap = 2 * n + 16
+    while True:
+        mem_group = np.empty(cap, np.int64)
+        mem_note = np.empty(cap, np.int64)
+        first_of = np.empty(n, np.int64)
+        g, nm = _group_m21(on, off, track, tpq / max(DIVISORS), mem_group, mem_note, first_of)
+        if g >= 0:
+            break
+        cap *= 2
+    first_of = first_of[:g]
+    group_of, member = mem_group[:nm], mem_note[:nm]
+    last_of = np.zeros(g, np.int64)
+    np.maximum.at(last_of, group_of, member)
+    size = np.bincount(group_of, minlength=g)
+    mp = pitch[member]
+    mask = np.zeros(g, np.int64)
+    np.bitwise_or.at(mask, group_of, 1 << (mp % 12))
+    low = np.full(g, 128, np.int64)
+    np.minimum.at(low, group_of, mp)
+    top = np.full(g, -1, np.int64)
+    np.maximum.at(top, group_of, mp)
+    drum = np.zeros(g, bool)
+    np.logical_or.at(drum, group_of, chan[member] == 9)
+    g_track = track[first_of]
+    g_tick = on[first_of]
+    offset = quantize_offsets(g_tick / tpq) if g else np.zeros(0, np.int64)
+    if durations and g:
+        dur_ql = (off[last_of] - on[last_of]) / tpq
+        gaps = _gaps(g_track, offset, tpq, ev_track, ev_tick, ev_kind)
+        duration = quantize_durations(dur_ql, gaps)
+    else:
+        duration = np.zeros(g, np.int64)
+    return NoteGroups(tpq=tpq, track=g_track, tick=g_tick, offset=offset, duration=duration, mask=mask,
+                      pitch=low, top=top, size=size, drum=drum)
+
+
+_META_KINDS = (K.K_TEMPO, K.K_TIMESIG, K.K_KEYSIG, K.K_TRACKNAME, K.K_PROGRAM)
+
+
+def _gaps(g_track, offset, tpq, ev_track, ev_tick, ev_kind) -> np.ndarray:
+    """Per group: the next larger quantised offset among its track's elements (notes, chords and
+    the meta objects music21 puts in the part before quantising), minus its own; -1 when none."""
+    meta = np.isin(ev_kind, _META_KINDS)
+    m_track = ev_track[meta]
+    m_off = quantize_offsets(ev_tick[meta] / tpq) if meta.any() else np.zeros(0, np.int64)
+    big = int(max(offset.max(initial=0), m_off.max(initial=0))) + 2
+    keys = np.unique(np.concatenate([g_track * big + offset, m_track * big + m_off]))
+    mine = g_track * big + offset
+    nxt = np.searchsorted(keys, mine, side="right")
+    has = nxt < len(keys)
+    nxt_key = keys[np.minimum(nxt, len(keys) - 1)]
+    same_track = has & (nxt_key // big == g_track)
+    return np.where(same_track, nxt_key - mine, -1)
+
+
+def _tokens_of(offset, duration, strings, ticks=None, *, durations: bool, rests: bool):
+    out: list[str] = []
+    out_ticks: list[int] = []
+    end = 0
+    ticks = ticks if ticks is not None else [0] * len(strings)
+    for o, d, s, t in zip(offset.tolist(), duration.tolist(), strings, ticks):
+        if rests and o > end:
+            out.append(f"rest_{duration_text(o - end)}" if durations else "rest")
+            out_ticks.append(t)
+        out.append(f"{s}_{duration_text(d)}" if durations else s)
+        out_ticks.append(t)
+        end = max(end, o + d)
+    return out, out_ticks
+
+
+def notes_fast(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = NotesConfig()) -> dict[str, list[str]]:
+    """Token strings per stream (``"all"`` or ``"trackNN"``), without music21.
+
+    Raises
+    ------
+    MidiError
+        For a file the scanner cannot read (``midi.*`` codes).
+    """
+    return {k: v[0] for k, v in notes_fast_ticks(raw, path, config=config)[0].items()}
+
+
+def notes_fast_ticks(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = NotesConfig()):
+    """``({stream: (tokens, onset ticks)}, NoteGroups)``: the tick of each token's element (a
+    rest takes the tick of the element after it), to find bar lines."""
+    ng = note_groups(raw, path, durations=config.durations or config.rests)
+    keep = ~ng.drum
+    idx = np.flatnonzero(keep)
+    # the recipe's order: offset, track, onset tick, pitches (lowest, set, highest, size)
+    order = np.lexsort((ng.size[idx], ng.top[idx], ng.mask[idx], ng.pitch[idx], ng.tick[idx], ng.track[idx],
+                        ng.offset[idx]))
+    idx = idx[order]
+    chord = ng.size[idx] > 1
+    strings = [NORMAL_ORDER[m] if c else PITCH_NAMES[p]
+               for m, c, p in zip(ng.mask[idx].tolist(), chord.tolist(), ng.pitch[idx].tolist())]
+    return _assemble(ng.track[idx], ng.offset[idx], ng.duration[idx], strings, config, ng.tick[idx].tolist()), ng
+
+
+def _assemble(track, offset, duration, strings, config: NotesConfig, ticks=None) -> dict:
+    ticks = ticks if ticks is not None else [0] * len(strings)
+    if config.streams == "merged":
+        if not len(strings):
+            return {}
+        return {"all": _tokens_of(offset, duration, strings, ticks, durations=config.durations, rests=config.rests)}
+    out = {}
+    for t in np.unique(track).tolist():
+        m = np.flatnonzero(track == t).tolist()
+        out[stream_name(t)] = _tokens_of(offset[m], duration[m], [strings[i] for i in m], [ticks[i] for i in m],
+                                         durations=config.durations, rests=config.rests)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reference path
+
+
+def notes_music21(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = NotesConfig()) -> dict[str, list[str]]:
+    """The same token strings through music21 (slow: 0.1-2 files/s)."""
+    from music21 import chord, midi, note, percussion
+
+    mf = midi.MidiFile()
+    mf.readstr(raw)
+    tpq = mf.ticksPerQuarterNote
+    track_of_part = [i for i, mt in enumerate(mf.tracks) if mt.hasNotes()]
+    score = midi.translate.midiFileToStream(mf)
+    rows = []
+    for k, part in enumerate(score.parts):
+        chains: dict[tuple, list] = {}  # a tied element's continuations add to its duration
+        for el in part.flatten().notes:
+            if isinstance(el, (note.Unpitched, percussion.PercussionChord)):
+                continue
+            if not isinstance(el, (chord.Chord, note.Note)):
+                continue
+            midis = sorted(p.midi for p in el.pitches)
+            tick = el.editorial.get("midiTickStart", -1)
+            dur = round(float(el.quarterLength) * UNITS)
+            tie = el.tie.type if el.tie is not None else None
+            if tie in ("stop", "continue") and (tick, tuple(midis)) in chains:
+                chains[tick, tuple(midis)][1] += dur
+                continue
+            if isinstance(el, chord.Chord):
+                s = ".".join(str(x) for x in el.normalOrder)
+                mask = sum(1 << pc for pc in {m % 12 for m in midis})
+            else:
+                s = el.pitch.nameWithOctave
+                mask = 1 << (midis[0] % 12)
+            # music21's own quantised onset (its Stream.quantize records the error it made):
+            # ``el.offset`` after makeMeasures / makeVoices is sometimes moved by bars in voiced
+            # measures, a music21 artefact that would scramble the order
+            err = el.editorial.get("offsetQuantizationError", 0)
+            off = round((Fraction(tick, tpq) - Fraction(err).limit_denominator(1 << 20)) * UNITS) if tick >= 0 \
+                else round(float(el.offset) * UNITS)
+            key = (off, track_of_part[k], tick, midis[0], mask, midis[-1], len(midis))
+            row = [key, dur, s]
+            if tie == "start":
+                chains[tick, tuple(midis)] = row
+            rows.append(row)
+    rows.sort(key=lambda r: r[0])
+    track = np.array([r[0][1] for r in rows], np.int64)
+    offset = np.array([r[0][0] for r in rows], np.int64)
+    duration = np.array([r[1] for r in rows], np.int64)
+    out = _assemble(track, offset, duration, [r[2] for r in rows], config)
+    return {k: v[0] for k, v in out.items()}
+
+
+def write_tables(path=None) -> None:
+    """Regenerate ``_m21_tables.py`` with the installed music21 (about 30 s)."""
+    from pathlib import Path
+
+    import music21
+    from music21 import chord, pitch
+
+    names = []
+    for m in range(128):
+        p = pitch.Pitch()
+        p.midi = m
+        names.append(p.nameWithOctave)
+    orders = []
+    for mask in range(4096):
+        pcs = [k for k in range(12) if mask >> k & 1]
+        orders.append(".".join(str(x) for x in chord.Chord(pcs).normalOrder) if pcs else "")
+    lines = [
+        f'"""Generated from music21 {music21.__version__} by ``pipeline.tokens.notes.write_tables`` (do not edit).',
+        "",
+        "``PITCH_NAMES[m]``: ``pitch.Pitch(midi=m).nameWithOctave``; ``NORMAL_ORDER[mask]``: the",
+        "pitch classes of ``chord.Chord(pcs).normalOrder`` joined by '.', for the pitch-class set",
+        '``pcs = [k for k in range(12) if mask >> k & 1]`` (mask 0: the empty string)."""',
+        "",
+        f"MUSIC21_VERSION = {music21.__version__!r}",
+        "",
+        "PITCH_NAMES = (",
+    ]
+    lines += ["    " + " ".join(repr(x) + "," for x in names[i : i + 8]) for i in range(0, 128, 8)]
+    lines += [")", "", "NORMAL_ORDER = ("]
+    lines += ["    " + " ".join(repr(x) + "," for x in orders[i : i + 8]) for i in range(0, 4096, 8)]
+    lines.append(")")
+    target = Path(path) if path else Path(__file__).with_name("_m21_tables.py")
+    target.write_text("\n".join(lines) + "\n")
+
+
+def _m21_child(conn, raw, path, config) -> None:  # pragma: no cover - runs in a child process
+    import time
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    t0 = time.perf_counter()
+    try:
+        result = notes_music21(raw, path, config=config)
+        conn.send(("ok", result, time.perf_counter() - t0))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", time.perf_counter() - t0))
+    conn.close()
+
+
+def notes_music21_timed(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = NotesConfig(),
+                        timeout: float = 30.0) -> tuple[str, object, float]:
+    """``notes_music21`` in a child process capped at ``timeout`` seconds.
+
+    Returns ``(status, result, seconds)``: ``("ok", tokens, s)``, ``("error", message, s)`` (music21
+    cannot read the file) or ``("timeout", None, timeout)``; ``s`` is the time of the music21 call
+    itself, measured in the child (music21 is imported before, in the parent, when it was loaded).
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_m21_child, args=(child, raw, path, config), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(timeout):
+            return parent.recv()
+        return "timeout", None, timeout
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        parent.close()

@@ -1,0 +1,136 @@
+"""Token shards: Parquet, one row per song and stream, plus training windows made at load time.
+
+(This module lives in ``pipeline.tokens``, not ``pipeline.io``: build_lpd lists the folder
+``pipeline/io`` as a DVC dependency, and the bytecode Python writes for a new module there while
+build_vocab runs would make build_lpd look changed to the next ``dvc repro``.)
+
+Columns: ``id`` (song id, the MD5 of the file), ``stream`` (``all``, ``trackNN``, ``drums``,
+``programNNN``), ``split`` (train / valid / test from a hash of the id), ``tokens`` list<uint16>
+(vocabulary ids), ``bar_starts`` list<int32> (token index where each bar of the build-lpd grid
+starts: the ``Bar`` tokens of REMI / MIDI-like, the first token at or after the bar line for
+``notes``). The vocabulary hash is in the file's key-value metadata
+(``vocab_hash``) and in ``schema.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.io.npz import atomic_write_bytes
+
+SCHEMA_VERSION = 1
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("stream", pa.string()),
+        ("split", pa.string()),
+        ("tokens", pa.list_(pa.uint16())),
+        ("bar_starts", pa.list_(pa.int32())),
+    ]
+)
+
+
+def split_of(song_id: str, *, valid_fraction: float, test_fraction: float) -> str:
+    """train / valid / test from the first 8 bytes of sha256(id): stable, order-free."""
+    u = int.from_bytes(hashlib.sha256(song_id.encode()).digest()[:8], "big") / 2.0**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + valid_fraction:
+        return "valid"
+    return "train"
+
+
+def token_shard_bytes(rows: Sequence[dict], *, vocab_hash: str) -> bytes:
+    """rows: dicts with id, stream, split, tokens (uint16 array), bar_starts (int32 array)."""
+
+    def lists(name: str, dtype, pa_type) -> pa.ListArray:
+        offsets = np.zeros(len(rows) + 1, np.int32)
+        np.cumsum([len(r[name]) for r in rows], out=offsets[1:])
+        values = np.concatenate([np.asarray(r[name], dtype) for r in rows]) if rows else np.zeros(0, dtype)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa_type))
+
+    table = pa.table(
+        {
+            "id": pa.array([r["id"] for r in rows], pa.string()),
+            "stream": pa.array([r["stream"] for r in rows], pa.string()),
+            "split": pa.array([r["split"] for r in rows], pa.string()),
+            "tokens": lists("tokens", np.uint16, pa.uint16()),
+            "bar_starts": lists("bar_starts", np.int32, pa.int32()),
+        },
+        schema=SCHEMA.with_metadata({"vocab_hash": vocab_hash, "schema_version": str(SCHEMA_VERSION)}),
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", compression_level=3, use_dictionary=["id", "stream", "split"],
+                   write_statistics=False)
+    return sink.getvalue()
+
+
+def write_token_shard(path: Path, rows: Sequence[dict], *, vocab_hash: str) -> None:
+    atomic_write_bytes(Path(path), token_shard_bytes(rows, vocab_hash=vocab_hash))
+
+
+def shard_vocab_hash(path: Path) -> str | None:
+    meta = pq.read_schema(path).metadata or {}
+    value = meta.get(b"vocab_hash")
+    return value.decode() if value else None
+
+
+def read_token_shards(folder: Path, *, split: str | None = None, vocab=None) -> pa.Table:
+    """All shards of a folder as one table (optionally one split). With ``vocab`` (a
+    ``Vocabulary``), every shard's vocabulary hash must match it (``VocabError`` otherwise)."""
+    from pipeline.tokens.vocab import VocabError
+
+    paths = sorted(Path(folder).glob("*.parquet"))
+    tables = []
+    for p in paths:
+        if vocab is not None:
+            h = shard_vocab_hash(p)
+            if h != vocab.hash:
+                raise VocabError(f"{p}: shard made with vocabulary {str(h)[:12]}, not {vocab.hash[:12]}")
+        t = pq.read_table(p)
+        if split is not None:
+            t = t.filter(pa.compute.equal(t["split"], split))
+        tables.append(t.replace_schema_metadata(None))
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def windows(tokens: np.ndarray, length: int = 100, stride: int = 100) -> np.ndarray:
+    """Training windows cut at load time: ``(n_windows, length)`` views of ``tokens`` starting at
+    0, stride, 2*stride...; a tail shorter than ``length`` is left out (the seed's windows of 100
+    use ``length=101, stride=1``: 100 inputs and the next token as target)."""
+    if length < 1 or stride < 1:
+        raise ValueError(f"length={length} and stride={stride} must be positive")
+    tokens = np.asarray(tokens)
+    if len(tokens) < length:
+        return np.zeros((0, length), tokens.dtype)
+    view = np.lib.stride_tricks.sliding_window_view(tokens, length)
+    return view[::stride]
+
+
+def schema_document(*, kind: str, vocab_hash: str, vocab_size: int, config: dict, splits: dict) -> dict:
+    return {
+        "version": SCHEMA_VERSION,
+        "kind": kind,
+        "vocab_hash": vocab_hash,
+        "vocab_size": vocab_size,
+        "config": config,
+        "splits": splits,
+        "fields": {
+            "id": "string: MD5 of the MIDI file (the LMD id)",
+            "stream": "string: 'all' (every non-drum / every track merged), 'trackNN' (notes, per MIDI track), "
+                      "'drums' or 'programNNN' (events, per program)",
+            "split": "string: train | valid | test, from sha256(id)",
+            "tokens": "list<uint16>: vocabulary ids (PAD 0, BOS 1, EOS 2, UNK 3)",
+            "bar_starts": "list<int32>: token index where each bar of the build-lpd grid starts (the Bar tokens "
+                          "of remi/midilike; for notes the first token at or after the bar line)",
+        },
+        "windows": "made at load time: pipeline.tokens.shards.windows(tokens, length, stride)",
+    }

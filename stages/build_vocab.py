@@ -1,0 +1,578 @@
+"""Stage build_vocab: MIDI -> a vocabulary file and token shards, for one vocabulary kind
+(``notes``: the seed's music21 recipe done right, fast path; ``remi``; ``midilike``).
+
+Two passes over the same sharded inputs (local processes or a dask cluster):
+
+1. count: each task reads its files, tokenises them and returns its manifest rows and the token
+   counts of its songs; the main process marks duplicate songs (the same MD5 seen earlier; their
+   counts are taken back out), sums the counts and builds the vocabulary (specials, then by
+   (-count, token), ``min_count``, ``max_size``), written to ``vocab.json`` with its hash;
+2. encode: each task tokenises its files again, maps tokens to ids (unknowns to UNK) and writes
+   its Parquet shard atomically (one row per song and stream, with bar starts and the split).
+
+Sources are folders (the workers read the files) or ``.tar.gz`` / ``.tar`` archives (streamed once
+per pass, never unpacked; the same outputs as the unpacked folder, tested). Nothing written
+depends on timing or worker count: the shards are byte-identical with 1 or 2 workers (tested).
+Every input file is a row of ``manifest.parquet`` with the statuses and codes of build_lpd;
+``summary.json`` (a DVC metric) counts them. Each task leaves a marker under ``.state/`` with its
+result and a digest of its inputs and params (and, for pass 2, the vocabulary): a rerun skips the
+shards whose marker matches, so an interrupted build resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.errors import MidiError, ParamsError, StageError
+
+Kind = Literal["notes", "remi", "midilike"]
+KINDS = ("notes", "remi", "midilike")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotesParams:
+    streams: Literal["merged", "tracks"] = "merged"
+    durations: bool = False
+    rests: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventParams:
+    streams: Literal["merged", "programs"] = "merged"
+    resolution: int = 24
+    velocity_bins: int = 32
+    max_duration: int = 192
+    max_shift: int = 96
+    tempo_min: int = 10
+    tempo_max: int = 400
+    bpe_vocab_size: int = 0  # > 0: also learn BPE (merges within bars) up to this many ids
+
+    def __post_init__(self) -> None:
+        for name in ("resolution", "velocity_bins", "max_duration", "max_shift", "tempo_min", "tempo_max"):
+            if getattr(self, name) < 1:
+                raise ParamsError(f"build_vocab.{name}={getattr(self, name)} must be a positive integer")
+        if not 0 <= self.bpe_vocab_size <= 65536:
+            raise ParamsError(f"build_vocab.bpe_vocab_size={self.bpe_vocab_size} must be in 0..65536 (0: no BPE)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    min_count: int = 1
+    max_size: int = 65536
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    shard_size: int = 256
+    max_beats: int = 20_000
+    max_file_bytes: int = 16 * 1024 * 1024
+    notes: NotesParams = field(default_factory=NotesParams)
+    remi: EventParams = field(default_factory=EventParams)
+    midilike: EventParams = field(default_factory=EventParams)
+
+    def __post_init__(self) -> None:
+        for name in ("min_count", "shard_size", "max_beats", "max_file_bytes"):
+            if getattr(self, name) < 1:
+                raise ParamsError(f"build_vocab.{name}={getattr(self, name)} must be a positive integer")
+        if not 4 < self.max_size <= 65536:
+            raise ParamsError(f"build_vocab.max_size={self.max_size} must be in 5..65536 (ids are uint16)")
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ParamsError(f"build_vocab.{name}={getattr(self, name)} must be in [0, 1)")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ParamsError(f"build_vocab.valid_fraction + test_fraction = "
+                              f"{self.valid_fraction + self.test_fraction} must be below 1")
+
+
+def token_config(kind: str, params: Params) -> dict:
+    """What the vocabulary depends on (stored in vocab.json and hashed with the token list)."""
+    if kind not in KINDS:
+        raise ParamsError(f"kind={kind!r} must be one of {', '.join(KINDS)}")
+    sub = asdict(getattr(params, kind))
+    cfg = {"kind": kind, **sub, "min_count": params.min_count, "max_size": params.max_size}
+    if kind == "notes":
+        from pipeline.tokens._m21_tables import MUSIC21_VERSION
+
+        cfg["music21_tables"] = MUSIC21_VERSION
+    else:
+        cfg["max_beats"] = params.max_beats
+    return cfg
+
+
+def _event_config(kind: str, params: Params):
+    from pipeline.tokens.events import EventConfig
+
+    p: EventParams = getattr(params, kind)
+    return EventConfig(kind=kind, resolution=p.resolution, velocity_bins=p.velocity_bins,
+                       max_duration=p.max_duration, max_shift=p.max_shift, tempo_min=p.tempo_min,
+                       tempo_max=p.tempo_max, max_beats=params.max_beats)
+
+
+# ---------------------------------------------------------------------------------------------
+# one file
+
+
+@dataclass
+class SongTokens:
+    streams: list[str]
+    strings: list[list[str]] | None  # notes: token strings per stream
+    codes: list[np.ndarray] | None  # events: codes per stream
+    bar_starts: list[np.ndarray]
+    info: dict
+
+
+def _tick_seconds(score, ticks: np.ndarray) -> np.ndarray:
+    """Seconds of MIDI ticks under the file's tempo map (pretty_midi's, from the first track)."""
+    tpq = score.resolution
+    T, qpm = score.tempo_times, score.tempi
+    k_ticks = np.zeros(len(T))
+    for k in range(1, len(T)):
+        k_ticks[k] = k_ticks[k - 1] + round((T[k] - T[k - 1]) * qpm[k - 1] * tpq / 60.0)
+    k = np.clip(np.searchsorted(k_ticks, ticks, side="right") - 1, 0, len(T) - 1)
+    return T[k] + (ticks - k_ticks[k]) * 60.0 / (qpm[k] * tpq)
+
+
+def tokenize_one(raw: bytes, key: str, kind: str, params: Params) -> SongTokens:
+    """bytes -> tokens per stream with bar starts (raises MidiError for a bad or empty file)."""
+    from pipeline.io.midi import read_midi
+    from pipeline.symbolic.lpd import bar_grid
+
+    score = read_midi(raw, key)
+    info = {"repairs": list(score.repairs), "n_notes": int(len(score.note_pitch))}
+    try:
+        if kind == "notes":
+            from pipeline.tokens.notes import NotesConfig, notes_fast_ticks
+
+            p = params.notes
+            streams, _ = notes_fast_ticks(raw, key, config=NotesConfig(streams=p.streams, durations=p.durations,
+                                                                        rests=p.rests))
+            if not streams:
+                raise MidiError("skip.no_notes", key, "no pitched notes (drums only, or none)")
+            grid = bar_grid(score, resolution=1, max_beats=params.max_beats)
+            bar_times = grid.bar_times
+            names = sorted(streams)
+            bars = []
+            for name in names:
+                secs = _tick_seconds(score, np.asarray(streams[name][1], np.int64))
+                bars.append(np.searchsorted(secs, bar_times - 1e-6, side="left").astype(np.int32))
+            info["n_bars"] = int(len(bar_times))
+            return SongTokens(streams=names, strings=[streams[n][0] for n in names], codes=None,
+                              bar_starts=bars, info=info)
+        from pipeline.tokens.events import encode_grid, grid_notes, stream_names
+
+        cfg = _event_config(kind, params)
+        g = grid_notes(score, cfg)
+        encs = [(name, encode_grid(g, cfg, select=sel)) for name, sel in stream_names(g, getattr(params, kind).streams)]
+        info["n_bars"] = int(len(g.bar_steps))
+        info["notes_dropped"] = g.dropped
+        return SongTokens(streams=[n for n, _ in encs], strings=None, codes=[e.codes for _, e in encs],
+                          bar_starts=[e.bar_starts for _, e in encs], info=info)
+    except MidiError as exc:
+        raise MidiError(exc.code, key, exc.detail) from None
+
+
+def song_counts(song: SongTokens, kind: str, params: Params) -> dict[str, int]:
+    if song.strings is not None:
+        c: Counter = Counter()
+        for s in song.strings:
+            c.update(s)
+        return dict(c)
+    table = _event_config(kind, params).table
+    total = np.bincount(np.concatenate(song.codes), minlength=len(table))
+    return {table[i]: int(total[i]) for i in np.flatnonzero(total).tolist()}
+
+
+# ---------------------------------------------------------------------------------------------
+# tasks
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    kind: str
+    params: Params
+    keys: tuple[str, ...]
+    msd_ids: tuple[str | None, ...]
+    paths: tuple[str | None, ...]  # folder sources: files the worker reads itself
+    out: str = ""
+    vocab_tokens: tuple[str, ...] = ()
+    vocab_hash: str = ""
+    skip_keys: frozenset = frozenset()
+    payloads: tuple = ()  # archive sources: (bytes | None, reason | None) per file
+
+    def raw(self, i: int) -> tuple[bytes | None, str | None]:
+        if self.payloads:
+            return self.payloads[i]
+        return _read_file(self.paths[i], self.params.max_file_bytes)
+
+
+STATE_DIR = ".state"
+
+
+def task_digest(task: ShardTask, pass_name: str) -> str:
+    """What a shard's result depends on: pass, kind, params, its inputs (and the vocabulary)."""
+    from pipeline.config import params_digest
+
+    h = hashlib.sha256()
+    h.update(f"{pass_name}\0{task.kind}\0{params_digest(task.params)}\n".encode())
+    for key, msd in zip(task.keys, task.msd_ids):
+        h.update(f"{key}\0{msd}\n".encode())
+    if pass_name == "encode":
+        h.update(task.vocab_hash.encode())
+        h.update("\0".join(sorted(task.skip_keys)).encode())
+    return h.hexdigest()
+
+
+def _marker(task: ShardTask, pass_name: str) -> Path:
+    return Path(task.out) / STATE_DIR / f"{task.kind}-{pass_name}-{task.index:05d}.json"
+
+
+def _write_marker(task: ShardTask, pass_name: str, result) -> None:
+    from pipeline.io.npz import atomic_write_bytes
+
+    doc = {"digest": task_digest(task, pass_name), "result": result}
+    atomic_write_bytes(_marker(task, pass_name), json.dumps(doc, sort_keys=True).encode())
+
+
+def _read_marker(task: ShardTask, pass_name: str):
+    path = _marker(task, pass_name)
+    if pass_name == "encode" and not _shard_path(task).exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc["result"] if doc.get("digest") == task_digest(task, pass_name) else None
+
+
+def _shard_path(task: ShardTask) -> Path:
+    return Path(task.out) / "shards" / f"{task.kind}-{task.index:05d}.parquet"
+
+
+def _read_file(path: str | None, max_bytes: int) -> tuple[bytes | None, str | None]:
+    import os
+
+    if path is None:
+        return None, "no path"
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            return None, f"too large: {size} bytes > max_file_bytes={max_bytes}"
+        with open(path, "rb") as fh:
+            return fh.read(), None
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
+    """Pass 1: manifest rows and the token counts of the shard's songs (each distinct song once)."""
+    rows, counts = [], Counter()
+    seen: set[str] = set()
+    for i, (key, msd_id) in enumerate(zip(task.keys, task.msd_ids)):
+        raw, reason = task.raw(i)
+        row = {"source": key, "id": None, "msd_id": msd_id, "size_bytes": 0, "status": None, "code": None,
+               "message": None, "shard": None}
+        rows.append(row)
+        if raw is None:
+            row.update(status="error", code="input.unreadable", message=reason)
+            continue
+        song_id = hashlib.md5(raw).hexdigest()
+        row.update(id=song_id, size_bytes=len(raw))
+        if song_id in seen:
+            row.update(status="skipped", code="skip.duplicate", message="same bytes as an earlier file of this shard")
+            continue
+        seen.add(song_id)
+        try:
+            song = tokenize_one(raw, key, task.kind, task.params)
+        except MidiError as exc:
+            row.update(status="skipped" if exc.code.startswith("skip.") else "error", code=exc.code,
+                       message=exc.detail)
+            continue
+        except Exception as exc:  # a bug: recorded, so that one file does not sink a Lakh-size run
+            row.update(status="error", code="internal.bug", message=f"{type(exc).__name__}: {exc}")
+            continue
+        row.update(status="recovered" if song.info["repairs"] else "ok", shard=task.index,
+                   message="; ".join(song.info["repairs"]) or None, repairs=song.info["repairs"],
+                   n_notes=song.info["n_notes"], n_bars=song.info.get("n_bars"),
+                   notes_dropped=song.info.get("notes_dropped"), n_streams=len(song.streams),
+                   n_tokens=int(sum(len(s) for s in (song.strings or song.codes))))
+        counts.update(song_counts(song, task.kind, task.params))
+    result = [rows, dict(counts)]
+    _write_marker(task, "count", result)
+    return result
+
+
+def encode_shard(task: ShardTask) -> dict[str, int]:
+    """Pass 2: tokens -> ids, one Parquet shard; returns per-song UNK counts keyed by source."""
+    from pipeline.tokens.shards import split_of, write_token_shard
+    from pipeline.tokens.vocab import UNK, Vocabulary
+
+    vocab = Vocabulary(tokens=task.vocab_tokens, config={})
+    lut = None
+    if task.kind != "notes":
+        lut = vocab.lookup_table(_event_config(task.kind, task.params).table)
+    rows = []
+    unk: dict[str, int] = {}
+    seen: set[str] = set()
+    for i, key in enumerate(task.keys):
+        if key in task.skip_keys:
+            continue
+        raw, _ = task.raw(i)
+        if raw is None:
+            continue
+        song_id = hashlib.md5(raw).hexdigest()
+        if song_id in seen:
+            continue
+        seen.add(song_id)
+        try:
+            song = tokenize_one(raw, key, task.kind, task.params)
+        except Exception:  # noqa: BLE001 - pass 1 recorded why
+            continue
+        split = split_of(song_id, valid_fraction=task.params.valid_fraction, test_fraction=task.params.test_fraction)
+        n_unk = 0
+        for k, name in enumerate(song.streams):
+            ids = vocab.ids(song.strings[k]) if song.strings is not None else lut[song.codes[k]]
+            n_unk += int(np.count_nonzero(ids == UNK))
+            rows.append({"id": song_id, "stream": name, "split": split, "tokens": ids,
+                         "bar_starts": song.bar_starts[k]})
+        unk[key] = n_unk
+    write_token_shard(_shard_path(task), rows, vocab_hash=task.vocab_hash)
+    _write_marker(task, "encode", unk)
+    return unk
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def run(*, source: Path, out: Path, kind: str, params: Params, workers: int = 0,
+        scheduler: str | None = None, vocab_path: Path | None = None) -> dict:
+    """Build the ``kind`` vocabulary and token shards of every MIDI file under ``source``.
+
+    With ``vocab_path``, an existing vocabulary is applied instead of building one (tokens it
+    does not hold become UNK); it must have been made with the same config (``VocabError``).
+    """
+    from pipeline.sources import open_source
+    from pipeline.tokens.vocab import build_vocabulary, load_vocabulary
+
+    config = token_config(kind, params)
+    given = load_vocabulary(vocab_path, expect_config=config) if vocab_path is not None else None
+    src = open_source(Path(source))
+    items = src.items()
+    paths = [src.path_of(it) for it in items]
+    archive = any(p is None for p in paths)
+    out = Path(out)
+    n = params.shard_size
+    tasks = [ShardTask(index=k, kind=kind, params=params, keys=tuple(it.key for it in items[k * n:(k + 1) * n]),
+                       msd_ids=tuple(it.msd_id for it in items[k * n:(k + 1) * n]),
+                       paths=tuple(str(p) if p is not None else None for p in paths[k * n:(k + 1) * n]),
+                       out=str(out))
+             for k in range((len(items) + n - 1) // n)]
+    results: dict[int, tuple] = {}
+    for idx, res in _run_pass(count_shard, tasks, src, archive, workers=workers, scheduler=scheduler,
+                              description=f"build-vocab {kind}: count"):
+        results[idx] = res
+    # duplicates across shards (the same bytes under two names): the later copies leave the
+    # manifest's songs and the shards, and their counts (re-counted here: rare) leave the totals
+    rows, totals = [], Counter()
+    first: dict[str, str] = {}
+    skip: dict[int, set] = {}
+    recount: list[tuple[int, int]] = []
+    for k in range(len(tasks)):
+        shard_rows, shard_counts = results.pop(k)
+        totals.update(shard_counts)
+        for j, row in enumerate(shard_rows):
+            rows.append(row)
+            sid = row["id"]
+            if sid is None:
+                continue
+            if sid in first and row["code"] != "skip.duplicate":
+                if row["status"] in ("ok", "recovered"):
+                    skip.setdefault(k, set()).add(row["source"])
+                    recount.append((k, j))
+                for f in ("repairs", "n_notes", "n_bars", "notes_dropped", "n_streams", "n_tokens", "shard"):
+                    row[f] = None
+                row.update(status="skipped", code="skip.duplicate", message=f"same bytes as {first[sid]}")
+                continue
+            if row["code"] == "skip.duplicate":
+                row["message"] = f"same bytes as {first.get(sid, 'an earlier file')}"
+                continue
+            first.setdefault(sid, row["source"])
+    if recount:
+        keys = {tasks[k].keys[j]: (k, j) for k, j in recount}
+        if archive:
+            blobs = {item.key: raw for item, raw, _ in src.iter_payloads(set(keys), max_bytes=params.max_file_bytes)}
+        else:
+            blobs = {key: tasks[k].raw(j)[0] for key, (k, j) in keys.items()}
+        for key in sorted(keys):
+            totals.subtract(song_counts(tokenize_one(blobs[key], key, kind, params), kind, params))
+    vocab = given or build_vocabulary(totals, config=config, min_count=params.min_count, max_size=params.max_size)
+    vocab.save(out / "vocab.json")
+    enc_tasks = [ShardTask(**{**t.__dict__, "vocab_tokens": vocab.tokens, "vocab_hash": vocab.hash,
+                              "skip_keys": frozenset(skip.get(t.index, ()))}) for t in tasks]
+    unk: dict[str, int] = {}
+    for _, res in _run_pass(encode_shard, enc_tasks, src, archive, workers=workers, scheduler=scheduler,
+                            description=f"build-vocab {kind}: encode"):
+        unk.update(res)
+    for p in [*(out / "shards").glob(f"{kind}-*.parquet"), *(out / STATE_DIR).glob(f"{kind}-*-*.json")]:
+        if int(p.stem.rsplit("-", 1)[1]) >= len(tasks):  # shards and markers of a larger earlier run
+            p.unlink()
+    for row in rows:
+        row["n_unk"] = unk.get(row["source"]) if row["status"] in ("ok", "recovered") else None
+    bpe_info = None
+    if kind != "notes" and getattr(params, kind).bpe_vocab_size > 0:
+        bpe_info = _learn_bpe(out, kind, getattr(params, kind).bpe_vocab_size, vocab, len(tasks))
+    return _write_outputs(out, kind, params, vocab, rows, bpe_info)
+
+
+def _run_pass(fn, tasks: list[ShardTask], src, archive: bool, *, workers: int, scheduler: str | None,
+              description: str):
+    """``run_tasks`` over the shards; for an archive, the archive is streamed once per pass and a
+    few complete shards at a time go to the workers with their bytes."""
+    import dataclasses
+    import os
+
+    from pipeline.runner import run_tasks
+
+    pass_name = "count" if fn is count_shard else "encode"
+    todo = []
+    for task in tasks:
+        done = _read_marker(task, pass_name)
+        if done is None:
+            todo.append(task)
+        else:
+            yield task.index, done
+    tasks = todo
+    if not tasks:
+        return
+    if not archive:
+        for i, res in run_tasks(fn, tasks, workers=workers, scheduler=scheduler, description=description,
+                                units=lambda t: len(t.keys)):
+            yield tasks[i].index, res
+        return
+    by_key = {key: (t.index, j) for t in tasks for j, key in enumerate(t.keys)}
+    pending: dict[int, list] = {t.index: [None] * len(t.keys) for t in tasks}
+    group: list[ShardTask] = []
+    batch = max(2, 2 * (workers or os.cpu_count() or 1))
+
+    def flush():
+        for i, res in run_tasks(fn, group, workers=workers, scheduler=scheduler, description=description,
+                                units=lambda t: len(t.keys)):
+            yield group[i].index, res
+        group.clear()
+
+    max_bytes = tasks[0].params.max_file_bytes if tasks else 1
+    for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
+        k, j = by_key[item.key]
+        pending[k][j] = (raw, reason)
+        if all(p is not None for p in pending[k]):
+            group.append(dataclasses.replace(tasks[k], payloads=tuple(pending.pop(k))))
+            if len(group) >= batch:
+                yield from flush()
+    for k, payloads in pending.items():
+        filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
+        group.append(dataclasses.replace(tasks[k], payloads=filled))
+    if group:
+        yield from flush()
+
+
+def _learn_bpe(out: Path, kind: str, size: int, vocab, n_shards: int) -> dict:
+    """BPE trained on the train split of the shards (merges within bars), then every shard again
+    in BPE ids under ``shards/bpe/`` with the tokenizer ``shards/bpe/tokenizer.json``."""
+    import pyarrow.parquet as pq
+
+    from pipeline.tokens.shards import write_token_shard
+    from pipeline.tokens.bpe import bpe_encode, train_bpe
+
+    paths = [out / "shards" / f"{kind}-{k:05d}.parquet" for k in range(n_shards)]
+
+    def train_rows():
+        for p in paths:
+            t = pq.read_table(p)
+            for tok, bars, split in zip(t.column("tokens").to_numpy(zero_copy_only=False),
+                                        t.column("bar_starts").to_numpy(zero_copy_only=False),
+                                        t.column("split").to_pylist()):
+                if split == "train":
+                    yield tok, bars
+
+    if size <= len(vocab):
+        raise StageError(f"build_vocab.{kind}.bpe_vocab_size={size} must exceed the base vocabulary ({len(vocab)} ids)")
+    tok = train_bpe(train_rows(), base_size=len(vocab), vocab_size=size)
+    blob = tok.to_str(pretty=False).encode()
+    from pipeline.io.npz import atomic_write_bytes
+
+    atomic_write_bytes(out / "shards" / "bpe" / "tokenizer.json", blob)
+    bpe_hash = hashlib.sha256(blob).hexdigest()
+    n_tokens = 0
+    for p in paths:
+        rows = pq.read_table(p).to_pylist()
+        for r in rows:
+            r["tokens"], r["bar_starts"] = bpe_encode(tok, np.asarray(r["tokens"], np.uint16),
+                                                      np.asarray(r["bar_starts"], np.int32))
+            n_tokens += len(r["tokens"])
+        write_token_shard(out / "shards" / "bpe" / p.name, rows, vocab_hash=bpe_hash)
+    for p in (out / "shards" / "bpe").glob(f"{kind}-*.parquet"):
+        if int(p.stem.rsplit("-", 1)[1]) >= n_shards:
+            p.unlink()
+    return {"bpe_vocab_size": tok.get_vocab_size(), "bpe_tokens": n_tokens, "bpe_hash": bpe_hash}
+
+
+def _manifest_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("source", pa.string()), ("id", pa.string()), ("msd_id", pa.string()), ("size_bytes", pa.int64()),
+        ("status", pa.string()), ("code", pa.string()), ("message", pa.string()),
+        ("repairs", pa.list_(pa.string())), ("shard", pa.int32()), ("split", pa.string()),
+        ("n_notes", pa.int64()), ("n_bars", pa.int32()), ("notes_dropped", pa.int64()),
+        ("n_streams", pa.int32()), ("n_tokens", pa.int64()), ("n_unk", pa.int64()),
+    ])
+
+
+def _write_outputs(out: Path, kind: str, params: Params, vocab, rows: list[dict], bpe_info: dict | None = None) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.tokens.shards import schema_document, split_of
+
+    for r in rows:
+        ok = r["status"] in ("ok", "recovered")
+        r["split"] = split_of(r["id"], valid_fraction=params.valid_fraction,
+                              test_fraction=params.test_fraction) if ok else None
+    schema = _manifest_schema()
+    table = pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in schema}, schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=False)
+    atomic_write_bytes(out / "manifest.parquet", sink.getvalue())
+    converted = [r for r in rows if r["status"] in ("ok", "recovered")]
+    splits = Counter(r["split"] for r in converted)
+    status = Counter(r["status"] for r in rows)
+    codes = Counter(r["code"] for r in rows if r["code"])
+    n_tokens = int(sum(r["n_tokens"] or 0 for r in converted))
+    n_unk = int(sum(r["n_unk"] or 0 for r in converted))
+    summary = {
+        "kind": kind,
+        "files": len(rows),
+        "songs": len(converted),
+        "streams": int(sum(r["n_streams"] or 0 for r in converted)),
+        "tokens": n_tokens,
+        "unk_tokens": n_unk,
+        "vocab_size": len(vocab),
+        "vocab_hash": vocab.hash,
+        "splits": {s: splits.get(s, 0) for s in ("train", "valid", "test")},
+        "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
+        "codes": dict(sorted(codes.items())),
+        **(bpe_info or {}),
+    }
+    doc = schema_document(kind=kind, vocab_hash=vocab.hash, vocab_size=len(vocab), config=vocab.config,
+                          splits={"valid_fraction": params.valid_fraction, "test_fraction": params.test_fraction})
+    atomic_write_bytes(out / "shards" / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
