@@ -136,8 +136,8 @@ def test_bad_input_codes():
 
 
 def test_one_scan_specialisation_for_read_midi_and_the_fast_path(shared_midi):
-    """The fast path calls the SMF scanner with read_midi's array types: no second compiled
-    specialisation (and no new numba cache file under pipeline/io, a DVC dependency of build_lpd)."""
+    """The fast path scans through ``pipeline.io.midi.scan_events``, as read_midi does: no second
+    compiled specialisation of the scanner."""
     from pipeline.io import smf_kernels as K
     from pipeline.io.midi import read_midi
 

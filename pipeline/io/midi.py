@@ -125,8 +125,23 @@ class TickClock:
         return self.base[seg] + self.scale[seg] * (ticks - self.start[seg]).astype(np.float64)
 
 
-def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
-    """Parse MIDI bytes into a ``MidiScore``.
+@dataclass(frozen=True)
+class SmfEvents:
+    """The scanner's raw events in file order (one compiled specialisation serves every caller)."""
+
+    division: int  # ticks per quarter note
+    n_tracks: int
+    repairs: tuple[str, ...]
+    track: np.ndarray  # int32
+    tick: np.ndarray  # int64, absolute
+    kind: np.ndarray  # int8, smf_kernels.K_*
+    channel: np.ndarray  # int8
+    a: np.ndarray  # int32
+    b: np.ndarray  # int32
+
+
+def scan_events(raw: bytes, path: str = "<bytes>") -> SmfEvents:
+    """Scan MIDI bytes into events, repairing what can be repaired.
 
     Raises
     ------
@@ -139,14 +154,9 @@ def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
     data = np.frombuffer(raw, np.uint8)
     start, repairs = _find_header(data, raw, path)
     cap = len(raw) // 2 + 16  # an event takes at least two bytes: 22 bytes of arrays per event
-    ev_track = np.empty(cap, np.int32)
-    ev_tick = np.empty(cap, np.int64)
-    ev_kind = np.empty(cap, np.int8)
-    ev_ch = np.empty(cap, np.int8)
-    ev_a = np.empty(cap, np.int32)
-    ev_b = np.empty(cap, np.int32)
+    arrays = [np.empty(cap, dt) for dt in (np.int32, np.int64, np.int8, np.int8, np.int32, np.int32)]
     info = np.zeros(K.INFO_SIZE, np.int64)
-    K.scan_smf(data, start, ev_track, ev_tick, ev_kind, ev_ch, ev_a, ev_b, info)
+    K.scan_smf(data, start, *arrays, info)
     if info[0] != K.E_NONE:
         raise MidiError("midi.bad_header", path, f"the MThd header is cut short ({len(raw) - start} bytes from it)")
     _fmt, declared, division, tracks_read, flags, ne = (int(x) for x in info[1:7])
@@ -162,9 +172,16 @@ def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
         detail = "the header declares no tracks" if declared == 0 else "no track chunk could be read"
         raise MidiError("midi.no_tracks", path, detail)
     repairs += [words for bit, words in REPAIRS.items() if flags & bit]
+    return SmfEvents(division, tracks_read, tuple(repairs), *(a[:ne] for a in arrays))
 
-    ev = slice(0, ne)
-    ev_track, ev_tick, ev_kind, ev_ch, ev_a, ev_b = (a[ev] for a in (ev_track, ev_tick, ev_kind, ev_ch, ev_a, ev_b))
+
+def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
+    """Parse MIDI bytes into a ``MidiScore`` (errors: see ``scan_events``)."""
+    events = scan_events(raw, path)
+    division, tracks_read, repairs = events.division, events.n_tracks, list(events.repairs)
+    ev_track, ev_tick, ev_kind, ev_ch, ev_a, ev_b = (events.track, events.tick, events.kind, events.channel,
+                                                     events.a, events.b)
+    ne = len(ev_tick)
 
     n_on = int(np.count_nonzero(ev_kind == K.K_NOTE_ON))
     note_inst = np.empty(n_on, np.int64)

@@ -44,9 +44,6 @@ from pipeline.io import smf_kernels as K
 from pipeline.tokens._m21_tables import NORMAL_ORDER, PITCH_NAMES
 
 Streams = Literal["merged", "tracks"]
-#: event arrays of ``smf_kernels.scan_smf``, as ``read_midi`` allocates them (track, tick, kind,
-#: channel, a, b)
-SCAN_DTYPES = (np.int32, np.int64, np.int8, np.int8, np.int32, np.int32)
 UNITS = 12  # time units per quarter note: lcm of music21's default quantisation divisors (4, 3)
 DIVISORS = (4, 3)
 
@@ -74,29 +71,11 @@ def duration_text(units: int) -> str:
 
 def scan_events(raw: bytes, path: str = "<bytes>"):
     """Raw events of an SMF in file order: (tpq, n_tracks, track, tick, kind, channel, a, b)."""
-    from pipeline.io.midi import _find_header
+    from pipeline.io.midi import scan_events as scan
 
-    if len(raw) == 0:
-        raise MidiError("midi.empty_file", path, "the file is empty (0 bytes)")
-    data = np.frombuffer(raw, np.uint8)
-    start, _ = _find_header(data, raw, path)
-    cap = len(raw) // 2 + 16
-    # the dtypes read_midi uses: one compiled specialisation of scan_smf serves both (a second
-    # one would also add numba cache files under pipeline/io, a DVC dependency of build_lpd);
-    # tests/test_vocab_notes.py checks that they stay the same
-    arrs = [np.empty(cap, dt) for dt in SCAN_DTYPES]
-    info = np.zeros(K.INFO_SIZE, np.int64)
-    K.scan_smf(data, start, *arrs, info)
-    if info[0] != K.E_NONE:
-        raise MidiError("midi.bad_header", path, "the MThd header is cut short")
-    division, tracks_read, ne = int(info[3]), int(info[4]), int(info[6])
-    if division < 0:
-        raise MidiError("midi.smpte_division", path, "SMPTE time division has no quarter notes")
-    if division == 0:
-        raise MidiError("midi.zero_division", path, "ticks per quarter note is 0")
-    if tracks_read == 0:
-        raise MidiError("midi.no_tracks", path, "no track chunk could be read")
-    return (division, tracks_read, *(a[:ne].astype(np.int64) for a in arrs))
+    ev = scan(raw, path)
+    arrays = (ev.track, ev.tick, ev.kind, ev.channel, ev.a, ev.b)
+    return (ev.division, ev.n_tracks, *(a.astype(np.int64) for a in arrays))
 
 
 @njit(cache=True)
