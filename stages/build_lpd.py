@@ -12,7 +12,6 @@ params; nothing written depends on timing, host or worker count.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ import numpy as np
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.stagekit import OutputLock, read_input_file
 
 STATE_DIR = ".state"
 
@@ -143,7 +143,7 @@ def convert_shard(task: ShardTask) -> list[dict]:
         if task.payloads:
             raw, reason = task.payloads[i]
         else:
-            raw, reason = _read_file(task.paths[i], params.max_file_bytes)
+            raw, reason = read_input_file(task.paths[i], params.max_file_bytes)
         size = len(raw) if raw is not None else 0
         song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
         row = _row(key, task.msd_ids[i], size, song_id)
@@ -182,19 +182,6 @@ def convert_shard(task: ShardTask) -> list[dict]:
     return rows
 
 
-def _read_file(path: str | None, max_bytes: int) -> tuple[bytes | None, str | None]:
-    if path is None:
-        return None, "no path"
-    try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            return None, f"too large: {size} bytes > max_file_bytes={max_bytes}"
-        with open(path, "rb") as fh:
-            return fh.read(), None
-    except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
-
-
 def _inputs_digest(task: ShardTask) -> str:
     h = hashlib.sha256()
     for key, msd in zip(task.keys, task.msd_ids):
@@ -216,27 +203,6 @@ def _marker_rows(out: Path, task: ShardTask) -> list[dict] | None:
     return data["rows"]
 
 
-class _Lock:
-    """One build per output folder at a time (an advisory lock on ``out/.lock``)."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / ".lock"
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.close()
-            raise StageError(f"{self.path.parent}: another build is writing to this folder (locked)") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
-
-
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None,
         match_scores: Path | None = None) -> dict:
     """Convert every MIDI file under ``source`` into ``out``; return the summary (also written)."""
@@ -247,7 +213,7 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
     items = src.items()
     out = Path(out)
     scores = _load_match_scores(match_scores) if match_scores else None
-    with _Lock(out):
+    with OutputLock(out):
         n_shards = (len(items) + params.shard_size - 1) // params.shard_size
         tasks = []
         for k in range(n_shards):

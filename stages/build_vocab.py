@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.stagekit import OutputLock, read_input_file
 
 Kind = Literal["notes", "remi", "midilike"]
 KINDS = ("notes", "remi", "midilike")
@@ -209,7 +210,7 @@ class ShardTask:
     def raw(self, i: int) -> tuple[bytes | None, str | None]:
         if self.payloads:
             return self.payloads[i]
-        return _read_file(self.paths[i], self.params.max_file_bytes)
+        return read_input_file(self.paths[i], self.params.max_file_bytes)
 
 
 STATE_DIR = ".state"
@@ -253,21 +254,6 @@ def _read_marker(task: ShardTask, pass_name: str):
 
 def _shard_path(task: ShardTask) -> Path:
     return Path(task.out) / "shards" / f"{task.kind}-{task.index:05d}.parquet"
-
-
-def _read_file(path: str | None, max_bytes: int) -> tuple[bytes | None, str | None]:
-    import os
-
-    if path is None:
-        return None, "no path"
-    try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            return None, f"too large: {size} bytes > max_file_bytes={max_bytes}"
-        with open(path, "rb") as fh:
-            return fh.read(), None
-    except OSError as exc:
-        return None, f"cannot read: {exc.strerror or exc}"
 
 
 def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
@@ -357,7 +343,15 @@ def run(*, source: Path, out: Path, kind: str, params: Params, workers: int = 0,
 
     With ``vocab_path``, an existing vocabulary is applied instead of building one (tokens it
     does not hold become UNK); it must have been made with the same config (``VocabError``).
+    A second build into the same folder at once is refused (``StageError``).
     """
+    with OutputLock(Path(out)):
+        return _run(source=source, out=out, kind=kind, params=params, workers=workers,
+                    scheduler=scheduler, vocab_path=vocab_path)
+
+
+def _run(*, source: Path, out: Path, kind: str, params: Params, workers: int,
+         scheduler: str | None, vocab_path: Path | None) -> dict:
     from pipeline.sources import open_source
     from pipeline.tokens.vocab import build_vocabulary, load_vocabulary
 

@@ -140,7 +140,9 @@ def test_changed_params_redo_everything(small_corpus, tmp_path):
 
 def test_second_build_into_the_same_folder_is_refused(small_corpus, tmp_path):
     out = tmp_path / "lpd"
-    with stage._Lock(out):
+    from pipeline.stagekit import OutputLock
+
+    with OutputLock(out):
         with pytest.raises(StageError, match="another build"):
             build(small_corpus, out, workers=1)
 

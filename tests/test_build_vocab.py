@@ -190,3 +190,14 @@ def test_resume_skips_finished_shards(small_corpus, tmp_path, monkeypatch):
     calls.clear()
     stage.run(source=small_corpus, out=out, kind="remi", params=stage.Params(shard_size=3, min_count=2), workers=1)
     assert len(calls) > 10
+
+
+def test_second_build_into_the_same_folder_is_refused(small_corpus, tmp_path):
+    from pipeline.errors import StageError
+    from pipeline.stagekit import OutputLock
+    from stages import build_vocab as stage
+
+    out = tmp_path / "vocab"
+    with OutputLock(out):
+        with pytest.raises(StageError, match="another build"):
+            stage.run(source=small_corpus, out=out, kind="remi", params=stage.Params(), workers=1)
