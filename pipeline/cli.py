@@ -61,6 +61,79 @@ def build_lpd(
         raise typer.Exit(3)
 
 
+def _audio_summary(summary: dict, out: Path) -> None:
+    s = summary["status"]
+    typer.echo(f"{summary['files']} files: {s['ok']} ok, {s['recovered']} recovered, {s['skipped']} skipped, "
+               f"{s['error']} errors -> {summary['songs']} songs, {summary['clips']} clips, "
+               f"{summary['hours']} h of audio in {out}")
+    if summary["codes"].get("internal.bug"):
+        typer.echo(f"error: {summary['codes']['internal.bug']} file(s) hit a bug (code internal.bug in the manifest)", err=True)
+        raise typer.Exit(3)
+
+
+@app.command("render-audio")
+def render_audio(
+    source: Annotated[Path, typer.Argument(help="A Lakh folder, any folder of .mid/.midi/.rmi files, or a .tar.gz of them.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/audio"),
+    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
+    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Render MIDI to 44.1 kHz audio clips with FluidSynth (Parquet in the HF Audio layout + NPZ)."""
+    from pipeline.config import load_section
+    from stages import render_audio as stage
+
+    summary = stage.run(source=source, out=out, params=load_section(stage.Params, "render_audio", params),
+                        workers=workers, scheduler=scheduler)
+    _audio_summary(summary, out)
+
+
+@app.command("ingest-audio")
+def ingest_audio(
+    folder: Annotated[Path, typer.Argument(help="A folder of WAV/FLAC/MP3 files (any sample rate).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/audio_ingest"),
+    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
+    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Resample existing recordings to 44.1 kHz, downmix and write them as render-audio's shards."""
+    from pipeline.config import load_section
+    from stages import ingest_audio as stage
+
+    summary = stage.run(source=folder, out=out, params=load_section(stage.Params, "ingest_audio", params),
+                        workers=workers, scheduler=scheduler)
+    _audio_summary(summary, out)
+
+
+@app.command("build-vocab")
+def build_vocab(
+    source: Annotated[Path, typer.Argument(help="A folder of .mid/.midi/.rmi files (any Lakh layout).")],
+    kind: Annotated[str, typer.Option(help="Vocabulary: notes (the music21 recipe), remi or midilike.")] = "remi",
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default datasets/vocab/<kind>).")] = None,
+    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
+    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    vocab: Annotated[Optional[Path], typer.Option(help="Apply this existing vocab.json instead of building one (unknown tokens -> UNK).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Build a token vocabulary (vocab.json) and token shards (Parquet) for one vocabulary kind."""
+    from pipeline.config import load_section
+    from pipeline.errors import ParamsError
+    from stages import build_vocab as stage
+
+    if kind not in stage.KINDS:
+        raise ParamsError(f"--kind={kind!r} must be one of {', '.join(stage.KINDS)}")
+    out = out if out is not None else Path("datasets/vocab") / kind
+    summary = stage.run(source=source, out=out, kind=kind, params=load_section(stage.Params, "build_vocab", params),
+                        workers=workers, scheduler=scheduler, vocab_path=vocab)
+    s = summary["status"]
+    typer.echo(f"{summary['files']} files: {s['ok']} ok, {s['recovered']} recovered, {s['skipped']} skipped, "
+               f"{s['error']} errors -> {summary['songs']} songs, {summary['tokens']} tokens, "
+               f"{summary['vocab_size']} ids ({kind}) in {out}")
+    if summary["codes"].get("internal.bug"):
+        typer.echo(f"error: {summary['codes']['internal.bug']} file(s) hit a bug (code internal.bug in the manifest)", err=True)
+        raise typer.Exit(3)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,550 @@
+"""Stage render_audio: Lakh MIDI -> 44.1 kHz audio clips rendered with FluidSynth, in Parquet
+(Hugging Face ``Audio`` layout, FLAC 16-bit) and NPZ (float32) shards, with a manifest row for
+every input file.
+
+Data flow: ``open_source`` lists the inputs in a fixed order -> they are cut into tasks of
+``shard_size`` files -> each task (local processes or a dask cluster) reads each file
+(``read_midi``), renders it (see below), trims, limits the peak, downmixes, cuts fixed-length clips with their bars and streams them
+into its own shard parts, then writes a marker with its manifest rows -> the main process marks
+duplicates, writes the manifest, ``schema.json`` and the summary metric. A rerun skips the tasks
+whose marker matches; nothing written depends on timing, host or worker count.
+
+What is rendered (``rendered_from`` in the manifest): ``original``: the file's own bytes;
+``first_track_tempo``: the same bytes without the tempo events outside the first track (pretty_midi
+ignores them, FluidSynth would follow them, and the clips carry pretty_midi's bars); ``sanitized``:
+an SMF rewritten from the ``MidiScore`` (notes, programs, drums on channel 10, tempo map, time
+signatures; no controllers) when the reader repaired the file or FluidSynth refused or cut short
+the original.
+
+Outputs: ``parquet/audio-<task>-<part>.parquet``, ``npz/audio-<task>-<part>.npz``, ``schema.json``,
+``manifest.parquet``, ``summary.json`` (see :mod:`pipeline.io.audio_shards`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pipeline.config import params_digest
+from pipeline.errors import MidiError, ParamsError
+from pipeline.stagekit import read_input_file
+
+STATE_DIR = ".state"
+PARQUET_DIR = "parquet"  # the Parquet parts alone, so that a reader can take the whole folder
+NPZ_DIR = "npz"
+MAX_PERIOD = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    """``render_audio`` section of params.yaml.
+
+    Attributes
+    ----------
+    soundfont : str
+        ``timgm6mb`` (ships inside pretty_midi), ``fluidr3_gm`` (Debian ``fluid-soundfont-gm``) or a path.
+    sample_rate : int
+        Hz (44100).
+    gain, reverb, chorus, period_size, polyphony
+        FluidSynth settings (``-g``, ``-R``, ``-C``, ``-z`` <= 1024 frames, ``synth.polyphony``).
+    release_tail : float
+        Seconds kept after the MIDI end (pretty_midi's end time) for releases and reverb.
+    silence_db : float
+        Trailing frames quieter than this (dBFS, both channels) are trimmed; a render with no
+        frame above it is ``skip.silent``.
+    max_duration : float
+        Files whose MIDI end is later than this (s) are refused before rendering (``skip.too_long``).
+    render_seconds : float
+        0: render whole songs; > 0: only the first ``render_seconds`` (a cheap preview corpus).
+    downmix : str
+        ``mean`` | ``left`` | ``right`` | ``random`` (Jukebox, m ~ U(0,1) per song) | ``none`` (stereo).
+    seed : int
+        Seeds the random downmix and the clip offsets, per song id.
+    clip_samples : int
+        Clip length in frames, a positive multiple of 128 (262144 ~ 5.9 s).
+    clip_offset : str
+        ``seeded`` (a random first offset, then back to back) | ``bar`` (each clip starts on a downbeat).
+    clips_per_song : int
+        0: every clip; n > 0: n clips per song, chosen by the seeded generator.
+    shard_size : int
+        Input files per task (one task writes one shard, in one or more parts).
+    shard_mb, row_group_mb : float
+        A shard part rolls over past ``shard_mb`` of FLAC bytes; row groups close at ``row_group_mb``.
+    write_npz : bool
+        Also write the float32 NPZ shards.
+    max_file_bytes : int
+        Larger input files are not read (``input.unreadable``).
+    """
+
+    soundfont: str = "timgm6mb"
+    sample_rate: int = 44100
+    gain: float = 0.2
+    reverb: bool = True
+    chorus: bool = True
+    period_size: int = 64
+    polyphony: int = 256
+    release_tail: float = 2.0
+    silence_db: float = -80.0
+    max_duration: float = 1200.0
+    render_seconds: float = 0.0
+    downmix: Literal["mean", "left", "right", "random", "none"] = "random"
+    seed: int = 2026
+    clip_samples: int = 262144
+    clip_offset: Literal["seeded", "bar"] = "bar"
+    clips_per_song: int = 0
+    shard_size: int = 16
+    shard_mb: float = 400.0
+    row_group_mb: float = 64.0
+    write_npz: bool = True
+    max_file_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        s = "render_audio"
+        for name in ("sample_rate", "polyphony", "shard_size", "max_file_bytes"):
+            if getattr(self, name) < 1:
+                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be a positive integer")
+        if not 1 <= self.period_size <= MAX_PERIOD:
+            raise ParamsError(f"{s}.period_size={self.period_size} must be between 1 and {MAX_PERIOD} frames")
+        if not 0 < self.gain <= 10:
+            raise ParamsError(f"{s}.gain={self.gain} must be in (0, 10]")
+        if self.clip_samples < 128 or self.clip_samples % 128:
+            raise ParamsError(f"{s}.clip_samples={self.clip_samples} must be a positive multiple of 128")
+        for name in ("release_tail", "render_seconds", "clips_per_song", "seed"):
+            if getattr(self, name) < 0:
+                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be >= 0")
+        for name in ("max_duration", "shard_mb", "row_group_mb"):
+            if not getattr(self, name) > 0:
+                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be positive")
+        if not self.silence_db < 0:
+            raise ParamsError(f"{s}.silence_db={self.silence_db} must be negative (dBFS)")
+
+    @property
+    def threshold(self) -> float:
+        return float(10.0 ** (self.silence_db / 20.0))
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int
+    out: str
+    params: Params
+    settings: object  # SynthSettings, resolved once in the main process
+    keys: tuple[str, ...]
+    msd_ids: tuple[str | None, ...]
+    paths: tuple[str | None, ...]
+    payloads: tuple = ()  # archive sources: (bytes | None, reason | None) per item
+
+
+def shard_stem(index: int) -> str:
+    return f"audio-{index:05d}"
+
+
+def sanitize_reason(score) -> str | None:
+    """Why the original bytes must not be rendered as they are (None: render them)."""
+    if score.repairs:
+        return "the reader repaired the file: " + "; ".join(score.repairs)
+    return None
+
+
+def foreign_tempo(score) -> bool:
+    """Tempo (or meter) events outside the first track: pretty_midi ignores them, FluidSynth follows
+    the tempo ones, so the audio would not follow the bars the clips carry."""
+    return any("outside the first track" in w for w in score.warnings)
+
+
+def render_one(raw: bytes, key: str, params: Params, settings) -> tuple[object, dict]:
+    """MIDI bytes -> (stereo float32 (frames, 2) after trim and peak limiting, info).
+
+    Raises MidiError: the reader's codes, ``skip.no_notes``, ``skip.too_long``, ``skip.silent``,
+    ``render.failed``, ``render.timeout``.
+    """
+    from pipeline.audio.render import first_track_tempo_only, render_midi, sanitized_smf, stage_gain, trim
+    from pipeline.io.midi import read_midi
+
+    score = read_midi(raw, key)
+    if len(score.note_pitch) == 0:
+        raise MidiError("skip.no_notes", key, "the file has no notes")
+    end = float(score.end_time)
+    if end > params.max_duration:
+        raise MidiError("skip.too_long", key, f"the MIDI lasts {end:.1f} s > max_duration={params.max_duration:g} s")
+    warnings = list(score.warnings)
+    sr = settings.sample_rate
+    limit = end + params.release_tail
+    truncated = bool(params.render_seconds and params.render_seconds < limit)
+    if truncated:
+        limit = params.render_seconds
+    max_frames = int(round(limit * sr))
+    timeout = 120.0 + 4.0 * limit  # FluidSynth renders far faster than real time
+    why = sanitize_reason(score)
+    stereo = None
+    if why is None:
+        rendered_from = "original"
+        midi = raw
+        if foreign_tempo(score):
+            try:
+                midi = first_track_tempo_only(raw)
+                rendered_from = "first_track_tempo"
+                warnings.append("rendered without the tempo events outside the first track (as pretty_midi times it)")
+            except Exception as exc:  # mido refuses what read_midi took: fall back to the sanitized SMF
+                why = f"mido cannot rewrite the tempo map ({type(exc).__name__}: {exc})"
+    if why is None:
+        try:
+            stereo = render_midi(midi, settings, max_frames=max_frames, path=key, timeout=timeout)
+        except MidiError as exc:
+            if exc.code != "render.failed":
+                raise
+            why = f"fluidsynth could not render the file ({exc.detail})"
+        else:
+            if len(stereo) < min(max_frames, int((end - 1.0) * sr)):  # FluidSynth stopped early
+                why = f"fluidsynth rendered only {len(stereo) / sr:.1f} s of a {end:.1f} s file"
+    if why is not None:
+        midi, notes = sanitized_smf(score)
+        rendered_from = "sanitized"
+        warnings = [w for w in warnings if not w.startswith("rendered without the tempo")]
+        warnings += [f"rendered from a sanitized SMF: {why}", *notes]
+        stereo = render_midi(midi, settings, max_frames=max_frames, path=key, timeout=timeout)
+    rendered = len(stereo)
+    stereo, _ = trim(stereo, end_time=(params.render_seconds if truncated else end),
+                     release_tail=0.0 if truncated else params.release_tail,
+                     threshold=params.threshold, sample_rate=sr)
+    if len(stereo) == 0:
+        raise MidiError("skip.silent", key, f"the render has no frame above {params.silence_db:g} dBFS "
+                                            f"({rendered} frames rendered with {settings.soundfont})")
+    stereo, peak, scale = stage_gain(stereo)
+    if truncated:
+        warnings.append(f"rendered only the first {params.render_seconds:g} s (render_seconds)")
+    info = {
+        "repairs": list(score.repairs),
+        "warnings": warnings,
+        "rendered_from": rendered_from,
+        "midi_end_time": end,
+        "rendered_frames": rendered,
+        "frames": len(stereo),
+        "duration": len(stereo) / sr,
+        "trimmed_frames": rendered - len(stereo),
+        "render_peak": peak,
+        "gain_scale": scale,
+        "n_notes": len(score.note_pitch),
+    }
+    return (score, stereo), info
+
+
+def _bar_times(score):
+    from pipeline.symbolic.lpd import bar_grid
+
+    try:
+        return bar_grid(score).bar_times
+    except MidiError:
+        return None
+
+
+def emit_clips(writer, audio, *, song_id: str, source: str, params: Params, bar_times, gain: float,
+               gain_scale: float, render_json: str, downmix_weight) -> int:
+    """Cut one song's (downmixed) audio into clips and add them to ``writer``; returns the count."""
+    import numpy as np
+
+    from pipeline.audio.clips import cut, plan_clips
+    from pipeline.audio.downmix import song_rng
+
+    sr = params.sample_rate
+    L = params.clip_samples
+    clips = plan_clips(len(audio), L, offset=params.clip_offset, rng=song_rng(params.seed, song_id, 1),
+                       bar_times=bar_times, sample_rate=sr, clips_per_song=params.clips_per_song)
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    rows = []
+    for c in clips:
+        x = cut(audio, c, L)
+        rows.append((x, {
+            "id": song_id, "source": source, "clip": c.index, "sample_rate": sr, "channels": channels,
+            "samples": L, "valid_samples": c.valid, "duration": L / sr, "start_sample": c.start,
+            "start_time": c.start / sr, "start_bar": c.start_bar, "end_bar": c.end_bar,
+            "song_duration": len(audio) / sr, "peak": float(np.abs(x).max()) if x.size else 0.0,
+            "gain": gain, "gain_scale": gain_scale, "downmix": params.downmix,
+            "downmix_weight": downmix_weight, "render": render_json,
+        }))
+    for x, meta in rows:  # all computed first: a failure above leaves no partial song in the shard
+        writer.add(x, meta)
+    return len(clips)
+
+
+def make_writer(out: Path, index: int, params):
+    from pipeline.io.audio_shards import ShardWriter
+
+    return ShardWriter(out / PARQUET_DIR, shard_stem(index), sample_rate=params.sample_rate,
+                       row_group_bytes=int(params.row_group_mb * 2**20), shard_bytes=int(params.shard_mb * 2**20),
+                       write_npz=params.write_npz, npz_folder=out / NPZ_DIR)
+
+
+def _row(key: str, msd_id: str | None, size: int, song_id: str | None) -> dict:
+    return {"source": key, "id": song_id, "msd_id": msd_id, "size_bytes": size, "status": None, "code": None,
+            "message": None, "repairs": [], "warnings": [], "shard": None, "n_clips": 0}
+
+
+def render_task(task: Task) -> dict:
+    """Worker: render one task's files into its shard parts, write the marker; return rows + parts."""
+    from pipeline.audio.downmix import downmix
+    from pipeline.io.npz import atomic_write_bytes
+
+    out = Path(task.out)
+    params = task.params
+    settings = task.settings
+    render_json = json.dumps(settings.as_record(), sort_keys=True)
+    writer = make_writer(out, task.index, params)
+    rows: list[dict] = []
+    seen: dict[str, str] = {}
+    try:
+        for i, key in enumerate(task.keys):
+            if task.payloads:
+                raw, reason = task.payloads[i]
+            else:
+                raw, reason = read_input_file(task.paths[i], params.max_file_bytes)
+            song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
+            row = _row(key, task.msd_ids[i], len(raw) if raw is not None else 0, song_id)
+            rows.append(row)
+            if raw is None:
+                row.update(status="error", code="input.unreadable", message=reason)
+                continue
+            if song_id in seen:
+                row.update(status="skipped", code="skip.duplicate", message=f"same bytes as {seen[song_id]}")
+                continue
+            seen[song_id] = key
+            try:
+                (score, stereo), info = render_one(raw, key, params, settings)
+                audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
+                n = emit_clips(writer, audio, song_id=song_id, source=key, params=params,
+                               bar_times=_bar_times(score), gain=settings.gain * info["gain_scale"],
+                               gain_scale=info["gain_scale"], render_json=render_json, downmix_weight=m)
+            except MidiError as exc:
+                status = "skipped" if exc.code.startswith("skip.") else "error"
+                row.update(status=status, code=exc.code, message=exc.detail)
+                continue
+            except (OSError, MemoryError):
+                raise  # the machine, not the file: stop (dask retries the task elsewhere)
+            except Exception as exc:  # a bug, but one file must not sink a Lakh-size run: record it
+                row.update(status="error", code="internal.bug", message=f"{type(exc).__name__}: {exc}")
+                continue
+            row.update(info)
+            row.update(status="recovered" if info["repairs"] else "ok", shard=task.index, n_clips=n,
+                       downmix_weight=m)
+            notes = [w for w in info["warnings"] if w.startswith("rendered from a sanitized SMF")]
+            if notes:
+                row["message"] = notes[0]
+        parts = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    result = {"rows": rows, "parts": parts}
+    marker = {"params": params_digest(params), "settings": render_json, "inputs": _inputs_digest(task), **result}
+    atomic_write_bytes(out / STATE_DIR / f"task-{task.index:05d}.json", json.dumps(marker, sort_keys=True).encode())
+    return result
+
+
+def _inputs_digest(task: Task) -> str:
+    h = hashlib.sha256()
+    for key, msd in zip(task.keys, task.msd_ids):
+        h.update(f"{key}\0{msd}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _marker(out: Path, task: Task, render_json: str) -> dict | None:
+    path = out / STATE_DIR / f"task-{task.index:05d}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (data.get("params") != params_digest(task.params) or data.get("inputs") != _inputs_digest(task)
+            or data.get("settings") != render_json):
+        return None
+    for part in data["parts"]:
+        if not (out / PARQUET_DIR / part).exists() or (
+                task.params.write_npz and not (out / NPZ_DIR / Path(part).with_suffix(".npz").name).exists()):
+            return None
+    return data
+
+
+def make_tasks(items, src, out: Path, params: Params, settings, *, shard_size: int, task_cls=None) -> list:
+    task_cls = task_cls or Task
+    tasks = []
+    for k in range(0, len(items), shard_size):
+        chunk = items[k : k + shard_size]
+        paths = tuple(str(p) if (p := src.path_of(it)) is not None else None for it in chunk)
+        tasks.append(task_cls(index=k // shard_size, out=str(out), params=params, settings=settings,
+                              keys=tuple(it.key for it in chunk), msd_ids=tuple(it.msd_id for it in chunk),
+                              paths=paths))
+    return tasks
+
+
+def execute(fn, tasks: list, out: Path, src, render_json: str, *, workers: int, scheduler: str | None,
+            description: str) -> list[dict]:
+    """Run the tasks that have no valid marker (streaming archives), return every task's result in order."""
+    import dataclasses
+
+    from pipeline.runner import run_tasks
+
+    results: dict[int, dict] = {}
+    todo = []
+    for t in tasks:
+        data = _marker(out, t, render_json)
+        if data is None:
+            todo.append(t)
+        else:
+            results[t.index] = data
+    if todo and all(p is not None for t in todo for p in t.paths):
+        for i, res in run_tasks(fn, todo, workers=workers, scheduler=scheduler, description=description,
+                                total_units=sum(len(t.keys) for t in todo), units=lambda t: len(t.keys)):
+            results[todo[i].index] = res
+    elif todo:  # an archive: read it once in the main process, a few tasks at a time
+        by_key = {key: (t.index, j) for t in todo for j, key in enumerate(t.keys)}
+        pending = {t.index: [None] * len(t.keys) for t in todo}
+        by_index = {t.index: t for t in todo}
+        group: list = []
+        batch = max(2, 2 * (workers or os.cpu_count() or 1))
+
+        def flush() -> None:
+            for i, res in run_tasks(fn, group, workers=workers, scheduler=scheduler, description=description,
+                                    total_units=sum(len(t.keys) for t in group), units=lambda t: len(t.keys)):
+                results[group[i].index] = res
+            group.clear()
+
+        max_bytes = todo[0].params.max_file_bytes
+        for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
+            k, j = by_key[item.key]
+            pending[k][j] = (raw, reason)
+            if all(p is not None for p in pending[k]):
+                group.append(dataclasses.replace(by_index[k], payloads=tuple(pending.pop(k))))
+                if len(group) >= batch:
+                    flush()
+        for k, payloads in pending.items():
+            filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
+            group.append(dataclasses.replace(by_index[k], payloads=filled))
+        if group:
+            flush()
+    return [results[t.index] for t in tasks]
+
+
+def finish(out: Path, results: list[dict], *, row_group_bytes: int, index_of_task) -> list[dict]:
+    """Remove stale parts and markers, mark cross-task duplicates (dropping their clips); rows in order."""
+    from pipeline.io.audio_shards import filter_shard
+
+    keep = {p for r in results for p in r["parts"]}
+    keep |= {Path(p).with_suffix(".npz").name for p in keep}
+    for folder in (out / PARQUET_DIR, out / NPZ_DIR):
+        if folder.exists():
+            for p in folder.glob("audio-*"):
+                if p.name not in keep:
+                    p.unlink()
+    state = out / STATE_DIR
+    n_tasks = len(results)
+    if state.exists():
+        for p in state.glob("task-*.json"):
+            if int(p.stem.split("-")[1]) >= n_tasks:
+                p.unlink()
+    rows = [r for res in results for r in res["rows"]]
+    first: dict[str, str] = {}
+    drop: dict[int, set[str]] = {}
+    for r in rows:
+        sid = r["id"]
+        if sid is None or r["code"] == "skip.duplicate" and sid in first:
+            continue
+        if sid in first:
+            if r["status"] in ("ok", "recovered"):
+                drop.setdefault(r["shard"], set()).add(r["source"])
+            for k in list(r):
+                if k not in ("source", "id", "msd_id", "size_bytes"):
+                    r[k] = None
+            r.update(status="skipped", code="skip.duplicate", message=f"same bytes as {first[sid]}",
+                     repairs=[], warnings=[], n_clips=0)
+        else:
+            first[sid] = r["source"]
+    for shard, sources in drop.items():
+        for part in results[index_of_task(shard)]["parts"]:
+            filter_shard(out / PARQUET_DIR, part, sources, row_group_bytes=row_group_bytes, npz_folder=out / NPZ_DIR)
+    return rows
+
+
+def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None) -> dict:
+    """Render every MIDI file under ``source`` into ``out``; return the summary (also written)."""
+    from pipeline.audio.render import make_settings
+    from pipeline.sources import open_source
+    from pipeline.stagekit import OutputLock
+
+    settings = make_settings(soundfont=params.soundfont, sample_rate=params.sample_rate, gain=params.gain,
+                             reverb=params.reverb, chorus=params.chorus, period_size=params.period_size,
+                             polyphony=params.polyphony)
+    render_json = json.dumps(settings.as_record(), sort_keys=True)
+    src = open_source(Path(source))
+    items = src.items()
+    out = Path(out)
+    with OutputLock(out):
+        tasks = make_tasks(items, src, out, params, settings, shard_size=params.shard_size)
+        results = execute(render_task, tasks, out, src, render_json, workers=workers, scheduler=scheduler,
+                          description="render-audio")
+        rows = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
+        summary = write_outputs(out, params, rows, settings=settings.as_record(), producer="render_audio")
+    return summary
+
+
+MANIFEST_FIELDS = [
+    ("source", "string"), ("id", "string"), ("msd_id", "string"), ("size_bytes", "int64"),
+    ("status", "string"), ("code", "string"), ("message", "string"),
+    ("repairs", "list<string>"), ("warnings", "list<string>"), ("shard", "int32"),
+    ("rendered_from", "string"), ("n_notes", "int64"), ("midi_end_time", "float64"),
+    ("rendered_frames", "int64"), ("trimmed_frames", "int64"), ("frames", "int64"), ("duration", "float64"),
+    ("render_peak", "float64"), ("gain_scale", "float64"), ("downmix_weight", "float64"), ("n_clips", "int32"),
+    # ingest-audio
+    ("source_sample_rate", "int32"), ("source_channels", "int32"), ("source_format", "string"),
+]
+
+
+def write_outputs(out: Path, params, rows: list[dict], *, settings: dict, producer: str) -> dict:
+    """manifest.parquet (one row per input, plus the settings as constant columns), schema.json, summary.json."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.io.audio_shards import schema_document
+    from pipeline.io.npz import atomic_write_bytes
+
+    types = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
+             "list<string>": pa.list_(pa.string())}
+    fields = [pa.field(n, types[t]) for n, t in MANIFEST_FIELDS]
+    setting_cols = {f"render_{k}": v for k, v in sorted(settings.items())}
+    for k, v in setting_cols.items():
+        fields.append(pa.field(k, pa.bool_() if isinstance(v, bool) else pa.int64() if isinstance(v, int)
+                               else pa.float64() if isinstance(v, float) else pa.string()))
+    fields.append(pa.field("downmix", pa.string()))
+    schema = pa.schema(fields)
+    full = [{**r, **setting_cols, "downmix": params.downmix} for r in rows]
+    table = pa.table({f.name: pa.array([r.get(f.name) for r in full], f.type) for f in schema}, schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=False)
+    atomic_write_bytes(out / "manifest.parquet", sink.getvalue())
+    doc = schema_document(sample_rate=params.sample_rate, downmix=params.downmix, clip_samples=params.clip_samples,
+                          producer=producer, settings={"params": _params_dict(params), "render": settings})
+    atomic_write_bytes(out / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    status = Counter(r["status"] for r in rows)
+    codes = Counter(r["code"] for r in rows if r["code"])
+    done = [r for r in rows if r["status"] in ("ok", "recovered")]
+    summary = {
+        "files": len(rows),
+        "songs": len(done),
+        "clips": int(sum(r["n_clips"] or 0 for r in done)),
+        "hours": round(sum(r["duration"] or 0.0 for r in done) / 3600.0, 4),
+        "peak_limited": sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0),
+        "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
+        "codes": dict(sorted(codes.items())),
+    }
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
+
+
+def _params_dict(params) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(params)
