@@ -44,3 +44,50 @@ class OutputLock:
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
+
+
+def run_shards(fn, tasks: list, src, *, workers: int, scheduler: str | None, description: str):
+    """Yield ``(task.index, fn(task))`` for every task (any order).
+
+    Tasks are dataclasses with ``index``, ``keys``, ``paths``, ``payloads`` and ``params.max_file_bytes``.
+    From a folder, workers read their files themselves (paths, not data). From an archive, the
+    archive is streamed once in this process and a few complete shards at a time go to the workers
+    with their bytes, so memory holds only those shards.
+    """
+    import dataclasses
+
+    from pipeline.runner import run_tasks
+
+    if not tasks:
+        return
+    units = lambda t: len(t.keys)  # noqa: E731
+    if all(p is not None for t in tasks for p in t.paths):
+        for i, res in run_tasks(fn, tasks, workers=workers, scheduler=scheduler, description=description,
+                                total_units=sum(len(t.keys) for t in tasks), units=units):
+            yield tasks[i].index, res
+        return
+    by_key = {key: (t.index, j) for t in tasks for j, key in enumerate(t.keys)}
+    by_index = {t.index: t for t in tasks}
+    pending: dict[int, list] = {t.index: [None] * len(t.keys) for t in tasks}
+    group: list = []
+    batch = max(2, 2 * (workers or os.cpu_count() or 1))
+
+    def flush():
+        for i, res in run_tasks(fn, group, workers=workers, scheduler=scheduler, description=description,
+                                total_units=sum(len(t.keys) for t in group), units=units):
+            yield group[i].index, res
+        group.clear()
+
+    max_bytes = tasks[0].params.max_file_bytes
+    for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
+        k, j = by_key[item.key]
+        pending[k][j] = (raw, reason)
+        if all(p is not None for p in pending[k]):
+            group.append(dataclasses.replace(by_index[k], payloads=tuple(pending.pop(k))))
+            if len(group) >= batch:
+                yield from flush()
+    for k, payloads in pending.items():  # members that never came (cannot happen for a sound archive)
+        filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
+        group.append(dataclasses.replace(by_index[k], payloads=filled))
+    if group:
+        yield from flush()

@@ -11,10 +11,8 @@ params; nothing written depends on timing, host or worker count.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ import numpy as np
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError, StageError
-from pipeline.stagekit import OutputLock, read_input_file
+from pipeline.stagekit import OutputLock, read_input_file, run_shards
 
 STATE_DIR = ".state"
 
@@ -206,7 +204,6 @@ def _marker_rows(out: Path, task: ShardTask) -> list[dict] | None:
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None,
         match_scores: Path | None = None) -> dict:
     """Convert every MIDI file under ``source`` into ``out``; return the summary (also written)."""
-    from pipeline.runner import run_tasks
     from pipeline.sources import open_source
 
     src = open_source(Path(source))
@@ -229,51 +226,15 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
                 todo.append(task)
             else:
                 rows_by_shard[task.index] = rows
-        if todo:
-            if all(p is not None for t in todo for p in t.paths):
-                for idx, rows in run_tasks(convert_shard, todo, workers=workers, scheduler=scheduler,
-                                           description="build-lpd", total_units=sum(len(t.keys) for t in todo),
-                                           units=lambda t: len(t.keys)):
-                    rows_by_shard[todo[idx].index] = rows
-            else:  # an archive: stream it once, a few shards at a time
-                _run_streamed(src, todo, rows_by_shard, workers=workers, scheduler=scheduler)
+        for index, rows in run_shards(convert_shard, todo, src, workers=workers, scheduler=scheduler,
+                                      description="build-lpd"):
+            rows_by_shard[index] = rows
         _remove_stale(out, params, n_shards)
         rows = [r for k in range(n_shards) for r in rows_by_shard[k]]
         _mark_duplicates(out, params, rows)
         _mark_lpd_subsets(rows, scores)
         summary = _write_outputs(out, params, rows)
     return summary
-
-
-def _run_streamed(src, todo: list[ShardTask], rows_by_shard: dict, *, workers: int, scheduler: str | None) -> None:
-    from pipeline.runner import run_tasks
-
-    by_key = {key: (t.index, j) for t in todo for j, key in enumerate(t.keys)}
-    pending: dict[int, list] = {t.index: [None] * len(t.keys) for t in todo}
-    tasks = {t.index: t for t in todo}
-    group: list[ShardTask] = []
-    batch = max(2, 2 * (workers or os.cpu_count() or 1))
-
-    def flush() -> None:
-        for idx, rows in run_tasks(convert_shard, group, workers=workers, scheduler=scheduler,
-                                   description="build-lpd", total_units=sum(len(t.keys) for t in group),
-                                   units=lambda t: len(t.keys)):
-            rows_by_shard[group[idx].index] = rows
-        group.clear()
-
-    max_bytes = todo[0].params.max_file_bytes
-    for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
-        k, j = by_key[item.key]
-        pending[k][j] = (raw, reason)
-        if all(p is not None for p in pending[k]):
-            group.append(dataclasses.replace(tasks[k], payloads=tuple(pending.pop(k))))
-            if len(group) >= batch:
-                flush()
-    for k, payloads in pending.items():  # members that never came (cannot happen for a sound archive)
-        filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
-        group.append(dataclasses.replace(tasks[k], payloads=filled))
-    if group:
-        flush()
 
 
 def _remove_stale(out: Path, params: Params, n_shards: int) -> None:

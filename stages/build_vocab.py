@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.errors import MidiError, ParamsError, StageError
-from pipeline.stagekit import OutputLock, read_input_file
+from pipeline.stagekit import OutputLock, read_input_file, run_shards
 
 Kind = Literal["notes", "remi", "midilike"]
 KINDS = ("notes", "remi", "midilike")
@@ -429,11 +429,6 @@ def _run_pass(fn, tasks: list[ShardTask], src, archive: bool, *, workers: int, s
               description: str):
     """``run_tasks`` over the shards; for an archive, the archive is streamed once per pass and a
     few complete shards at a time go to the workers with their bytes."""
-    import dataclasses
-    import os
-
-    from pipeline.runner import run_tasks
-
     pass_name = "count" if fn is count_shard else "encode"
     todo = []
     for task in tasks:
@@ -442,38 +437,7 @@ def _run_pass(fn, tasks: list[ShardTask], src, archive: bool, *, workers: int, s
             todo.append(task)
         else:
             yield task.index, done
-    tasks = todo
-    if not tasks:
-        return
-    if not archive:
-        for i, res in run_tasks(fn, tasks, workers=workers, scheduler=scheduler, description=description,
-                                units=lambda t: len(t.keys)):
-            yield tasks[i].index, res
-        return
-    by_key = {key: (t.index, j) for t in tasks for j, key in enumerate(t.keys)}
-    pending: dict[int, list] = {t.index: [None] * len(t.keys) for t in tasks}
-    group: list[ShardTask] = []
-    batch = max(2, 2 * (workers or os.cpu_count() or 1))
-
-    def flush():
-        for i, res in run_tasks(fn, group, workers=workers, scheduler=scheduler, description=description,
-                                units=lambda t: len(t.keys)):
-            yield group[i].index, res
-        group.clear()
-
-    max_bytes = tasks[0].params.max_file_bytes if tasks else 1
-    for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
-        k, j = by_key[item.key]
-        pending[k][j] = (raw, reason)
-        if all(p is not None for p in pending[k]):
-            group.append(dataclasses.replace(tasks[k], payloads=tuple(pending.pop(k))))
-            if len(group) >= batch:
-                yield from flush()
-    for k, payloads in pending.items():
-        filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
-        group.append(dataclasses.replace(tasks[k], payloads=filled))
-    if group:
-        yield from flush()
+    yield from run_shards(fn, todo, src, workers=workers, scheduler=scheduler, description=description)
 
 
 def _learn_bpe(out: Path, kind: str, size: int, vocab, n_shards: int) -> dict:

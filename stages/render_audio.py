@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,10 +381,6 @@ def make_tasks(items, src, out: Path, params: Params, settings, *, shard_size: i
 def execute(fn, tasks: list, out: Path, src, render_json: str, *, workers: int, scheduler: str | None,
             description: str) -> list[dict]:
     """Run the tasks that have no valid marker (streaming archives), return every task's result in order."""
-    import dataclasses
-
-    from pipeline.runner import run_tasks
-
     results: dict[int, dict] = {}
     todo = []
     for t in tasks:
@@ -394,36 +389,10 @@ def execute(fn, tasks: list, out: Path, src, render_json: str, *, workers: int, 
             todo.append(t)
         else:
             results[t.index] = data
-    if todo and all(p is not None for t in todo for p in t.paths):
-        for i, res in run_tasks(fn, todo, workers=workers, scheduler=scheduler, description=description,
-                                total_units=sum(len(t.keys) for t in todo), units=lambda t: len(t.keys)):
-            results[todo[i].index] = res
-    elif todo:  # an archive: read it once in the main process, a few tasks at a time
-        by_key = {key: (t.index, j) for t in todo for j, key in enumerate(t.keys)}
-        pending = {t.index: [None] * len(t.keys) for t in todo}
-        by_index = {t.index: t for t in todo}
-        group: list = []
-        batch = max(2, 2 * (workers or os.cpu_count() or 1))
+    from pipeline.stagekit import run_shards
 
-        def flush() -> None:
-            for i, res in run_tasks(fn, group, workers=workers, scheduler=scheduler, description=description,
-                                    total_units=sum(len(t.keys) for t in group), units=lambda t: len(t.keys)):
-                results[group[i].index] = res
-            group.clear()
-
-        max_bytes = todo[0].params.max_file_bytes
-        for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
-            k, j = by_key[item.key]
-            pending[k][j] = (raw, reason)
-            if all(p is not None for p in pending[k]):
-                group.append(dataclasses.replace(by_index[k], payloads=tuple(pending.pop(k))))
-                if len(group) >= batch:
-                    flush()
-        for k, payloads in pending.items():
-            filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
-            group.append(dataclasses.replace(by_index[k], payloads=filled))
-        if group:
-            flush()
+    for index, res in run_shards(fn, todo, src, workers=workers, scheduler=scheduler, description=description):
+        results[index] = res
     return [results[t.index] for t in tasks]
 
 

@@ -12,6 +12,8 @@ arrays; stored uncompressed (float audio barely deflates), never pickled.
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import json
 import os
@@ -290,11 +292,9 @@ class ShardWriter:
         if self._open:
             self._writer.close()
             if self.write_npz:
-                try:
+                with contextlib.suppress(OSError, ValueError):  # best effort: the part is deleted next
                     self._member.close()
                     self._zip.close()
-                except Exception:
-                    pass
             for p in (self._pq_tmp, getattr(self, "_npz_tmp", None) if self.write_npz else None):
                 if p and os.path.exists(p):
                     os.unlink(p)
