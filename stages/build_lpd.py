@@ -52,6 +52,11 @@ class Params:
             value = getattr(self, name)
             if value < 1:
                 raise ParamsError(f"build_lpd.{name}={value} must be a positive integer")
+        # the tensor shards store bars as int16 and songs of a shard as uint16
+        if self.max_beats > 32767:
+            raise ParamsError(f"build_lpd.max_beats={self.max_beats} must be at most 32767")
+        if self.shard_size > 65535:
+            raise ParamsError(f"build_lpd.shard_size={self.shard_size} must be at most 65535")
 
 
 @dataclass(frozen=True)
