@@ -134,6 +134,56 @@ def build_vocab(
         raise typer.Exit(3)
 
 
+train_app = typer.Typer(no_args_is_help=True, help="Train a model family on the prepared shards.")
+sample_app = typer.Typer(no_args_is_help=True, help="Sample from a trained model family.")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate a trained model family and its samples.")
+app.add_typer(train_app, name="train")
+app.add_typer(sample_app, name="sample")
+app.add_typer(evaluate_app, name="evaluate")
+
+LstmVariant = Annotated[str, typer.Option(help="lstm (stacked LSTM) or lstm_attention (+ attention over the window).")]
+LstmVocabDir = Annotated[Optional[Path], typer.Option("--vocab-dir", help="Token shards folder (default datasets/vocab/<lstm.vocab>).")]
+LstmModels = Annotated[Path, typer.Option("--models", help="Models folder; this family writes <models>/lstm/<variant>.")]
+
+
+def _lstm_setup(params: Path, vocab_dir: Optional[Path], models: Path, variant: str):
+    from pipeline.config import load_section
+    from stages import lstm as stage
+
+    p = load_section(stage.Params, "lstm", params)
+    return stage, p, (vocab_dir if vocab_dir is not None else Path("datasets/vocab") / p.vocab), models / "lstm" / variant
+
+
+@train_app.command("lstm")
+def train_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None, models: LstmModels = Path("datasets/models"),
+               fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints and start again.")] = False,
+               params: ParamsOpt = Path("params.yaml")) -> None:
+    """Train an LSTM next-token model (resumes from its last checkpoint)."""
+    stage, p, vd, out = _lstm_setup(params, vocab_dir, models, variant)
+    s = stage.run_train(vocab_dir=vd, out=out, variant=variant, params=p, resume=not fresh, log=typer.echo)
+    typer.echo(f"{variant}: {s['epochs_run']} epochs ({s['train_windows']} train / {s['valid_windows']} valid windows), "
+               f"best {s['valid_source']} loss {s['best_loss']} at epoch {s['best_epoch']}, {s['seconds']} s -> {out}")
+
+
+@sample_app.command("lstm")
+def sample_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None, models: LstmModels = Path("datasets/models"),
+                params: ParamsOpt = Path("params.yaml")) -> None:
+    """Sample MIDI files (and piano-roll PNGs) from a trained LSTM model."""
+    stage, p, vd, out = _lstm_setup(params, vocab_dir, models, variant)
+    s = stage.run_sample(vocab_dir=vd, model_dir=out, variant=variant, params=p)
+    typer.echo(f"{variant}: {s['samples']} samples, {s['generated_tokens']} tokens -> {s['out']}")
+
+
+@evaluate_app.command("lstm")
+def evaluate_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None, models: LstmModels = Path("datasets/models"),
+                  params: ParamsOpt = Path("params.yaml")) -> None:
+    """Cross-entropy, perplexity, accuracy and UPC/QN/EB of an LSTM model (JSON + Markdown report)."""
+    stage, p, vd, out = _lstm_setup(params, vocab_dir, models, variant)
+    r = stage.run_evaluate(vocab_dir=vd, model_dir=out, variant=variant, params=p)
+    typer.echo(f"{variant}: valid ce {r['valid']['cross_entropy']}, test ce {r['test']['cross_entropy']} -> "
+               f"{out / 'evaluation.json'}")
+
+
 def main() -> None:
     try:
         app()

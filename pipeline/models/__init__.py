@@ -1,0 +1,1 @@
+"""Model families (nn.Modules built from typed params; no IO)."""

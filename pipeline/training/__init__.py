@@ -1,0 +1,1 @@
+"""Training: a generic solver (seeding, loop, checkpoints, metrics) and one module per model family."""

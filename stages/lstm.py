@@ -1,0 +1,398 @@
+"""Stages train_lstm / sample_lstm / evaluate_lstm: next-token LSTM models on the token shards.
+
+Two variants (``lstm``: stacked LSTM; ``lstm_attention``: + causal attention over the window's
+LSTM outputs), one params section ``lstm`` (sizes, training, sampling, evaluation), outputs under
+``<models>/lstm/<variant>/``:
+
+- ``train``: ``checkpoints/{last,best}.pt`` (+ ``config.json``: the digest a resume must match),
+  ``metrics.json`` (one object per epoch, for ``dvc plots``), ``loss.png``, ``train.json``.
+- ``sample``: ``samples/sample_NN.mid`` + ``.png`` (piano-roll), ``samples/samples.json``.
+- ``evaluate``: ``evaluation.json`` (valid/test cross-entropy, perplexity, accuracy; UPC/QN/EB of
+  the samples next to those of the data) and ``evaluation.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.errors import ParamsError, PipelineError
+from pipeline.io.npz import atomic_write_bytes
+
+VARIANTS = ("lstm", "lstm_attention")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams:
+    embedding: int = 64  # 0: one-hot input
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.2
+    attention_dim: int = 64  # lstm_attention only
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    window: int = 64  # input tokens per window (windows of window + 1 ids are cut)
+    stride: int = 32
+    batch_size: int = 32
+    epochs: int = 2
+    lr: float = 0.002
+    patience: int = 3  # early stopping: epochs without a better validation loss
+    grad_clip: float = 1.0
+    max_windows: int = 0  # training windows per epoch, drawn anew each epoch (0: all)
+    max_eval_windows: int = 0  # validation / test windows (evenly spread; 0: all)
+    seed: int = 2026
+    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleParams:
+    n: int = 4
+    length: int = 256  # generated tokens per sample (fewer when EOS comes first)
+    prime: Literal["test", "bos"] = "test"  # seed window from a held-out (test) song, or BOS only
+    prime_length: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 2026
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalParams:
+    data_songs: int = 8  # test-split songs (valid, then train, when short) for the data's UPC/QN/EB
+    data_tokens: int = 0  # cut each song to this many tokens before measuring (0: the samples' length)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    vocab: Literal["notes", "remi", "midilike"] = "notes"
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    evaluate: EvalParams = field(default_factory=EvalParams)
+
+    def __post_init__(self) -> None:
+        t = self.train
+        for name in ("window", "stride", "batch_size", "patience"):
+            if getattr(t, name) < 1:
+                raise ParamsError(f"lstm.train.{name}={getattr(t, name)} must be a positive integer")
+        if t.epochs < 0 or t.max_windows < 0 or t.max_eval_windows < 0 or t.threads < 0:
+            raise ParamsError("lstm.train: epochs, max_windows, max_eval_windows and threads must be >= 0")
+        if t.lr <= 0:
+            raise ParamsError(f"lstm.train.lr={t.lr} must be positive")
+        m = self.model
+        if m.hidden < 1 or m.layers < 1 or m.embedding < 0 or m.attention_dim < 1:
+            raise ParamsError("lstm.model: hidden, layers and attention_dim must be positive, embedding >= 0")
+        if not 0.0 <= m.dropout < 1.0:
+            raise ParamsError(f"lstm.model.dropout={m.dropout} must be in [0, 1)")
+        s = self.sample
+        if s.n < 0 or s.length < 1 or s.prime_length < 0 or s.top_k < 0 or not 0.0 < s.top_p <= 1.0:
+            raise ParamsError("lstm.sample: n >= 0, length >= 1, prime_length >= 0, top_k >= 0, 0 < top_p <= 1")
+        if s.temperature < 0:
+            raise ParamsError(f"lstm.sample.temperature={s.temperature} must be >= 0 (0: greedy)")
+
+
+def _check_variant(variant: str) -> bool:
+    if variant not in VARIANTS:
+        raise ParamsError(f"variant={variant!r} must be one of {', '.join(VARIANTS)}")
+    return variant == "lstm_attention"
+
+
+def _write_json(path: Path, doc) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _load_vocab(vocab_dir: Path):
+    from pipeline.tokens.vocab import load_vocabulary
+
+    return load_vocabulary(Path(vocab_dir) / "vocab.json")
+
+
+def _model(params: Params, variant: str, vocab_size: int):
+    from pipeline.training import lstm as fam
+
+    m = params.model
+    return fam.build_model(vocab_size, embedding=m.embedding, hidden=m.hidden, layers=m.layers,
+                           dropout=m.dropout, attention=_check_variant(variant), attention_dim=m.attention_dim)
+
+
+def _digest(params: Params, variant: str, vocab_hash: str) -> str:
+    train = dataclasses.asdict(params.train)
+    train.pop("epochs")  # more epochs continue a run; everything else starts a new one
+    doc = {"variant": variant, "vocab_hash": vocab_hash, "model": dataclasses.asdict(params.model), "train": train}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resume: bool = True,
+              log=None) -> dict:
+    """Train one variant; resumes from ``out/checkpoints/last.pt`` when it was made with the same
+    variant, vocabulary and model/train params (otherwise starts afresh)."""
+    from pipeline.training import lstm as fam
+    from pipeline.training.solver import FitConfig, fit, plot_history, seed_everything
+
+    _check_variant(variant)
+    out = Path(out)
+    vocab = _load_vocab(vocab_dir)
+    if vocab.config.get("kind") != params.vocab:
+        raise ParamsError(f"{vocab_dir}: a {vocab.config.get('kind')} vocabulary, but lstm.vocab={params.vocab}")
+    t = params.train
+    shards = Path(vocab_dir) / "shards"
+    train = fam.make_windows(fam.song_sequences(shards, vocab, "train"), t.window, t.stride)
+    valid = fam.make_windows(fam.song_sequences(shards, vocab, "valid"), t.window, t.stride)
+    if len(train) == 0:
+        raise PipelineError(f"{shards}: no training window of {t.window + 1} tokens (lower lstm.train.window)")
+    digest = _digest(params, variant, vocab.hash)
+    ckpt = out / "checkpoints"
+    cfg_path = ckpt / "config.json"
+    if ckpt.exists() and (not resume or not cfg_path.exists()
+                          or json.loads(cfg_path.read_text()).get("digest") != digest):
+        for name in ("last.pt", "best.pt"):
+            (ckpt / name).unlink(missing_ok=True)
+    _write_json(cfg_path, {"digest": digest, "variant": variant, "vocab_hash": vocab.hash,
+                           "vocab_size": len(vocab), "params": dataclasses.asdict(params)})
+    seed_everything(t.seed, threads=t.threads)
+    model = _model(params, variant, len(vocab))
+    t0 = time.perf_counter()
+    res = fit(model, train=train, valid=valid, out=out, train_step=fam.step, loss_fn=fam.loss_sums, resume=resume,
+              cfg=FitConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
+                            grad_clip=t.grad_clip, max_windows=t.max_windows, max_eval_windows=t.max_eval_windows,
+                            seed=t.seed), log=log)
+    seconds = time.perf_counter() - t0
+    if res["history"]:
+        plot_history(out / "loss.png", res["history"], title=f"{variant} on {params.vocab}")
+    summary = {"variant": variant, "vocab": params.vocab, "vocab_size": len(vocab),
+               "parameters": sum(p.numel() for p in model.parameters()),
+               "train_windows": int(len(train)), "valid_windows": int(len(valid)),
+               **{k: v for k, v in res.items() if k != "history"},
+               "final_train_loss": res["history"][-1]["train_loss"] if res["history"] else None,
+               "final_valid_loss": res["history"][-1]["valid_loss"] if res["history"] else None,
+               "seconds": round(seconds, 2)}
+    # wall time goes to the caller (and the CLI line), never into a tracked output
+    _write_json(out / "train.json", {k: v for k, v in summary.items() if k != "seconds"})
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# sample
+
+
+def _load_best(params: Params, variant: str, model_dir: Path, vocab):
+    from pipeline.training.solver import load_checkpoint
+
+    cfg_path = Path(model_dir) / "checkpoints" / "config.json"
+    if not cfg_path.exists():
+        raise PipelineError(f"{model_dir}: no trained model (run `pipeline train lstm` first)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("vocab_hash") != vocab.hash:
+        raise PipelineError(f"{model_dir}: trained with vocabulary {str(cfg.get('vocab_hash'))[:12]}, "
+                            f"not {vocab.hash[:12]}")
+    saved = Params_from_dict(cfg["params"])
+    model = _model(saved, variant, len(vocab))
+    model.load_state_dict(load_checkpoint(Path(model_dir) / "checkpoints" / "best.pt")["model"])
+    model.eval()
+    return model, saved
+
+
+def Params_from_dict(doc: dict) -> Params:  # noqa: N802 - reads back asdict(Params)
+    from pipeline.config import from_dict
+
+    return from_dict(Params, doc, section="lstm")
+
+
+def midi_pianoroll(raw: bytes):
+    """MIDI bytes -> (non-drum (n_steps, 128) bool roll, bar starts) on the 24-steps-per-beat grid,
+    or None when nothing can be drawn."""
+    from pipeline.errors import MidiError
+    from pipeline.io.midi import read_midi
+    from pipeline.symbolic.lpd import to_pianoroll
+
+    try:
+        pr = to_pianoroll(read_midi(raw), resolution=24, tracks="lpd5")
+    except MidiError:
+        return None
+    roll = np.zeros((pr.n_steps, 128), bool)
+    for k in range(pr.n_tracks):
+        if not pr.track_is_drum[k]:
+            roll |= pr.dense(k) > 0
+    return roll, pr.bar_starts
+
+
+def save_pianoroll_png(path: Path, roll: np.ndarray, bar_starts, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    if roll.any():
+        pitches = np.flatnonzero(roll.any(axis=0))
+        lo, hi = max(int(pitches.min()) - 2, 0), min(int(pitches.max()) + 3, 128)
+    else:
+        lo, hi = 48, 84
+    ax.imshow(roll[:, lo:hi].T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
+              extent=(0, roll.shape[0], lo, hi))
+    for b in bar_starts:
+        ax.axvline(b, color="tab:blue", lw=0.4, alpha=0.5)
+    ax.set_xlabel("step (24 per beat)")
+    ax.set_ylabel("MIDI pitch")
+    ax.set_title(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _held_out(shards: Path, vocab) -> list[tuple[str, np.ndarray]]:
+    from pipeline.training import lstm as fam
+
+    for split in ("test", "valid", "train"):
+        seqs = fam.song_sequences(shards, vocab, split)
+        if seqs:
+            return [(f"{split}:{k}", s) for k, s in seqs]
+    return []
+
+
+def run_sample(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params) -> dict:
+    """Generate ``sample.n`` pieces: MIDI through the vocabulary's decoder and a piano-roll PNG each."""
+    import torch
+
+    from pipeline.training import lstm as fam
+    from pipeline.training.solver import seed_everything
+
+    _check_variant(variant)
+    vocab = _load_vocab(vocab_dir)
+    model, saved = _load_best(params, variant, model_dir, vocab)
+    s = params.sample
+    seed_everything(s.seed, threads=saved.train.threads)
+    gen = torch.Generator().manual_seed(s.seed)
+    out = Path(model_dir) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("sample_*.mid")) + list(out.glob("sample_*.png")):
+        old.unlink()
+    held = _held_out(Path(vocab_dir) / "shards", vocab) if s.prime == "test" else []
+    rows = []
+    for i in range(s.n):
+        if held:
+            key, seq = held[i % len(held)]
+            prime = seq[: max(s.prime_length, 1)]
+        else:
+            key, prime = "bos", np.array([fam.BOS])
+        ids = fam.sample(model, prime, length=s.length, context=saved.train.window, temperature=s.temperature,
+                         top_k=s.top_k, top_p=s.top_p, generator=gen)
+        full = np.concatenate([prime, ids])
+        raw = fam.tokens_to_midi(full, vocab)
+        name = f"sample_{i:02d}"
+        atomic_write_bytes(out / f"{name}.mid", raw)
+        pr = midi_pianoroll(raw)
+        if pr is not None:
+            save_pianoroll_png(out / f"{name}.png", pr[0], pr[1], title=f"{variant} {name} (prime: {key})")
+        rows.append({"file": f"{name}.mid", "prime": key, "prime_tokens": int(len(prime)),
+                     "generated_tokens": int(len(ids)), "tokens": [int(x) for x in full],
+                     "generated_text": " ".join(vocab.strings(ids[:64]))})
+    doc = {"variant": variant, "vocab": params.vocab, "vocab_hash": vocab.hash,
+           "sample": dataclasses.asdict(s), "samples": rows}
+    _write_json(out / "samples.json", doc)
+    return {"variant": variant, "samples": len(rows), "out": str(out),
+            "generated_tokens": sum(r["generated_tokens"] for r in rows)}
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _mean_metrics(items: list[dict]) -> dict:
+    out = {}
+    for k in ("UPC", "QN", "EB"):
+        vals = [d[k] for d in items if d.get(k) is not None]
+        out[k] = float(np.mean(vals)) if vals else None
+    out["pieces"] = len(items)
+    return out
+
+
+def _roll_metrics(raw: bytes) -> dict | None:
+    from pipeline.metrics.symbolic import all_metrics
+
+    pr = midi_pianoroll(raw)
+    if pr is None:
+        return None
+    return all_metrics(pr[0], pr[1], resolution=24)
+
+
+def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params) -> dict:
+    """Valid/test cross-entropy, perplexity and next-token accuracy, and UPC/QN/EB of the samples
+    next to the same metrics of held-out songs (tokens -> the same decoder -> piano-roll)."""
+    from pipeline.training import lstm as fam
+    from pipeline.training.solver import batches, evaluate, seed_everything
+
+    _check_variant(variant)
+    vocab = _load_vocab(vocab_dir)
+    model, saved = _load_best(params, variant, model_dir, vocab)
+    seed_everything(saved.train.seed, threads=saved.train.threads)
+    t = saved.train
+    shards = Path(vocab_dir) / "shards"
+    splits = {}
+    for split in ("valid", "test"):
+        w = fam.make_windows(fam.song_sequences(shards, vocab, split), t.window, t.stride)
+        ev = evaluate(model, batches(w, t.batch_size, limit=t.max_eval_windows), fam.loss_sums)
+        splits[split] = {"cross_entropy": ev["loss"], "perplexity": ev["perplexity"],
+                         "accuracy": ev["accuracy"], "tokens": ev["tokens"], "windows": int(len(w))}
+    samples_doc_path = Path(model_dir) / "samples" / "samples.json"
+    sample_metrics = []
+    sample_lengths = []
+    if samples_doc_path.exists():
+        sdoc = json.loads(samples_doc_path.read_text())
+        for r in sdoc["samples"]:
+            p = Path(model_dir) / "samples" / r["file"]
+            m = _roll_metrics(p.read_bytes()) if p.exists() else None
+            sample_lengths.append(len(r["tokens"]))
+            if m is not None:
+                sample_metrics.append(m)
+    cut = params.evaluate.data_tokens or (int(np.max(sample_lengths)) if sample_lengths else 0)
+    data_metrics = []
+    for _key, seq in _held_out(shards, vocab)[: params.evaluate.data_songs]:
+        m = _roll_metrics(fam.tokens_to_midi(seq[:cut] if cut else seq, vocab))
+        if m is not None:
+            data_metrics.append(m)
+    report = {"variant": variant, "vocab": params.vocab, "valid": splits["valid"], "test": splits["test"],
+              "symbolic": {"samples": _mean_metrics(sample_metrics), "data": _mean_metrics(data_metrics),
+                           "data_tokens": cut},
+              "qn_min_steps": 3, "resolution": 24}
+    out = Path(model_dir)
+    _write_json(out / "evaluation.json", report)
+    atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
+    return report
+
+
+def _fmt(x, nd=4) -> str:
+    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def markdown_report(r: dict) -> str:
+    lines = [f"# {r['variant']} on {r['vocab']}", "",
+             "| split | cross-entropy (nats/token) | perplexity | next-token accuracy | tokens |",
+             "|---|---|---|---|---|"]
+    for split in ("valid", "test"):
+        d = r[split]
+        lines.append(f"| {split} | {_fmt(d['cross_entropy'])} | {_fmt(d['perplexity'], 2)} | "
+                     f"{_fmt(d['accuracy'])} | {d['tokens']} |")
+    sym = r["symbolic"]
+    lines += ["", "| pieces | UPC (pitch classes per non-empty bar) | QN (notes >= 3 steps at 24/beat) | "
+                  "EB (empty bars) | n |", "|---|---|---|---|---|"]
+    for who in ("samples", "data"):
+        d = sym[who]
+        lines.append(f"| {who} | {_fmt(d['UPC'], 3)} | {_fmt(d['QN'], 3)} | {_fmt(d['EB'], 3)} | {d['pieces']} |")
+    lines += ["", f"Data: held-out songs cut to {sym['data_tokens'] or 'all'} tokens, decoded like the samples.", ""]
+    return "\n".join(lines)
