@@ -154,32 +154,36 @@ def _lstm_setup(params: Path, vocab_dir: Optional[Path], models: Path, variant: 
     return stage, p, (vocab_dir if vocab_dir is not None else Path("datasets/vocab") / p.vocab), models / "lstm" / variant
 
 
+DeviceOpt = Annotated[str, typer.Option(envvar="PIPELINE_DEVICE", help="torch device: cpu, cuda or cuda:N (not a param: it changes no result on CPU).")]
+
+
 @train_app.command("lstm")
 def train_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None, models: LstmModels = Path("datasets/models"),
                fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints and start again.")] = False,
-               params: ParamsOpt = Path("params.yaml")) -> None:
+               device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml")) -> None:
     """Train an LSTM next-token model (resumes from its last checkpoint)."""
     stage, p, vd, out = _lstm_setup(params, vocab_dir, models, variant)
-    s = stage.run_train(vocab_dir=vd, out=out, variant=variant, params=p, resume=not fresh, log=typer.echo)
+    s = stage.run_train(vocab_dir=vd, out=out, variant=variant, params=p, resume=not fresh, log=typer.echo,
+                        device=device)
     typer.echo(f"{variant}: {s['epochs_run']} epochs ({s['train_windows']} train / {s['valid_windows']} valid windows), "
                f"best {s['valid_source']} loss {s['best_loss']} at epoch {s['best_epoch']}, {s['seconds']} s -> {out}")
 
 
 @sample_app.command("lstm")
 def sample_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None, models: LstmModels = Path("datasets/models"),
-                params: ParamsOpt = Path("params.yaml")) -> None:
+                device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml")) -> None:
     """Sample MIDI files (and piano-roll PNGs) from a trained LSTM model."""
     stage, p, vd, out = _lstm_setup(params, vocab_dir, models, variant)
-    s = stage.run_sample(vocab_dir=vd, model_dir=out, variant=variant, params=p)
+    s = stage.run_sample(vocab_dir=vd, model_dir=out, variant=variant, params=p, device=device)
     typer.echo(f"{variant}: {s['samples']} samples, {s['generated_tokens']} tokens -> {s['out']}")
 
 
 @evaluate_app.command("lstm")
 def evaluate_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None, models: LstmModels = Path("datasets/models"),
-                  params: ParamsOpt = Path("params.yaml")) -> None:
+                  device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml")) -> None:
     """Cross-entropy, perplexity, accuracy and UPC/QN/EB of an LSTM model (JSON + Markdown report)."""
     stage, p, vd, out = _lstm_setup(params, vocab_dir, models, variant)
-    r = stage.run_evaluate(vocab_dir=vd, model_dir=out, variant=variant, params=p)
+    r = stage.run_evaluate(vocab_dir=vd, model_dir=out, variant=variant, params=p, device=device)
     typer.echo(f"{variant}: valid ce {r['valid']['cross_entropy']}, test ce {r['test']['cross_entropy']} -> "
                f"{out / 'evaluation.json'}")
 

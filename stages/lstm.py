@@ -137,7 +137,7 @@ def _digest(params: Params, variant: str, vocab_hash: str) -> str:
 
 
 def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resume: bool = True,
-              log=None) -> dict:
+              log=None, device: str = "cpu") -> dict:
     """Train one variant; resumes from ``out/checkpoints/last.pt`` when it was made with the same
     variant, vocabulary and model/train params (otherwise starts afresh)."""
     from pipeline.training import lstm as fam
@@ -164,7 +164,9 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
     _write_json(cfg_path, {"digest": digest, "variant": variant, "vocab_hash": vocab.hash,
                            "vocab_size": len(vocab), "params": dataclasses.asdict(params)})
     seed_everything(t.seed, threads=t.threads)
-    model = _model(params, variant, len(vocab))
+    from pipeline.training.solver import resolve_device
+
+    model = _model(params, variant, len(vocab)).to(resolve_device(device))
     t0 = time.perf_counter()
     res = fit(model, train=train, valid=valid, out=out, train_step=fam.step, loss_fn=fam.loss_sums, resume=resume,
               cfg=FitConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
@@ -189,8 +191,8 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
 # sample
 
 
-def _load_best(params: Params, variant: str, model_dir: Path, vocab):
-    from pipeline.training.solver import load_checkpoint
+def _load_best(params: Params, variant: str, model_dir: Path, vocab, device: str = "cpu"):
+    from pipeline.training.solver import load_checkpoint, resolve_device
 
     cfg_path = Path(model_dir) / "checkpoints" / "config.json"
     if not cfg_path.exists():
@@ -202,6 +204,7 @@ def _load_best(params: Params, variant: str, model_dir: Path, vocab):
     saved = Params_from_dict(cfg["params"])
     model = _model(saved, variant, len(vocab))
     model.load_state_dict(load_checkpoint(Path(model_dir) / "checkpoints" / "best.pt")["model"])
+    model.to(resolve_device(device))
     model.eval()
     return model, saved
 
@@ -265,7 +268,7 @@ def _held_out(shards: Path, vocab) -> list[tuple[str, np.ndarray]]:
     return []
 
 
-def run_sample(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params) -> dict:
+def run_sample(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params, device: str = "cpu") -> dict:
     """Generate ``sample.n`` pieces: MIDI through the vocabulary's decoder and a piano-roll PNG each."""
     import torch
 
@@ -274,7 +277,7 @@ def run_sample(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params
 
     _check_variant(variant)
     vocab = _load_vocab(vocab_dir)
-    model, saved = _load_best(params, variant, model_dir, vocab)
+    model, saved = _load_best(params, variant, model_dir, vocab, device)
     s = params.sample
     seed_everything(s.seed, threads=saved.train.threads)
     gen = torch.Generator().manual_seed(s.seed)
@@ -331,7 +334,7 @@ def _roll_metrics(raw: bytes) -> dict | None:
     return all_metrics(pr[0], pr[1], resolution=24)
 
 
-def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params) -> dict:
+def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params, device: str = "cpu") -> dict:
     """Valid/test cross-entropy, perplexity and next-token accuracy, and UPC/QN/EB of the samples
     next to the same metrics of held-out songs (tokens -> the same decoder -> piano-roll)."""
     from pipeline.training import lstm as fam
@@ -339,7 +342,7 @@ def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Para
 
     _check_variant(variant)
     vocab = _load_vocab(vocab_dir)
-    model, saved = _load_best(params, variant, model_dir, vocab)
+    model, saved = _load_best(params, variant, model_dir, vocab, device)
     seed_everything(saved.train.seed, threads=saved.train.threads)
     t = saved.train
     shards = Path(vocab_dir) / "shards"

@@ -215,3 +215,28 @@ def test_windows_pad_short_songs_and_the_loss_ignores_pad():
     m = fam.build_model(20, embedding=4, hidden=8, layers=1, dropout=0.0, attention=False).eval()
     _, _, n = fam.loss_sums(m, torch.from_numpy(w[:1]))
     assert n == 3  # targets 5, 6, 7; the PADs are not counted
+
+
+def test_device_is_checked_and_cpu_is_explicit(notes_dir, tmp_path):
+    from pipeline.errors import ParamsError
+    from pipeline.training.solver import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ParamsError, match="not a torch device"):
+        resolve_device("gpu0")
+    with pytest.raises(ParamsError, match="not supported"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParamsError, match="no CUDA device"):
+            stage.run_train(vocab_dir=notes_dir, out=tmp_path / "m", variant="lstm", params=tiny(), device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_trains_samples_and_evaluates_on_cuda(notes_dir, tmp_path):
+    out = tmp_path / "models" / "lstm"
+    s = stage.run_train(vocab_dir=notes_dir, out=out, variant="lstm_attention", params=tiny(), device="cuda")
+    assert s["epochs_run"] >= 1
+    stage.run_sample(vocab_dir=notes_dir, model_dir=out, variant="lstm_attention", params=tiny(), device="cuda")
+    r = stage.run_evaluate(vocab_dir=notes_dir, model_dir=out, variant="lstm_attention", params=tiny(), device="cuda")
+    assert math.isfinite(r["valid"]["cross_entropy"] or 0.0)

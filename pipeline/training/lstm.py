@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.models.lstm import LSTMConfig, LSTMModel
+from pipeline.training.solver import model_device
 from pipeline.tokens.shards import read_token_shards, windows
 from pipeline.tokens.vocab import BOS, EOS, PAD, SPECIALS, Vocabulary
 
@@ -60,6 +61,7 @@ def build_model(vocab_size: int, *, embedding: int, hidden: int, layers: int, dr
 
 def step(model: LSTMModel, batch: torch.Tensor) -> torch.Tensor:
     """Teacher forcing: inputs batch[:, :-1], targets batch[:, 1:]; mean cross-entropy (PAD ignored)."""
+    batch = batch.to(model_device(model))
     logits = model(batch[:, :-1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), ignore_index=PAD)
 
@@ -67,6 +69,7 @@ def step(model: LSTMModel, batch: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def loss_sums(model: LSTMModel, batch: torch.Tensor) -> tuple[float, int, int]:
     """(summed cross-entropy, correct argmax predictions, target tokens) of a batch."""
+    batch = batch.to(model_device(model))
     logits = model(batch[:, :-1])
     target = batch[:, 1:].reshape(-1)
     flat = logits.reshape(-1, logits.shape[-1])
@@ -106,11 +109,12 @@ def sample(model: LSTMModel, prime: np.ndarray, *, length: int, context: int, te
     model.eval()
     seq = [int(t) for t in prime] or [BOS]
     out: list[int] = []
-    x = torch.tensor([seq[-context:]], dtype=torch.int64)
+    device = model_device(model)
+    x = torch.tensor([seq[-context:]], dtype=torch.int64, device=device)
     state = memory = None
     for _ in range(length):
         logits, state, memory = model.step_logits(x, state, memory, context)
-        logits = logits[0].double()
+        logits = logits[0].double().cpu()  # sampling on the CPU, with the caller's generator
         for f in forbid:
             logits[f] = float("-inf")
         if temperature <= 0:
@@ -121,7 +125,7 @@ def sample(model: LSTMModel, prime: np.ndarray, *, length: int, context: int, te
         if nxt == EOS and stop_at_eos:
             break
         out.append(nxt)
-        x = torch.tensor([[nxt]], dtype=torch.int64)
+        x = torch.tensor([[nxt]], dtype=torch.int64, device=device)
     return np.asarray(out, np.int64)
 
 

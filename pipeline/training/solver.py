@@ -91,6 +91,28 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; a clear error where the device is not there."""
+    from pipeline.errors import ParamsError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ParamsError(f"device={name!r} is not a torch device (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParamsError(f"device={name!r}: no CUDA device is available on this machine")
+        # cuBLAS needs this for deterministic algorithms (torch.use_deterministic_algorithms)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif device.type != "cpu":
+        raise ParamsError(f"device={name!r} is not supported (use cpu, cuda or cuda:N)")
+    return device
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def load_checkpoint(path: Path) -> dict:
     return torch.load(Path(path), map_location="cpu", weights_only=True)
 
