@@ -188,6 +188,22 @@ def evaluate_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None,
                f"{out / 'evaluation.json'}")
 
 
+@app.command("build-phrases")
+def build_phrases(
+    lpd: Annotated[Path, typer.Option(help="build-lpd's output folder (reads its tensors/).")] = Path("datasets/lpd"),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/phrases"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Cut LPD-5 tensors into binarised 4-bar phrases (MuseGAN's NPZ format + Parquet shards)."""
+    from pipeline.config import load_section
+    from stages import build_phrases as stage
+
+    summary = stage.run(lpd=lpd, out=out, params=load_section(stage.Params, "build_phrases", params))
+    n = summary["phrases"]
+    typer.echo(f"{summary['songs']} songs, {summary['candidates']} candidates -> {n['train']} train, "
+               f"{n['valid']} valid, {n['test']} test phrases in {out}")
+
+
 def main() -> None:
     try:
         app()

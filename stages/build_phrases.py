@@ -1,0 +1,363 @@
+"""Stage build_phrases: build_lpd's 5-D tensor shards -> binarised 4-bar phrases in MuseGAN's
+training format (per split an NPZ with ``shape`` + ``nonzero``), Parquet shards with one row per
+phrase, a manifest with one row per candidate phrase (scores, selected or why not), ``schema.json``
+and ``summary.json``.
+
+Selection rules (all params, in this order, per song):
+
+1. candidates start at bars 0, hop_bars, 2*hop_bars, ... while the whole phrase fits in the song;
+2. each candidate is scored per track: ``activity`` = fraction of its phrase_bars * steps_per_bar
+   steps (after downsampling and pitch cropping) with at least one note of that track;
+   a track is *active* when its activity >= min_activity;
+3. a candidate is eligible when every track in ``require_families`` is active
+   (else reason ``inactive:<Track>``) and at least ``min_families`` tracks are active
+   (else ``too_few_families``);
+4. when a song has more than ``max_phrases_per_song`` eligible candidates (0: no limit), that many
+   are drawn without replacement by ``np.random.default_rng([seed, int(song_id[:8], 16)])``;
+   the others get reason ``not_drawn``.
+
+The split of a song is fixed by ``sha256(song_id)``: its first 8 hex digits / 16**8 below
+test_fraction -> test, below test_fraction + valid_fraction -> valid, else train.
+Input shards are read one at a time; nothing written depends on timing or host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ParamsError, StageError
+from pipeline.stagekit import OutputLock
+
+TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
+SPLITS = ("train", "valid", "test")
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    phrase_bars: int = 4
+    steps_per_bar: int = 48          # 96 (as stored) or 48 (every other step: 0, 2, 4, ...)
+    lowest_pitch: int = 24           # MIDI pitch of index 0
+    n_pitches: int = 84              # 24..107
+    hop_bars: int = 4                # stride between candidate phrases
+    require_families: tuple[str, ...] = ("Piano", "Bass")
+    min_families: int = 2            # active tracks (of five) a phrase needs
+    min_activity: float = 0.1        # fraction of steps with a note for a track to count as active
+    max_phrases_per_song: int = 8    # 0: every eligible phrase
+    seed: int = 2026
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("phrase_bars", "steps_per_bar", "n_pitches", "hop_bars"):
+            if getattr(self, name) < 1:
+                raise ParamsError(f"build_phrases.{name}={getattr(self, name)} must be a positive integer")
+        if not 0 <= self.lowest_pitch or self.lowest_pitch + self.n_pitches > 128:
+            raise ParamsError(f"build_phrases.lowest_pitch={self.lowest_pitch} with n_pitches={self.n_pitches} "
+                              "must stay within MIDI pitches 0..127")
+        for fam in self.require_families:
+            if fam not in TRACKS:
+                raise ParamsError(f"build_phrases.require_families: {fam!r} is not one of {', '.join(TRACKS)}")
+        if not 0 <= self.min_families <= len(TRACKS):
+            raise ParamsError(f"build_phrases.min_families={self.min_families} must be in 0..{len(TRACKS)}")
+        if not 0.0 <= self.min_activity <= 1.0:
+            raise ParamsError(f"build_phrases.min_activity={self.min_activity} must be in [0, 1]")
+        if self.max_phrases_per_song < 0:
+            raise ParamsError(f"build_phrases.max_phrases_per_song={self.max_phrases_per_song} must be >= 0")
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ParamsError(f"build_phrases.{name}={getattr(self, name)} must be in [0, 1]")
+        if self.valid_fraction + self.test_fraction > 1.0:
+            raise ParamsError(f"build_phrases.valid_fraction + test_fraction = "
+                              f"{self.valid_fraction + self.test_fraction} must be at most 1")
+
+
+def split_of(song_id: str, params: Params) -> str:
+    """train / valid / test from a hash of the song id (never from order)."""
+    u = int(hashlib.sha256(song_id.encode()).hexdigest()[:8], 16) / 16**8
+    if u < params.test_fraction:
+        return "test"
+    if u < params.test_fraction + params.valid_fraction:
+        return "valid"
+    return "train"
+
+
+@dataclass
+class SongPhrases:
+    """One song's candidates and the coordinates of its selected phrases."""
+
+    first_bar: np.ndarray            # (candidates,) int32
+    activity: np.ndarray             # (candidates, 5) float32
+    selected: np.ndarray             # (candidates,) bool
+    reason: list[str]                # per candidate
+    coords: list[np.ndarray]         # per selected candidate: (4, nnz) uint16 bar, step, pitch, track
+
+
+def song_phrases(song_id: str, n_bars: int, bar: np.ndarray, step: np.ndarray, pitch: np.ndarray,
+                 track: np.ndarray, *, in_steps: int, params: Params,
+                 track_map: np.ndarray | None = None) -> SongPhrases:
+    """Crop pitches, downsample steps, score every candidate phrase and apply the selection rules.
+
+    ``track_map`` maps input tracks to LPD-5 (-1: dropped), e.g. for LPD-17 input; cells that
+    land on the same LPD-5 cell merge (binarised union).
+    """
+    factor = in_steps // params.steps_per_bar
+    bar, step = np.asarray(bar, np.int64), np.asarray(step, np.int64)
+    pitch, track = np.asarray(pitch, np.int64), np.asarray(track, np.int64)
+    if track_map is not None:
+        track = np.asarray(track_map, np.int64)[track]
+    keep = ((pitch >= params.lowest_pitch) & (pitch < params.lowest_pitch + params.n_pitches)
+            & (step % factor == 0) & (step < in_steps) & (track >= 0) & (track < len(TRACKS)) & (bar < n_bars))
+    bar, step = bar[keep], step[keep] // factor
+    pitch, track = pitch[keep] - params.lowest_pitch, track[keep]
+    S, P = params.steps_per_bar, params.phrase_bars
+    # a cell appears once (sorted, unique) whatever the input order
+    lin = np.unique(((bar * S + step) * params.n_pitches + pitch) * len(TRACKS) + track)
+    track = lin % len(TRACKS)
+    pitch = (lin // len(TRACKS)) % params.n_pitches
+    t = lin // (len(TRACKS) * params.n_pitches)  # absolute step
+    bar, step = t // S, t % S
+    occupied = np.zeros((max(n_bars, 0) * S, len(TRACKS)), bool)
+    occupied[t, track] = True
+    per_bar = occupied.reshape(max(n_bars, 0), S, len(TRACKS)).sum(axis=1)  # (bars, 5) active steps
+
+    starts = np.arange(0, n_bars - P + 1, params.hop_bars, dtype=np.int32) if n_bars >= P else np.zeros(0, np.int32)
+    cum = np.concatenate([np.zeros((1, len(TRACKS)), np.int64), np.cumsum(per_bar, axis=0)])
+    activity = ((cum[starts + P] - cum[starts]) / float(P * S)).astype(np.float32)
+    active = activity >= np.float32(params.min_activity)
+    reason: list[str] = []
+    eligible = np.zeros(len(starts), bool)
+    req = [TRACKS.index(f) for f in params.require_families]
+    for i in range(len(starts)):
+        missing = [TRACKS[k] for k in req if not active[i, k]]
+        if missing:
+            reason.append("inactive:" + ",".join(missing))
+        elif int(active[i].sum()) < params.min_families:
+            reason.append("too_few_families")
+        else:
+            reason.append("selected")
+            eligible[i] = True
+    selected = eligible.copy()
+    idx = np.flatnonzero(eligible)
+    if params.max_phrases_per_song and len(idx) > params.max_phrases_per_song:
+        rng = np.random.default_rng([params.seed, int(song_id[:8], 16)])
+        chosen = np.sort(rng.choice(idx, size=params.max_phrases_per_song, replace=False))
+        selected[:] = False
+        selected[chosen] = True
+        for i in idx:
+            if not selected[i]:
+                reason[i] = "not_drawn"
+    coords = []
+    for i in np.flatnonzero(selected):
+        b0 = int(starts[i])
+        m = (bar >= b0) & (bar < b0 + P)
+        coords.append(np.stack([bar[m] - b0, step[m], pitch[m], track[m]]).astype(np.uint16))
+    return SongPhrases(first_bar=starts, activity=activity, selected=selected, reason=reason, coords=coords)
+
+
+def _parquet_bytes(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=False,
+                   write_statistics=False)
+    return sink.getvalue()
+
+
+def _phrase_table(rows: list[tuple[str, int, str, int, np.ndarray, np.ndarray]]):
+    """rows: (song_id, first_bar, split, index in the split's NPZ, activity (5,), coords (4, nnz))."""
+    import pyarrow as pa
+
+    offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum([r[5].shape[1] for r in rows], out=offsets[1:])
+    offsets = pa.array(offsets, pa.int32())
+    allc = np.concatenate([r[5] for r in rows], axis=1) if rows else np.zeros((4, 0), np.uint16)
+    cols = {
+        "id": pa.array([r[0] for r in rows], pa.string()),
+        "first_bar": pa.array([r[1] for r in rows], pa.int32()),
+        "split": pa.array([r[2] for r in rows], pa.string()),
+        "index": pa.array([r[3] for r in rows], pa.int32()),
+    }
+    for k, name in enumerate(TRACKS):
+        cols[f"activity_{name.lower()}"] = pa.array([float(r[4][k]) for r in rows], pa.float32())
+    for k, (name, dtype) in enumerate((("bar", np.uint8), ("step", np.uint8), ("pitch", np.uint8),
+                                       ("track", np.uint8))):
+        cols[name] = pa.ListArray.from_arrays(offsets, pa.array(allc[k].astype(dtype)))
+    return pa.table(cols)
+
+
+def schema_document(params: Params, in_steps: int, input_tracks: str = "lpd5") -> dict:
+    S, P = params.steps_per_bar, params.phrase_bars
+    return {
+        "kind": "lakh-pipeline/phrase-tensors",
+        "schema_version": SCHEMA_VERSION,
+        "tensor_axes": ["phrase", "bar", "step", "pitch", "track"],
+        "tensor_shape": ["phrases", P, S, params.n_pitches, len(TRACKS)],
+        "track_order": list(TRACKS),
+        "input_tracks": f"{input_tracks} (LPD-17 families merged into LPD-5 as build_lpd's lpd5 does; "
+                        "programs 96-103 and 112-127 dropped)",
+        "lowest_pitch": params.lowest_pitch,
+        "pitches": f"index i is MIDI pitch {params.lowest_pitch} + i "
+                   f"({params.lowest_pitch}..{params.lowest_pitch + params.n_pitches - 1})",
+        "steps": f"{S} per bar; input step s (of {in_steps}) kept when s % {in_steps // S} == 0, at s // {in_steps // S}",
+        "binarised": True,
+        "npz": {
+            "files": [f"npz/{s}.npz" for s in SPLITS],
+            "shape": "int64 (5,): phrases, bars, steps, pitches, tracks",
+            "nonzero": "uint16 (uint32 beyond 65535 phrases) (5, nnz): phrase, bar, step, pitch, track; "
+                       "x = np.zeros(shape, bool); x[tuple(nonzero)] = True",
+            "ids": "unicode (phrases,): song id", "first_bar": "int32 (phrases,): first bar in the song",
+        },
+        "parquet": {
+            "files": "shards/<split>-<input shard>.parquet",
+            "row": "one selected phrase",
+            "fields": {"id": "string", "first_bar": "int32", "split": "string",
+                       "index": "int32: row of the phrase in npz/<split>.npz",
+                       **{f"activity_{t.lower()}": "float32: fraction of steps with a note" for t in TRACKS},
+                       "bar": "list<uint8>", "step": "list<uint8>", "pitch": "list<uint8> (index, not MIDI)",
+                       "track": "list<uint8>"},
+        },
+        "manifest": "manifest.parquet: one row per candidate phrase: id, first_bar, split, activity_*, "
+                    "n_active, selected, reason (selected | inactive:<Track,...> | too_few_families | not_drawn)",
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
+    }
+
+
+def run(*, lpd: Path, out: Path, params: Params) -> dict:
+    """Make the phrase dataset from ``lpd``/tensors into ``out``; return the summary (also written)."""
+    import pyarrow as pa
+
+    from pipeline.io.npz import atomic_write_bytes, npz_bytes
+    from pipeline.io.tensor_shards import read_tensor_rows
+
+    lpd, out = Path(lpd), Path(out)
+    tensors = lpd / "tensors"
+    try:
+        schema = json.loads((tensors / "schema.json").read_text())
+    except OSError:
+        raise StageError(f"{tensors}: no schema.json (run build-lpd first)") from None
+    from pipeline.symbolic.lpd import TRACK_SETS, family_of
+
+    order = list(schema.get("track_order", []))
+    names = [k for k, spec in TRACK_SETS.items() if [t[0] for t in spec] == order]
+    if not names:
+        raise StageError(f"{tensors}: tracks {order} are neither LPD-5 nor LPD-17")
+    spec = TRACK_SETS[names[0]]
+    # LPD-17 families are whole groups of 8 programs, so each maps to one LPD-5 track (or none)
+    track_map = family_of(np.array([t[1] for t in spec]), np.array([t[2] for t in spec]), "lpd5")
+    in_steps = int(schema["bar_steps"])
+    if in_steps % params.steps_per_bar:
+        raise ParamsError(f"build_phrases.steps_per_bar={params.steps_per_bar} must divide the input's "
+                          f"bar_steps={in_steps}")
+    shards = sorted(tensors.glob(f"{names[0]}-[0-9][0-9][0-9][0-9][0-9].parquet"))
+    if not shards:
+        raise StageError(f"{tensors}: no {names[0]}-*.parquet tensor shards")
+
+    with OutputLock(out):
+        npz_parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+        npz_ids: dict[str, list[str]] = {s: [] for s in SPLITS}
+        npz_first: dict[str, list[int]] = {s: [] for s in SPLITS}
+        man: dict[str, list] = {k: [] for k in ("id", "first_bar", "split", "activity", "selected", "reason")}
+        written: set[str] = set()
+        songs = {s: 0 for s in SPLITS}
+        n_songs = 0
+        for shard_path in shards:
+            ids, bars = read_tensor_rows(shard_path)
+            rows_by_split: dict[str, list] = {s: [] for s in SPLITS}
+            for song_id, t in zip(ids, bars):
+                n_songs += 1
+                split = split_of(song_id, params)
+                sp = song_phrases(song_id, t.n_bars, t.bar, t.step, t.pitch, t.track, in_steps=in_steps,
+                                  params=params, track_map=track_map)
+                n = len(sp.first_bar)
+                man["id"] += [song_id] * n
+                man["first_bar"].append(sp.first_bar)
+                man["split"] += [split] * n
+                man["activity"].append(sp.activity)
+                man["selected"].append(sp.selected)
+                man["reason"] += sp.reason
+                if sp.coords:
+                    songs[split] += 1
+                for i, c in zip(np.flatnonzero(sp.selected), sp.coords):
+                    index = len(npz_ids[split])
+                    npz_ids[split].append(song_id)
+                    npz_first[split].append(int(sp.first_bar[i]))
+                    npz_parts[split].append(c)  # uint16 (4, nnz); the phrase axis is added at the end
+                    rows_by_split[split].append((song_id, int(sp.first_bar[i]), split, index, sp.activity[i], c))
+            for split, rows in rows_by_split.items():
+                if rows:
+                    name = f"{split}-{shard_path.stem.rpartition('-')[2]}.parquet"
+                    atomic_write_bytes(out / "shards" / name, _parquet_bytes(_phrase_table(rows)))
+                    written.add(name)
+        if (out / "shards").exists():
+            for p in (out / "shards").glob("*.parquet"):
+                if p.name not in written:
+                    p.unlink()
+
+        S, P = params.steps_per_bar, params.phrase_bars
+        counts = {}
+        for split in SPLITS:
+            n = len(npz_ids[split])
+            counts[split] = n
+            dtype = np.uint16 if n <= 65535 else np.uint32
+            sizes = [c.shape[1] for c in npz_parts[split]]
+            nonzero = np.empty((5, sum(sizes)), dtype)
+            nonzero[0] = np.repeat(np.arange(n, dtype=dtype), sizes)
+            at = 0
+            for c, size in zip(npz_parts[split], sizes):
+                nonzero[1:, at : at + size] = c
+                at += size
+            width = max([len(i) for i in npz_ids[split]] + [1])
+            arrays = {
+                "shape": np.array([n, P, S, params.n_pitches, len(TRACKS)], np.int64),
+                "nonzero": nonzero,
+                "ids": np.array(npz_ids[split], dtype=f"<U{width}"),
+                "first_bar": np.array(npz_first[split], np.int32),
+            }
+            atomic_write_bytes(out / "npz" / f"{split}.npz", npz_bytes(arrays))
+            npz_parts[split] = []
+
+        activity = np.concatenate(man["activity"]) if man["activity"] else np.zeros((0, 5), np.float32)
+        selected = np.concatenate(man["selected"]) if man["selected"] else np.zeros(0, bool)
+        cols = {
+            "id": pa.array(man["id"], pa.string()),
+            "first_bar": pa.array(np.concatenate(man["first_bar"]) if man["first_bar"] else np.zeros(0, np.int32),
+                                  pa.int32()),
+            "split": pa.array(man["split"], pa.string()),
+        }
+        for k, name in enumerate(TRACKS):
+            cols[f"activity_{name.lower()}"] = pa.array(activity[:, k], pa.float32())
+        cols["n_active"] = pa.array((activity >= np.float32(params.min_activity)).sum(axis=1).astype(np.int8),
+                                    pa.int8())
+        cols["selected"] = pa.array(selected, pa.bool_())
+        cols["reason"] = pa.array(man["reason"], pa.string())
+        atomic_write_bytes(out / "manifest.parquet", _parquet_bytes(pa.table(cols)))
+        atomic_write_bytes(out / "schema.json",
+                           json.dumps(schema_document(params, in_steps, names[0]), indent=2, sort_keys=True).encode())
+        reasons: dict[str, int] = {}
+        for r in man["reason"]:
+            key = "inactive" if r.startswith("inactive:") else r
+            reasons[key] = reasons.get(key, 0) + 1
+        summary = {
+            "songs": n_songs,
+            "candidates": len(man["reason"]),
+            "phrases": counts,
+            "songs_with_phrases": songs,
+            "reasons": dict(sorted(reasons.items())),
+        }
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
+
+
+def load_phrases(npz_path: Path) -> np.ndarray:
+    """MuseGAN's recipe: a dense bool (phrases, bars, steps, pitches, tracks) array from an NPZ."""
+    with np.load(npz_path, allow_pickle=False) as z:
+        x = np.zeros(tuple(z["shape"]), bool)
+        x[tuple(z["nonzero"])] = True
+    return x
