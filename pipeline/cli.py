@@ -204,6 +204,20 @@ def build_phrases(
                f"{n['valid']} valid, {n['test']} test phrases in {out}")
 
 
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A shard, manifest, song NPZ or output folder.")],
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw a piano-roll or spectrogram PNG here.")] = None,
+) -> None:
+    """Print what a shard, manifest or song file holds (counts, shapes, statuses, sizes)."""
+    from pipeline import inspection
+
+    for line in inspection.describe(path):
+        typer.echo(line)
+    if plot is not None:
+        typer.echo(f"wrote {inspection.plot(path, plot)}")
+
+
 def main() -> None:
     try:
         app()
