@@ -91,3 +91,13 @@ def run_shards(fn, tasks: list, src, *, workers: int, scheduler: str | None, des
         group.append(dataclasses.replace(by_index[k], payloads=filled))
     if group:
         yield from flush()
+
+
+def inputs_digest(keys, msd_ids) -> str:
+    """A short digest of a shard's inputs (their keys and MSD ids), kept in its resume marker."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, msd in zip(keys, msd_ids):
+        h.update(f"{key}\0{msd}\n".encode())
+    return h.hexdigest()[:16]

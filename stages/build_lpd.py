@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError, StageError
-from pipeline.stagekit import OutputLock, read_input_file, run_shards
+from pipeline.stagekit import OutputLock, inputs_digest, read_input_file, run_shards
 
 STATE_DIR = ".state"
 
@@ -186,10 +186,7 @@ def convert_shard(task: ShardTask) -> list[dict]:
 
 
 def _inputs_digest(task: ShardTask) -> str:
-    h = hashlib.sha256()
-    for key, msd in zip(task.keys, task.msd_ids):
-        h.update(f"{key}\0{msd}\n".encode())
-    return h.hexdigest()[:16]
+    return inputs_digest(task.keys, task.msd_ids)
 
 
 def _marker_rows(out: Path, task: ShardTask) -> list[dict] | None:

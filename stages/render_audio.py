@@ -31,7 +31,7 @@ from typing import Literal
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError
-from pipeline.stagekit import read_input_file
+from pipeline.stagekit import OutputLock, inputs_digest, read_input_file, run_shards
 
 STATE_DIR = ".state"
 PARQUET_DIR = "parquet"  # the Parquet parts alone, so that a reader can take the whole folder
@@ -344,10 +344,7 @@ def render_task(task: Task) -> dict:
 
 
 def _inputs_digest(task: Task) -> str:
-    h = hashlib.sha256()
-    for key, msd in zip(task.keys, task.msd_ids):
-        h.update(f"{key}\0{msd}\n".encode())
-    return h.hexdigest()[:16]
+    return inputs_digest(task.keys, task.msd_ids)
 
 
 def _marker(out: Path, task: Task, render_json: str) -> dict | None:
@@ -389,8 +386,6 @@ def execute(fn, tasks: list, out: Path, src, render_json: str, *, workers: int, 
             todo.append(t)
         else:
             results[t.index] = data
-    from pipeline.stagekit import run_shards
-
     for index, res in run_shards(fn, todo, src, workers=workers, scheduler=scheduler, description=description):
         results[index] = res
     return [results[t.index] for t in tasks]
@@ -440,7 +435,6 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
     """Render every MIDI file under ``source`` into ``out``; return the summary (also written)."""
     from pipeline.audio.render import make_settings
     from pipeline.sources import open_source
-    from pipeline.stagekit import OutputLock
 
     settings = make_settings(soundfont=params.soundfont, sample_rate=params.sample_rate, gain=params.gain,
                              reverb=params.reverb, chorus=params.chorus, period_size=params.period_size,
