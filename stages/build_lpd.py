@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError, StageError
@@ -344,11 +343,3 @@ def _write_outputs(out: Path, params: Params, rows: list[dict]) -> dict:
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary
-
-
-def dense_song(out: Path, song_id: str) -> np.ndarray:
-    """Convenience for tests and notebooks: a song's (n_tracks, n_steps, 128) roll from its NPZ."""
-    import pypianoroll
-
-    mt = pypianoroll.load(song_path(Path(out), song_id))
-    return np.stack([t.pianoroll for t in mt.tracks])
