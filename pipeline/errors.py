@@ -34,3 +34,43 @@ class MidiError(PipelineError):
 
 class SourceError(PipelineError):
     """A source folder or archive cannot be read as a whole."""
+
+
+class FetchError(SourceError):
+    """A download failed: HTTP error, connection lost, or a checksum that does not match."""
+
+
+class SchemaError(PipelineError):
+    """A shard folder or file does not match what this version of the pipeline reads.
+
+    The message names the file, what was expected and what was found (and, for a version
+    mismatch, what to do about it); ``path``, ``expected`` and ``found`` keep them apart.
+    """
+
+    def __init__(self, path: str, what: str, *, expected=None, found=None, hint: str = "") -> None:
+        msg = f"{path}: {what}"
+        if expected is not None or found is not None:
+            msg += f": expected {expected}, found {found}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+        self.path, self.what, self.expected, self.found, self.hint = str(path), what, expected, found, hint
+
+    def __reduce__(self):  # picklable across DataLoader and dask workers
+        return (_rebuild_schema_error, (self.path, self.what, self.expected, self.found, self.hint))
+
+
+def _rebuild_schema_error(path, what, expected, found, hint):
+    return SchemaError(path, what, expected=expected, found=found, hint=hint)
+
+
+class UnsafeFileError(PipelineError):
+    """A file would need unpickling (an object array in an NPZ, a checkpoint holding arbitrary
+    Python objects) or is not the format it claims: refused, never loaded."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path, self.detail = str(path), detail
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.detail))

@@ -13,12 +13,16 @@ folder of each file.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import re
 import stat
 import tarfile
 import zlib
 from abc import ABC, abstractmethod
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,8 +32,14 @@ from pipeline.errors import ParamsError, SourceError
 MIDI_SUFFIXES = (".mid", ".midi", ".rmi")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 DEFAULT_MAX_TOTAL_BYTES = 64 * 2**30
+DEFAULT_MAX_RATIO = 200  # real MIDI .tar.gz: ~4x (../shared/midi); gzip's ceiling: ~1032x
+RATIO_FLOOR_BYTES = 16 * 2**20  # the ratio limit never goes below this: tiny archives are harmless
 
 UNSAFE_NAME = "unsafe archive member name"
+NOT_REGULAR = "not a regular file"
+
+# Stable manifest codes for the reasons an archive member is not read (see reason_code).
+REASON_CODES = {UNSAFE_NAME: "archive.unsafe_path", NOT_REGULAR: "archive.not_regular", "too large": "input.too_large"}
 
 _MSD_ID = re.compile(r"TR[A-Z0-9]{16}")
 
@@ -68,6 +78,18 @@ def msd_id_of(key: str) -> str | None:
     if len(parts) >= 2 and _MSD_ID.fullmatch(parts[-2]):
         return parts[-2]
     return None
+
+
+def reason_code(reason: str) -> str:
+    """The stable manifest code of a ``reason`` from ``iter_payloads`` or ``read_input_file``.
+
+    ``archive.unsafe_path`` (absolute or ``..`` member name), ``archive.not_regular`` (link,
+    device, fifo), ``input.too_large``; anything else (cannot read...) is ``input.unreadable``.
+    """
+    for prefix, code in REASON_CODES.items():
+        if reason.startswith(prefix):
+            return code
+    return "input.unreadable"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -221,7 +243,11 @@ class ArchiveSource(Source):
 
     Listing costs one streaming pass over the archive (member data is decompressed and
     skipped, not stored); each ``iter_payloads`` call is one more pass. Both passes stop
-    with SourceError once more than ``max_total_bytes`` have been decompressed.
+    with SourceError once the decompressed stream would exceed the archive's budget:
+    ``max_total_bytes``, or ``max_ratio`` times the archive's size on disk (a decompression
+    bomb), whichever is smaller. The budget counts every decompressed byte, tar headers
+    included (a pax or GNU long-name header of gigabytes is a bomb too), and a member whose
+    header announces more than the budget is refused before its data is decompressed.
 
     Members with MIDI names are items. Those that cannot be read safely are yielded by
     ``iter_payloads`` with a reason: absolute or ``..`` names (``"unsafe archive member
@@ -231,9 +257,11 @@ class ArchiveSource(Source):
 
     kind = "archive"
 
-    def __init__(self, path: Path, items: list[SourceItem], *, max_total_bytes: int) -> None:
+    def __init__(self, path: Path, items: list[SourceItem], *, max_total_bytes: int,
+                 max_ratio: int = DEFAULT_MAX_RATIO) -> None:
         super().__init__(path, items)
         self.max_total_bytes = max_total_bytes
+        self.max_ratio = max_ratio
 
     def iter_payloads(self, keys: set[str] | None = None, *, max_bytes: int) -> Iterator[Payload]:
         _check_max_bytes(max_bytes)
@@ -242,7 +270,7 @@ class ArchiveSource(Source):
         if not remaining:
             return
         pos = 0
-        for item, reason, tar, member in _scan_archive(self.path, self.max_total_bytes):
+        for item, reason, tar, member in _scan_archive(self.path, self.max_total_bytes, self.max_ratio):
             if item.key != remaining[pos]:
                 continue
             if reason is not None:
@@ -252,7 +280,7 @@ class ArchiveSource(Source):
             else:
                 try:
                     data = tar.extractfile(member).read()
-                except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                except _READ_ERRORS as exc:
                     raise SourceError(f"{self.path}: not a readable tar archive "
                                       f"({_one_line(exc)})") from None
                 yield item, data, None
@@ -262,19 +290,88 @@ class ArchiveSource(Source):
         raise SourceError(f"{self.path}: archive changed since it was listed ({remaining[pos]} not found)")
 
 
-def _scan_archive(path: Path, max_total_bytes: int):
+_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
+
+
+class _Budget:
+    """How many decompressed bytes an archive may yield, and how to say it was exceeded."""
+
+    def __init__(self, path: Path, max_total_bytes: int, max_ratio: int) -> None:
+        self.path = path
+        compressed = os.path.getsize(path)
+        by_ratio = max(max_ratio * compressed, RATIO_FLOOR_BYTES)
+        if by_ratio < max_total_bytes:
+            self.limit = by_ratio
+            self.what = (f"{by_ratio} bytes once decompressed (max_ratio={max_ratio} times its "
+                         f"{compressed} bytes: a decompression bomb?)")
+        else:
+            self.limit = max_total_bytes
+            self.what = f"max_total_bytes={max_total_bytes} bytes once decompressed"
+
+    def error(self, where: str) -> SourceError:
+        return SourceError(f"{self.path}: more than {self.what} ({where})")
+
+
+class _BudgetedReader:
+    """A decompressed stream that raises SourceError rather than yield more than the budget.
+
+    tarfile reads pax and GNU long-name headers whole, before the member they describe is
+    seen: this is the only place where such a header can be stopped.
+    """
+
+    CHUNK = 1 << 20  # decompress in large steps: tarfile asks for 10 KiB at a time
+
+    def __init__(self, stream, budget: _Budget) -> None:
+        self._stream = stream
+        self._budget = budget
+        self._buf = b""
+        self._pos = 0
+        self.count = 0  # decompressed bytes taken from the stream so far
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._budget.limit + 1
+        if self._pos >= len(self._buf):
+            # Never take more than one byte past the budget: a huge read is the attack.
+            want = min(max(size, self.CHUNK), self._budget.limit + 1 - self.count)
+            self._buf, self._pos = self._stream.read(want), 0
+            self.count += len(self._buf)
+            if self.count > self._budget.limit:
+                raise self._budget.error(f"at decompressed byte {self.count}")
+        data = self._buf[self._pos:self._pos + size]
+        self._pos += len(data)
+        return data
+
+
+def _decompressed(path: Path, stack: ExitStack):
+    """The archive's decompressed stream (gzip, bzip2, xz, or none), by its magic bytes."""
+    raw = stack.enter_context(open(path, "rb"))
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    if magic.startswith(b"BZh"):
+        return stack.enter_context(bz2.BZ2File(raw))
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return stack.enter_context(lzma.LZMAFile(raw))
+    return raw
+
+
+def _scan_archive(path: Path, max_total_bytes: int, max_ratio: int = DEFAULT_MAX_RATIO):
     """Yield ``(item, reason, tar, member)`` for each MIDI-named member, in archive order.
 
     The member's data can be read with ``tar.extractfile(member)`` until the next step.
     """
     seen: set[str] = set()
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        with ExitStack() as stack:
+            budget = _Budget(path, max_total_bytes, max_ratio)
+            reader = _BudgetedReader(_decompressed(path, stack), budget)
+            tar = stack.enter_context(tarfile.open(fileobj=reader, mode="r|"))
             for member in tar:
                 # offset_data is the member's position in the decompressed stream.
-                if member.offset_data + member.size > max_total_bytes:
-                    raise SourceError(f"{path}: more than max_total_bytes={max_total_bytes} "
-                                      f"bytes once decompressed (at member {member.name!r})")
+                if member.offset_data + member.size > budget.limit:
+                    raise budget.error(f"at member {member.name!r}")
                 if member.isdir() or not is_midi_name(member.name):
                     continue
                 key = _member_key(member.name)
@@ -282,7 +379,7 @@ def _scan_archive(path: Path, max_total_bytes: int):
                 if key is None:
                     key, reason = member.name, UNSAFE_NAME
                 elif not member.isreg():
-                    reason = f"not a regular file ({_member_kind(member)})"
+                    reason = f"{NOT_REGULAR} ({_member_kind(member)})"
                 if key in seen:
                     raise SourceError(f"{path}: duplicate archive member {key!r}")
                 seen.add(key)
@@ -291,7 +388,7 @@ def _scan_archive(path: Path, max_total_bytes: int):
                 yield SourceItem(key=key, msd_id=msd_id, size=size), reason, tar, member
     except SourceError:
         raise
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise SourceError(f"{path}: not a readable tar archive ({_one_line(exc)})") from None
 
 
@@ -299,7 +396,8 @@ def _is_archive_name(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def open_source(source: Path, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> Source:
+def open_source(source: Path, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+                max_ratio: int = DEFAULT_MAX_RATIO) -> Source:
     """Open and list the MIDI files of a folder or a tar archive.
 
     Parameters
@@ -310,6 +408,9 @@ def open_source(source: Path, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES)
     max_total_bytes : int, optional
         Archives only: stop with SourceError once more than this many bytes have been
         decompressed (a guard against decompression bombs). Default 64 GiB.
+    max_ratio : int, optional
+        Archives only: stop with SourceError once the decompressed stream exceeds this many
+        times the archive's size on disk (but never below 16 MiB). Default 200.
 
     Returns
     -------
@@ -319,19 +420,21 @@ def open_source(source: Path, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES)
     Raises
     ------
     SourceError
-        When ``source`` is missing, is neither a folder nor a readable archive, or
-        holds no MIDI files. The message is one line and names ``source``.
+        When ``source`` is missing, is neither a folder nor a readable archive, holds no
+        MIDI files, or decompresses past its budget. The message is one line and names
+        ``source``.
     """
     source = Path(source)
-    if isinstance(max_total_bytes, bool) or not isinstance(max_total_bytes, int) or max_total_bytes < 1:
-        raise ParamsError(f"max_total_bytes={max_total_bytes!r} must be a positive integer")
+    for name, value in (("max_total_bytes", max_total_bytes), ("max_ratio", max_ratio)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ParamsError(f"{name}={value!r} must be a positive integer")
     if not source.exists():
         raise SourceError(f"{source}: no such file or folder")
     if source.is_dir():
         result: Source = FolderSource(source, _list_folder(source))
     elif source.is_file() and _is_archive_name(source):
-        items = [item for item, _reason, _tar, _member in _scan_archive(source, max_total_bytes)]
-        result = ArchiveSource(source, items, max_total_bytes=max_total_bytes)
+        items = [item for item, _reason, _tar, _member in _scan_archive(source, max_total_bytes, max_ratio)]
+        result = ArchiveSource(source, items, max_total_bytes=max_total_bytes, max_ratio=max_ratio)
     else:
         raise SourceError(f"{source}: not a folder or a supported archive "
                           f"(accepted: a folder, {', '.join(ARCHIVE_SUFFIXES)})")
