@@ -1,0 +1,337 @@
+"""The VQ-VAE family: audio clips -> seeded crops, data statistics, and the step-based training loop.
+
+Data. The audio shards (``render_audio`` / ``ingest_audio``: one FLAC clip per Parquet row) are
+split by song: ``heldout`` when the first 8 bytes of ``sha256(song id)``, read as a big-endian
+integer over 2**64, fall below ``heldout_fraction``, else ``train`` (the rule of build_vocab's
+``test`` split). A :class:`ClipBank` holds one split's clips in memory as 16-bit PCM (the FLAC
+samples; float values are ``pcm / 32768`` exactly as soundfile reads them), 2 bytes per sample
+and channel. A crop is ``samples`` frames from a random start inside the clip's real audio
+(``valid_samples``; zero-padded when the clip is shorter than the crop); a stereo clip is mixed
+down as Jukebox does, ``x = m*L + (1-m)*R``, ``m ~ U(0, 1)`` per crop.
+
+- Training batches: step ``s`` draws clip indices, starts and ``m`` from
+  ``default_rng([seed, 1, s])``: a batch depends on the seed and the step only, so a resumed run
+  sees the batches of an uninterrupted one.
+- Fixed crops (:func:`fixed_crops`, held-out evaluation): crop ``j`` takes clip ``order[j % n]``
+  (``order`` a permutation from ``default_rng([seed, 2])``, or the clips in order when every clip
+  is asked for once), its start from ``default_rng([seed, 3, j])``, and ``m`` from the per-song
+  generator of ``AudioClips`` (``default_rng([seed, int(id[:8], 16), clip, j // n])``).
+
+Training (:func:`train`): Adam, one seeded batch per step; the codebooks' restarts draw from a
+``torch.Generator`` seeded with ``seed`` whose state is checkpointed. Every ``log_every`` steps a
+row of mean losses goes to ``metrics.json``; every ``valid_every`` steps the held-out loss is
+measured (``best.pt`` when it improves) and ``last.pt`` is written (model, optimizer, step,
+generator state, running sums, history); ``last.pt`` is written at the end too. A run resumes
+from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.errors import StageError
+from pipeline.io.npz import atomic_write_bytes
+
+SPLITS = ("train", "heldout")
+
+
+def split_of(song_id: str, heldout_fraction: float) -> str:
+    """``heldout`` when ``sha256(id)[:8] / 2**64 < heldout_fraction``, else ``train``."""
+    u = int.from_bytes(hashlib.sha256(song_id.encode()).digest()[:8], "big") / 2.0**64
+    return "heldout" if u < heldout_fraction else "train"
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class ClipBank:
+    """One split's clips: ``pcm[i]`` int16 ``(channels, samples)``, ``ids[i]``, ``clips[i]``, ``valid[i]``."""
+
+    ids: list[str]
+    clips: list[int]
+    valid: list[int]
+    pcm: list[np.ndarray]
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def keys_digest(self) -> str:
+        blob = "\n".join(f"{i}/{c}/{v}/{p.shape}" for i, c, v, p in zip(self.ids, self.clips, self.valid, self.pcm))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def crop(self, i: int, start: int, samples: int, m: float) -> np.ndarray:
+        """Frames ``start .. start + samples`` of clip ``i``, float32, mixed down with weight ``m`` when stereo."""
+        pcm = self.pcm[i][:, start:start + samples]
+        x = pcm.astype(np.float32) / np.float32(32768.0)
+        if x.shape[0] == 1:
+            y = x[0]
+        else:
+            w = np.float32(m)
+            y = w * x[0] + (np.float32(1) - w) * x[1]
+        if len(y) < samples:
+            y = np.concatenate([y, np.zeros(samples - len(y), np.float32)])
+        return y
+
+    def max_start(self, i: int, samples: int) -> int:
+        return max(max(self.valid[i], samples) - samples, 0) if self.pcm[i].shape[1] >= samples else 0
+
+
+def read_clips(audio_dir: Path, *, split: str, heldout_fraction: float) -> ClipBank:
+    """Every clip of ``split`` from ``<audio_dir>/parquet/*.parquet``, sorted by (song id, clip)."""
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    from pipeline.data.pianoroll import shard_paths
+
+    if split not in SPLITS:
+        raise StageError(f"split={split!r} must be one of {', '.join(SPLITS)}")
+    audio_dir = Path(audio_dir)
+    if not audio_dir.exists():
+        raise StageError(f"{audio_dir}: no audio folder (run `pipeline render-audio` or `pipeline ingest-audio` first)")
+    try:
+        paths = shard_paths(audio_dir, "parquet")
+    except FileNotFoundError:
+        raise StageError(f"{audio_dir}: no audio shards (parquet/*.parquet)") from None
+    rows = []
+    rates = set()
+    for path in paths:
+        try:
+            t = pq.read_table(path, columns=["id", "clip", "valid_samples", "audio"])
+        except Exception as exc:
+            raise StageError(f"{path}: not an audio shard ({exc.__class__.__name__}: {exc})") from None
+        ids, clips = t.column("id").to_pylist(), t.column("clip").to_pylist()
+        valid = t.column("valid_samples").to_pylist()
+        audio = t.column("audio")
+        for r, (sid, c) in enumerate(zip(ids, clips)):
+            if split_of(sid, heldout_fraction) != split:
+                continue
+            blob = audio[r]["bytes"].as_py()
+            try:
+                pcm, rate = sf.read(io.BytesIO(blob), dtype="int16", always_2d=True)
+            except Exception as exc:
+                raise StageError(f"{path}: row {r} (song {sid}, clip {c}): undecodable FLAC ({exc})") from None
+            rates.add(int(rate))
+            rows.append((sid, int(c), int(valid[r]), np.ascontiguousarray(pcm.T)))
+    if len(rates) > 1:
+        raise StageError(f"{audio_dir}: clips at several sample rates {sorted(rates)}")
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return ClipBank(ids=[r[0] for r in rows], clips=[r[1] for r in rows], valid=[r[2] for r in rows],
+                    pcm=[r[3] for r in rows], sample_rate=rates.pop() if rates else 44100)
+
+
+def step_batch(bank: ClipBank, *, step: int, batch_size: int, samples: int, seed: int) -> torch.Tensor:
+    """The training batch of ``step``: ``(batch_size, samples)`` float32, from ``default_rng([seed, 1, step])``."""
+    rng = np.random.default_rng([seed, 1, step])
+    idx = rng.integers(0, len(bank), size=batch_size)
+    out = np.empty((batch_size, samples), np.float32)
+    for j, i in enumerate(idx):
+        start = int(rng.integers(0, bank.max_start(int(i), samples) + 1))
+        out[j] = bank.crop(int(i), start, samples, float(rng.uniform()))
+    return torch.from_numpy(out)
+
+
+def fixed_crops(bank: ClipBank, *, samples: int, n: int | None, seed: int) -> torch.Tensor:
+    """``n`` crops (every clip once, in order, when ``n`` is None) -> ``(n, samples)`` float32."""
+    from pipeline.audio.downmix import song_rng
+
+    count = len(bank)
+    if n is None:
+        n, order = count, np.arange(count)
+    else:
+        order = np.random.default_rng([seed, 2]).permutation(count)
+    if n and not count:
+        raise StageError("no clips to crop from (an empty split)")
+    out = np.empty((n, samples), np.float32)
+    for j in range(n):
+        i = int(order[j % count])
+        start = int(np.random.default_rng([seed, 3, j]).integers(0, bank.max_start(i, samples) + 1))
+        m = float(song_rng(seed, bank.ids[i], bank.clips[i], j // count).uniform())
+        out[j] = bank.crop(i, start, samples, m)
+    return torch.from_numpy(out)
+
+
+def data_stats(bank: ClipBank, stft: tuple[tuple[int, int, int], ...], *, samples: int, crops: int,
+               seed: int) -> dict:
+    """The loss normalisers: mean and variance of the audio over the real samples of every clip
+    (stereo clips mixed with their per-song ``m`` of round 0), and the RMS STFT magnitude per
+    resolution over ``crops`` seeded crops of ``samples`` (:func:`fixed_crops`; cheaper than
+    whole clips, and the loss sees crops)."""
+    from pipeline.audio.downmix import song_rng
+    from pipeline.models.vqvae import stft_magnitude
+
+    total = total_sq = 0.0
+    n = 0
+    for i in range(len(bank)):
+        v = min(max(bank.valid[i], 1), bank.pcm[i].shape[1])
+        m = float(song_rng(seed, bank.ids[i], bank.clips[i], 0).uniform())
+        x = bank.crop(i, 0, v, m).astype(np.float64)
+        total += float(x.sum())
+        total_sq += float((x * x).sum())
+        n += len(x)
+    if n == 0:
+        raise StageError("no audio to measure (an empty training split)")
+    mean = total / n
+    var = total_sq / n - mean * mean
+    if not var > 0:
+        raise StageError("the training audio is silent (variance 0): nothing to learn")
+    xs = fixed_crops(bank, samples=samples, n=crops, seed=seed)
+    spec_rms = []
+    with torch.no_grad():
+        for n_fft, hop, win in stft:
+            sq, count = 0.0, 0
+            for j in range(0, len(xs), 16):
+                s = stft_magnitude(xs[j:j + 16], n_fft, hop, win).double()
+                sq += float((s * s).sum())
+                count += s.numel()
+            spec_rms.append(math.sqrt(sq / count) if sq > 0 else 1.0)
+    return {"data_var": var, "data_mean": mean, "spec_rms": spec_rms, "samples": n, "spec_crops": int(len(xs))}
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 4
+    crop_samples: int = 16384
+    lr: float = 3e-4
+    grad_clip: float = 0.0
+    log_every: int = 10
+    valid_every: int = 50
+    seed: int = 2026
+
+
+def _save(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def _write_json(path: Path, doc) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(doc, indent=1) + "\n").encode())
+
+
+@torch.no_grad()
+def valid_loss(model, clips: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Mean losses (eval mode: codebooks untouched) over ``clips`` in batches."""
+    was = model.training
+    model.eval()
+    device = model.data_var.device
+    sums: dict[str, float] = {}
+    n = 0
+    for i in range(0, len(clips), batch_size):
+        x = clips[i:i + batch_size].to(device)
+        _, losses, _ = model(x)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+        n += len(x)
+    model.train(was)
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: Path, resume: bool = True,
+          log: Callable[[str], None] | None = None) -> dict:
+    """Train ``model`` (already on its device, data statistics set) for ``cfg.steps`` steps.
+
+    Writes ``out/checkpoints/{last,best}.pt`` and ``out/metrics.json``; returns a summary with the
+    history (rows of ``metrics.json``)."""
+    out = Path(out)
+    ckpt = out / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    device = model.data_var.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, best, best_step, history = 0, math.inf, 0, []
+    acc: dict[str, float] = {}
+    acc_n = 0
+    resumed = False
+    last = ckpt / "last.pt"
+    if resume and last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step, best, best_step = int(state["step"]), float(state["best"]), int(state["best_step"])
+        history = list(state["history"])
+        acc, acc_n = {k: float(v) for k, v in state["acc"].items()}, int(state["acc_n"])
+        resumed = True
+
+    def save_last() -> None:
+        _save(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "generator": gen.get_state(), "best": best, "best_step": best_step, "history": history,
+                     "acc": acc, "acc_n": acc_n})
+
+    model.train()
+    while step < cfg.steps:
+        step += 1
+        x = step_batch(bank, step=step, batch_size=cfg.batch_size, samples=cfg.crop_samples, seed=cfg.seed).to(device)
+        optimizer.zero_grad()
+        _, losses, metrics = model(x, generator=gen)
+        losses["loss"].backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        for k, v in losses.items():
+            acc[k] = acc.get(k, 0.0) + float(v.detach())
+        for k, v in metrics.items():
+            acc[k] = acc.get(k, 0.0) + float(v)
+        acc_n += 1
+        if step % cfg.log_every == 0:
+            row = {"step": step, **{k: v / acc_n for k, v in sorted(acc.items())}}
+            acc, acc_n = {}, 0
+            if step % cfg.valid_every == 0:
+                v = valid_loss(model, valid, cfg.batch_size)
+                row.update({f"valid_{k}": val for k, val in sorted(v.items())})
+                if v["loss"] < best:
+                    best, best_step = v["loss"], step
+                    _save(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
+            history.append(row)
+            if log:
+                log(f"step {step}: loss {row['loss']:.4f}" + (f", valid {row['valid_loss']:.4f}" if "valid_loss" in row else ""))
+            if step % cfg.valid_every == 0:
+                save_last()
+                _write_json(out / "metrics.json", history)
+    save_last()
+    if not (ckpt / "best.pt").exists():  # no validation point reached: the final weights stand in
+        _save(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
+    _write_json(out / "metrics.json", history)
+    return {"steps_run": step, "best_step": best_step, "best_valid_loss": None if math.isinf(best) else best,
+            "resumed": resumed, "history": history}
+
+
+def plot_history(path: Path, history: list[dict], title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    steps = [h["step"] for h in history]
+    for key, style in (("loss", "-"), ("recons", "--"), ("spectral", ":")):
+        ax.plot(steps, [h[key] for h in history], style, label=f"train {key}")
+    vs = [(h["step"], h["valid_loss"]) for h in history if "valid_loss" in h]
+    if vs:
+        ax.plot(*zip(*vs), "s-", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (summed over levels)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,329 @@
+"""Stage train_vqvae: the Jukebox-style multi-level VQ-VAE on the audio shards.
+
+One params section ``vqvae`` (model sizes, training, the held-out fraction); outputs under
+``<models>/vqvae/`` (``datasets/models/vqvae``):
+
+- ``config.json``: everything :func:`load_vqvae` needs to rebuild the model (``model_kwargs``),
+  the params, the data statistics that normalise the losses, the split, and the digest that a
+  resume must match.
+- ``checkpoints/last.pt`` (model, optimizer, step, restart-generator state, history; a run
+  resumes from it) and ``checkpoints/best.pt`` (the weights with the lowest held-out loss).
+- ``metrics.json`` (one row per ``log_every`` steps: mean training losses per level, codebook
+  statistics, and the held-out losses every ``valid_every`` steps; ``dvc plots`` reads it),
+  ``loss.png``, ``train.json`` (summary + the held-out evaluation of ``best.pt`` per level).
+
+Interface for the prior / upsampler stages: :func:`load_vqvae`, :func:`load_clips`,
+:func:`evaluate_vqvae` (and ``VQVAE.encode`` / ``VQVAE.decode``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ParamsError, StageError
+from pipeline.io.npz import atomic_write_bytes
+
+#: the held-out fraction of params.yaml's default (``load_clips`` uses it unless told otherwise)
+HELDOUT_FRACTION = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams:
+    hop_lengths: tuple[int, ...] = (8, 32, 128)  # samples per code, bottom level first
+    stride: int = 2  # of every strided conv; each hop ratio must be a power of it
+    width: int = 32
+    depth: int = 4  # residual blocks per Resnet1D
+    dilation_growth: int = 3
+    codebook_size: int = 256
+    code_width: int = 32
+    mu: float = 0.99  # EMA decay of the codebooks
+    commit: float = 0.02
+    restart_threshold: float = 1.0  # running count under which a code is restarted
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    crop_samples: int = 16384  # a multiple of the largest hop
+    batch_size: int = 4
+    steps: int = 200
+    lr: float = 3e-4
+    spectral_weight: float = 1.0
+    stft_n_fft: tuple[int, ...] = (2048, 1024, 512)  # resolutions of the multi-resolution STFT loss
+    stft_hop: tuple[int, ...] = (240, 120, 50)
+    stft_window: tuple[int, ...] = (1200, 600, 240)
+    grad_clip: float = 0.0  # 0: off
+    log_every: int = 10  # steps per metrics.json row
+    valid_every: int = 50  # held-out loss, best.pt and last.pt (a multiple of log_every)
+    valid_crops: int = 8  # held-out crops for the validation loss and the final evaluation
+    stats_crops: int = 64  # training crops that measure the RMS STFT magnitude (spectral loss normaliser)
+    seed: int = 2026  # weights, crops, downmix weights, codebook restarts
+    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    heldout_fraction: float = HELDOUT_FRACTION  # songs with sha256(id)[:8] / 2**64 below it are held out
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+
+    def __post_init__(self) -> None:
+        from pipeline.models.vqvae import level_downs
+
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ParamsError(f"vqvae.heldout_fraction={self.heldout_fraction} must be in [0, 1)")
+        m = self.model
+        try:
+            level_downs(m.hop_lengths, m.stride)
+        except ValueError as exc:
+            raise ParamsError(f"vqvae.model: {exc}") from None
+        for name in ("width", "depth", "dilation_growth", "codebook_size", "code_width"):
+            if getattr(m, name) < 1:
+                raise ParamsError(f"vqvae.model.{name}={getattr(m, name)} must be a positive integer")
+        if m.codebook_size < 2:
+            raise ParamsError(f"vqvae.model.codebook_size={m.codebook_size} must be at least 2")
+        if not 0.0 <= m.mu < 1.0:
+            raise ParamsError(f"vqvae.model.mu={m.mu} must be in [0, 1)")
+        if m.commit < 0 or m.restart_threshold < 0:
+            raise ParamsError(f"vqvae.model: commit={m.commit} and restart_threshold={m.restart_threshold} must be >= 0")
+        t = self.train
+        top = max(m.hop_lengths)
+        if t.crop_samples < top or t.crop_samples % top:
+            raise ParamsError(f"vqvae.train.crop_samples={t.crop_samples} must be a positive multiple of the "
+                              f"largest hop length {top}")
+        for name in ("batch_size", "log_every", "valid_every", "valid_crops", "stats_crops"):
+            if getattr(t, name) < 1:
+                raise ParamsError(f"vqvae.train.{name}={getattr(t, name)} must be a positive integer")
+        if t.valid_every % t.log_every:
+            raise ParamsError(f"vqvae.train.valid_every={t.valid_every} must be a multiple of log_every={t.log_every}")
+        if t.steps < 0 or t.threads < 0 or t.grad_clip < 0 or t.spectral_weight < 0:
+            raise ParamsError("vqvae.train: steps, threads, grad_clip and spectral_weight must be >= 0")
+        if t.lr <= 0:
+            raise ParamsError(f"vqvae.train.lr={t.lr} must be positive")
+        if not len(t.stft_n_fft) == len(t.stft_hop) == len(t.stft_window) or not t.stft_n_fft:
+            raise ParamsError(f"vqvae.train: stft_n_fft={list(t.stft_n_fft)}, stft_hop={list(t.stft_hop)} and "
+                              f"stft_window={list(t.stft_window)} must be non-empty lists of the same length")
+        for n_fft, hop, win in zip(t.stft_n_fft, t.stft_hop, t.stft_window):
+            if not (0 < win <= n_fft and hop > 0):
+                raise ParamsError(f"vqvae.train: STFT resolution n_fft={n_fft}, hop={hop}, window={win} needs "
+                                  f"0 < window <= n_fft and hop > 0")
+
+
+def params_from_dict(doc: dict) -> Params:
+    from pipeline.config import from_dict
+
+    return from_dict(Params, doc, section="vqvae")
+
+
+def model_kwargs(params: Params) -> dict:
+    """Keyword arguments of ``VQVAE`` (JSON-friendly; stored in config.json)."""
+    m, t = params.model, params.train
+    return {"hop_lengths": list(m.hop_lengths), "stride": m.stride, "width": m.width, "depth": m.depth,
+            "dilation_growth": m.dilation_growth, "codebook_size": m.codebook_size, "code_width": m.code_width,
+            "mu": m.mu, "commit": m.commit, "restart_threshold": m.restart_threshold,
+            "spectral_weight": t.spectral_weight,
+            "stft": [list(r) for r in zip(t.stft_n_fft, t.stft_hop, t.stft_window)]}
+
+
+def build_model(kwargs: dict):
+    from pipeline.models.vqvae import VQVAE
+
+    kw = dict(kwargs)
+    kw["hop_lengths"] = tuple(kw["hop_lengths"])
+    kw["stft"] = tuple(tuple(r) for r in kw["stft"])
+    return VQVAE(**kw)
+
+
+def _finite(doc):
+    """NaN and infinities -> None (strict JSON has no such numbers)."""
+    if isinstance(doc, float):
+        return doc if np.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {k: _finite(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_finite(v) for v in doc]
+    return doc
+
+
+def _write_json(path: Path, doc) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(_finite(doc), indent=2, sort_keys=True) + "\n").encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# interface for the prior and upsamplers
+
+
+def load_vqvae(model_dir: Path, device: str = "cpu"):
+    """The trained VQ-VAE of ``model_dir`` (``datasets/models/vqvae``) in eval mode on ``device``:
+    built from ``config.json``, weights from ``checkpoints/best.pt`` (else ``last.pt``); its
+    ``sample_rate`` attribute is that of the training audio."""
+    import torch
+
+    from pipeline.training.solver import resolve_device
+
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / "config.json"
+    ckpts = [model_dir / "checkpoints" / n for n in ("best.pt", "last.pt")]
+    found = [p for p in ckpts if p.exists()]
+    if not cfg_path.exists() or not found:
+        raise StageError(f"{model_dir}: no trained VQ-VAE (config.json and checkpoints/best.pt or last.pt); "
+                         f"run `pipeline train vqvae` first")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        model = build_model(cfg["model_kwargs"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StageError(f"{cfg_path}: not a VQ-VAE config ({exc.__class__.__name__}: {exc})") from None
+    try:
+        state = torch.load(found[0], map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    except Exception as exc:  # a truncated file, another model's weights
+        raise StageError(f"{found[0]}: cannot load VQ-VAE weights ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+    model.sample_rate = int(cfg.get("sample_rate", 44100))  # of the audio it was trained on
+    model.to(resolve_device(device))
+    model.eval()
+    return model
+
+
+def load_clips(audio_dir: Path, *, split: str, samples: int, n: int | None, seed: int,
+               heldout_fraction: float = HELDOUT_FRACTION):
+    """Seeded mono crops of one split of the audio shards -> float32 tensor ``(N, samples)``.
+
+    ``split``: ``train`` or ``heldout`` (songs whose ``sha256(id)[:8] / 2**64 < heldout_fraction``;
+    pass ``params.heldout_fraction`` when it is not the default 0.1). ``n``: None takes every clip
+    of the split once (sorted by song id and clip); otherwise ``n`` crops of a seeded order of
+    the clips (cycling when ``n`` exceeds them). Starts are drawn inside the real audio of each
+    clip; stereo clips are mixed down with Jukebox's random weight (per song, clip and round,
+    as ``AudioClips``). The same arguments always give the same tensor.
+    """
+    from pipeline.training.vqvae import SPLITS, fixed_crops, read_clips
+
+    if split not in SPLITS:
+        raise ParamsError(f"split={split!r} must be one of {', '.join(SPLITS)}")
+    if samples < 1 or (n is not None and n < 0):
+        raise ParamsError(f"samples={samples} must be positive and n={n} >= 0 (or None)")
+    bank = read_clips(audio_dir, split=split, heldout_fraction=heldout_fraction)
+    if not len(bank) and n != 0:
+        raise StageError(f"{audio_dir}: no {split} clips (heldout_fraction={heldout_fraction})")
+    return fixed_crops(bank, samples=samples, n=n, seed=seed)
+
+
+def evaluate_vqvae(model, clips, *, batch_size: int = 8) -> dict:
+    """Per level, on ``clips`` ``(N, T)`` (T a multiple of the largest hop):
+
+    ``{"level_<l>": {"level", "hop", "clips", "samples", "spectral_convergence_db", "recon_mse",
+    "recon_l2_normalised", "codebook_usage", "perplexity", "codes_used"}}`` — spectral convergence
+    pooled over the clips at Jukebox's STFT (2048 / 256 / 1536), MSE, MSE over the training
+    data's variance, fraction of the codebook used, and ``exp`` of the entropy of the codes.
+    """
+    import torch
+
+    from pipeline.metrics import audio as am
+
+    clips = torch.as_tensor(clips, dtype=torch.float32)
+    if clips.dim() != 2 or not len(clips):
+        raise ParamsError(f"clips must be a non-empty (N, T) tensor, got shape {tuple(clips.shape)}")
+    codes: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
+    recon: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
+    with torch.no_grad():
+        for i in range(0, len(clips), batch_size):
+            zs = model.encode(clips[i:i + batch_size])
+            for l, z in enumerate(zs):
+                codes[l].append(z.cpu().numpy())
+                recon[l].append(model.decode(z, l).cpu().numpy())
+    x = clips.numpy().astype(np.float64)
+    var = float(model.data_var)
+    out = {}
+    for l, hop in enumerate(model.hop_lengths):
+        y = np.concatenate(recon[l]).astype(np.float64)
+        c = np.concatenate(codes[l])
+        out[f"level_{l}"] = {
+            "level": l, "hop": int(hop), "clips": int(len(x)), "samples": int(x.shape[1]),
+            "spectral_convergence_db": am.spectral_convergence_db(x, y),
+            "recon_mse": am.reconstruction_mse(x, y),
+            "recon_l2_normalised": am.normalised_l2(x, y, data_var=var),
+            "codebook_usage": am.codebook_usage(c, model.codebook_size),
+            "perplexity": am.code_perplexity(c, model.codebook_size),
+            "codes_used": int(np.count_nonzero(am.code_histogram(c, model.codebook_size))),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _digest(params: Params, clips_digest: str) -> str:
+    train = dataclasses.asdict(params.train)
+    train.pop("steps")  # more steps continue a run; everything else (threads too: sums) starts a new one
+    doc = {"model": dataclasses.asdict(params.model), "train": train, "heldout_fraction": params.heldout_fraction,
+           "clips": clips_digest}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True, log=None,
+              device: str = "cpu") -> dict:
+    """Train the VQ-VAE on the ``train`` songs of ``audio_dir``; resumes from ``out/checkpoints/last.pt``
+    when it was made with the same params (``steps`` aside) and the same clips."""
+    from pipeline.training import vqvae as fam
+    from pipeline.training.solver import resolve_device, seed_everything
+
+    out = Path(out)
+    t = params.train
+    dev = resolve_device(device)
+    train_bank = fam.read_clips(audio_dir, split="train", heldout_fraction=params.heldout_fraction)
+    if not len(train_bank):
+        raise StageError(f"{audio_dir}: no training clips (vqvae.heldout_fraction={params.heldout_fraction})")
+    held_bank = fam.read_clips(audio_dir, split="heldout", heldout_fraction=params.heldout_fraction)
+    valid_source = "heldout" if len(held_bank) else "train"
+    valid = fam.fixed_crops(held_bank if len(held_bank) else train_bank, samples=t.crop_samples,
+                            n=t.valid_crops, seed=t.seed)
+    clips_digest = train_bank.keys_digest() + held_bank.keys_digest()
+    digest = _digest(params, clips_digest)
+    ckpt = out / "checkpoints"
+    cfg_path = out / "config.json"
+    old = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    same = resume and old.get("digest") == digest
+    if not same:
+        for p in (ckpt / "last.pt", ckpt / "best.pt", out / "metrics.json"):
+            p.unlink(missing_ok=True)
+    stft = tuple(zip(t.stft_n_fft, t.stft_hop, t.stft_window))
+    stats = old["data_stats"] if same and "data_stats" in old else fam.data_stats(train_bank, stft, samples=t.crop_samples,
+                                                                                crops=t.stats_crops, seed=t.seed)
+    kwargs = model_kwargs(params)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(cfg_path, {"digest": digest, "model_kwargs": kwargs, "params": dataclasses.asdict(params),
+                           "data_stats": stats, "sample_rate": train_bank.sample_rate,
+                           "hop_lengths": list(params.model.hop_lengths),
+                           "split": {"rule": "heldout iff sha256(song id)[:8] / 2**64 < heldout_fraction",
+                                     "heldout_fraction": params.heldout_fraction,
+                                     "train_clips": len(train_bank), "heldout_clips": len(held_bank)}})
+    seed_everything(t.seed, threads=t.threads)
+    model = build_model(kwargs)
+    model.set_data_stats(stats["data_var"], stats["spec_rms"])
+    model.to(dev)
+    t0 = time.perf_counter()
+    cfg = fam.TrainConfig(steps=t.steps, batch_size=t.batch_size, crop_samples=t.crop_samples, lr=t.lr,
+                          grad_clip=t.grad_clip, log_every=t.log_every, valid_every=t.valid_every, seed=t.seed)
+    res = fam.train(model, train_bank, valid=valid, cfg=cfg, out=out, resume=same, log=log)
+    train_seconds = time.perf_counter() - t0
+    if res["history"]:
+        fam.plot_history(out / "loss.png", res["history"],
+                         title=f"VQ-VAE hops {'/'.join(map(str, params.model.hop_lengths))}, width {params.model.width}")
+    best = load_vqvae(out, device=device)
+    evaluation = evaluate_vqvae(best, valid, batch_size=t.batch_size)
+    hist = res.pop("history")
+    summary = {"parameters": sum(p.numel() for p in model.parameters()), "hop_lengths": list(params.model.hop_lengths),
+               "train_clips": len(train_bank), "heldout_clips": len(held_bank), "valid_source": valid_source,
+               "valid_crops": int(len(valid)), "crop_seconds": t.crop_samples / train_bank.sample_rate, **res,
+               "final": {k: v for k, v in hist[-1].items()} if hist else None,
+               "evaluation": evaluation}
+    # tracked: neither wall time nor whether the run was resumed (a resumed run gives the same bytes)
+    _write_json(out / "train.json", {k: v for k, v in summary.items() if k != "resumed"})
+    return {**summary, "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_seconds, 2)}
