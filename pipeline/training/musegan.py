@@ -1,0 +1,331 @@
+"""The MuseGAN family: WGAN-GP training, sampling, and phrases <-> arrays / MIDI / PNG.
+
+Training (``train``), as in the paper and the official code: per generator step, ``n_critic``
+critic updates on ``E[D(fake)] - E[D(real)] + gp_weight * E[(||grad D(x_hat)||_2 - 1)^2]``
+(x_hat = real + alpha (fake - real), alpha ~ U(0, 1) per phrase), then one generator update on
+``-E[D(fake)]``; Adam with ``lr``, ``(beta1, beta2)`` for both. With one critic per track
+(jamming), each D_i has its own loss and penalty (over its track) and G_i gets its critic's
+loss only: the losses are summed, and since the parameters are disjoint and Adam works per
+parameter, that is the same as training the pairs side by side.
+
+Randomness is stateless: the phrases of critic update ``c`` (counted over the run) are batch
+``c mod B`` of epoch ``c div B`` (B = batches per epoch, an epoch is a permutation drawn from
+``default_rng([seed, epoch])``), and the latents and alphas of generator step ``s`` come from
+a ``torch.Generator`` seeded from ``(seed, s, k)``. Nothing random is carried from step to step,
+so a run resumed from a checkpoint repeats an uninterrupted one to the last bit (CPU).
+
+Checkpoints (``checkpoints/last.pt``, every ``checkpoint_every`` steps and at the end): state
+dicts of G, D and both optimizers, the step and the loss history; ``metrics.json``: one object
+per generator step (step, d_loss, g_loss, gp, wasserstein = E[D(real)] - E[D(fake)]).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.errors import StageError
+from pipeline.io.npz import atomic_write_bytes
+from pipeline.models.musegan import MuseGANCritic, MuseGANGenerator
+from pipeline.training.solver import load_checkpoint, save_checkpoint, write_metrics
+
+#: phrases per forward pass when sampling (fixed, so results never depend on a batch size)
+SAMPLE_CHUNK = 64
+#: official config (midi section): programs and drum flags of the LPD-5 tracks
+PROGRAMS = {"Drums": 0, "Piano": 0, "Guitar": 25, "Bass": 33, "Strings": 48}
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def decode_phrases(shape: np.ndarray, nonzero: np.ndarray) -> np.ndarray:
+    """``shape`` + ``nonzero`` (the phrase NPZ format) -> a bool array of that shape."""
+    x = np.zeros(tuple(int(s) for s in shape), bool)
+    x[tuple(np.asarray(nonzero, np.int64))] = True
+    return x
+
+
+def encode_phrases(x: np.ndarray) -> dict[str, np.ndarray]:
+    """A bool array -> ``{"shape": int64, "nonzero": uint16 (uint32 when an axis passes 65535)}``."""
+    x = np.asarray(x, bool)
+    nz = np.stack(np.nonzero(x)) if x.ndim else np.zeros((0, 0), np.int64)
+    dtype = np.uint16 if max(x.shape, default=0) <= 65536 else np.uint32
+    return {"shape": np.asarray(x.shape, np.int64), "nonzero": nz.astype(dtype)}
+
+
+def to_model(x: np.ndarray) -> torch.Tensor:
+    """Bool phrases -> float32 over {-1, 1}."""
+    return torch.from_numpy(np.asarray(x, np.float32) * 2.0 - 1.0)
+
+
+def binarize(y: torch.Tensor) -> np.ndarray:
+    """Generator output -> bool phrases (tanh > 0)."""
+    return (y > 0).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# WGAN-GP
+
+
+@dataclass(frozen=True, kw_only=True)
+class GanConfig:
+    steps: int = 200  # generator updates
+    batch_size: int = 32
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    n_critic: int = 5
+    gp_weight: float = 10.0
+    seed: int = 2026
+    checkpoint_every: int = 50
+
+
+def step_seed(seed: int, step: int, k: int) -> int:
+    return int(np.random.SeedSequence([seed, step, k]).generate_state(1, np.uint64)[0] & ((1 << 63) - 1))
+
+
+def batch_indices(seed: int, counter: int, n: int, batch_size: int) -> np.ndarray:
+    """The phrases of critic update ``counter`` (0-based): epochs of ``n // batch_size`` batches."""
+    per_epoch = n // batch_size
+    epoch, j = divmod(counter, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return np.sort(order[j * batch_size:(j + 1) * batch_size])
+
+
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,
+                     weight: float, groups: tuple[tuple[int, ...], ...] | None = None) -> torch.Tensor:
+    """``weight * sum_k mean_b (||d D_k(x_hat_b) / d x_hat_b||_2 - 1)^2`` at x_hat = real + alpha (fake - real).
+
+    ``critic(x) -> (B, K)`` scores; critic k sees the tracks ``groups[k]`` (last axis) only, so its
+    gradient is taken over those tracks (one critic over all tracks when ``groups`` is None).
+    The norm has the official ``1e-8`` under the square root.
+    """
+    shape = (-1,) + (1,) * (real.dim() - 1)
+    x_hat = (real + alpha.reshape(shape) * (fake - real)).detach().requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    sq = grad.pow(2).reshape(len(grad), -1, grad.shape[-1]).sum(1)  # (B, tracks)
+    if groups is None or len(groups) == 1:
+        sq = sq.sum(1, keepdim=True)
+    else:
+        sq = torch.stack([sq[:, g[0]:g[-1] + 1].sum(1) for g in groups], 1)
+    slopes = torch.sqrt(sq + 1e-8)  # (B, critics)
+    return weight * ((slopes - 1.0) ** 2).mean(0).sum()
+
+
+def _condition(gen: MuseGANGenerator, real: torch.Tensor) -> torch.Tensor | None:
+    c = gen.cfg
+    return real[..., c.condition_track] if c.variant == "track_conditional" else None
+
+
+def _optimizers(gen, critic, cfg: GanConfig):
+    betas = (cfg.beta1, cfg.beta2)
+    return (torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=betas),
+            torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=betas))
+
+
+def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg: GanConfig, out: Path,
+          resume: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """WGAN-GP on ``data`` (bool phrases ``(n, bars, steps, pitches, tracks)``); writes
+    ``out/checkpoints/last.pt`` and ``out/metrics.json``; resumes from ``last.pt`` when it exists
+    and ``resume`` (the caller checks that it was made with the same params). Returns a summary."""
+    out = Path(out)
+    ckpt = out / "checkpoints" / "last.pt"
+    device = next(gen.parameters()).device
+    opt_g, opt_d = _optimizers(gen, critic, cfg)
+    n = len(data)
+    start, history, resumed = 1, [], False
+    if resume and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        if int(state["step"]) <= cfg.steps:
+            try:
+                gen.load_state_dict(state["generator"])
+                critic.load_state_dict(state["critic"])
+                opt_g.load_state_dict(state["opt_g"])
+                opt_d.load_state_dict(state["opt_d"])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise StageError(f"{ckpt}: does not fit this model ({str(exc).splitlines()[0]}); "
+                                 "train again with --fresh") from None
+            start, history, resumed = int(state["step"]) + 1, list(state["history"]), True
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(ckpt, {"generator": gen.state_dict(), "critic": critic.state_dict(),
+                               "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
+                               "history": history})
+        write_metrics(out / "metrics.json", history)
+
+    gen.train()
+    critic.train()
+    groups = critic.groups
+    for step in range(start, cfg.steps + 1):
+        d_losses, gps, dists = [], [], []
+        for p in critic.parameters():
+            p.requires_grad_(True)
+        for k in range(cfg.n_critic):
+            idx = batch_indices(cfg.seed, (step - 1) * cfg.n_critic + k, n, cfg.batch_size)
+            real = to_model(data[idx]).to(device)
+            g = torch.Generator().manual_seed(step_seed(cfg.seed, step, k))
+            z = {name: t.to(device) for name, t in gen.sample_latents(len(idx), g).items()}
+            alpha = torch.rand(len(idx), generator=g).to(device)
+            with torch.no_grad():
+                fake = gen(z, _condition(gen, real))
+            d_real, d_fake = critic(real), critic(fake)
+            gp = gradient_penalty(critic, real, fake, alpha, cfg.gp_weight, groups)
+            dist = (d_real.mean(0) - d_fake.mean(0)).sum()
+            d_loss = -dist + gp
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            d_losses.append(float(d_loss.detach()))
+            gps.append(float(gp.detach()))
+            dists.append(float(dist.detach()))
+        for p in critic.parameters():
+            p.requires_grad_(False)
+        g = torch.Generator().manual_seed(step_seed(cfg.seed, step, cfg.n_critic))
+        z = {name: t.to(device) for name, t in gen.sample_latents(cfg.batch_size, g).items()}
+        g_loss = -critic(gen(z, _condition(gen, real))).mean(0).sum()  # given tracks: the last batch's
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        history.append({"step": step, "d_loss": float(np.mean(d_losses)), "g_loss": float(g_loss.detach()),
+                        "gp": float(np.mean(gps)), "wasserstein": float(np.mean(dists))})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            checkpoint(step)
+        if log and (step == start or step % 10 == 0 or step == cfg.steps):
+            h = history[-1]
+            log(f"step {step}: d_loss {h['d_loss']:.4f}, g_loss {h['g_loss']:.4f}, "
+                f"gp {h['gp']:.4f}, W {h['wasserstein']:.4f}")
+    for p in critic.parameters():
+        p.requires_grad_(True)
+    if not ckpt.exists():  # zero steps asked: keep the initial weights
+        checkpoint(0)
+    write_metrics(out / "metrics.json", history)
+    last = history[-1] if history else {}
+    return {"steps_run": len(history), "resumed": resumed, "final_d_loss": last.get("d_loss"),
+            "final_g_loss": last.get("g_loss"), "final_wasserstein": last.get("wasserstein"),
+            "history": history}
+
+
+@torch.no_grad()
+def generate(gen: MuseGANGenerator, n: int, *, seed: int, condition: np.ndarray | None = None) -> np.ndarray:
+    """``n`` bool phrases (tanh > 0) from the generator in eval mode; latents drawn on the CPU from
+    ``torch.Generator().manual_seed(seed)`` in chunks of ``SAMPLE_CHUNK``; ``condition``: bool
+    ``(n, bars, steps, pitches)`` given tracks (track_conditional)."""
+    gen.eval()
+    device = next(gen.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for i in range(0, n, SAMPLE_CHUNK):
+        m = min(SAMPLE_CHUNK, n - i)
+        z = {k: t.to(device) for k, t in gen.sample_latents(m, g).items()}
+        cond = to_model(condition[i:i + m]).to(device) if condition is not None else None
+        parts.append(binarize(gen(z, cond)))
+    c = gen.cfg
+    if not parts:
+        return np.zeros((0, c.n_bars, c.steps_per_bar, c.n_pitches, c.n_tracks), bool)
+    return np.concatenate(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# phrases -> MIDI and PNG
+
+
+def phrase_to_midi(x: np.ndarray, *, track_names: tuple[str, ...], steps_per_bar: int, lowest_pitch: int = 24,
+                   tempo: float = 100.0, velocity: int = 100, beats_per_bar: int = 4) -> bytes:
+    """One bool phrase ``(bars, steps, pitches, tracks)`` -> a type-1 MIDI file: a tempo/4-4 track,
+    then one track per piano-roll track (programs of the official config; Drums on channel 10).
+    A run of consecutive active steps of one pitch is one note."""
+    import mido
+
+    steps_per_beat = steps_per_bar // beats_per_bar
+    tpq = 480 if 480 % steps_per_beat == 0 else steps_per_beat
+    tick = tpq // steps_per_beat
+    bars, steps, pitches, tracks = x.shape
+    roll = x.reshape(bars * steps, pitches, tracks)
+    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
+    meta = mido.MidiTrack()
+    meta.append(mido.MetaMessage("set_tempo", tempo=int(round(6e7 / tempo)), time=0))
+    meta.append(mido.MetaMessage("time_signature", numerator=beats_per_bar, denominator=4, time=0))
+    meta.append(mido.MetaMessage("end_of_track", time=bars * steps * tick))
+    mid.tracks.append(meta)
+    channels = iter(c for c in range(16) if c != 9)
+    for k, name in enumerate(track_names):
+        drum = name == "Drums"
+        ch = 9 if drum else next(channels)
+        tr = mido.MidiTrack()
+        tr.append(mido.MetaMessage("track_name", name=name, time=0))
+        tr.append(mido.Message("program_change", channel=ch, program=PROGRAMS.get(name, 0), time=0))
+        padded = np.zeros((len(roll) + 2, pitches), bool)
+        padded[1:-1] = roll[:, :, k]
+        diff = np.diff(padded.astype(np.int8), axis=0)
+        events = []
+        for t, p in zip(*np.nonzero(diff == 1)):
+            events.append((int(t) * tick, 1, int(p)))
+        for t, p in zip(*np.nonzero(diff == -1)):
+            events.append((int(t) * tick, 0, int(p)))
+        events.sort()  # at one tick, note-offs (0) before note-ons (1)
+        now = 0
+        for t, on, p in events:
+            tr.append(mido.Message("note_on" if on else "note_off", channel=ch, note=lowest_pitch + p,
+                                   velocity=velocity if on else 0, time=t - now))
+            now = t
+        mid.tracks.append(tr)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def save_phrase_png(path: Path, x: np.ndarray, *, track_names: tuple[str, ...], lowest_pitch: int = 24,
+                    title: str = "") -> None:
+    """One bool phrase ``(bars, steps, pitches, tracks)`` -> a PNG with one piano-roll per track."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars, steps, pitches, tracks = x.shape
+    fig, axes = plt.subplots(tracks, 1, figsize=(8, 1.3 * tracks + 0.6), sharex=True, squeeze=False)
+    for k, ax in enumerate(axes[:, 0]):
+        roll = x[:, :, :, k].reshape(bars * steps, pitches)
+        ax.imshow(roll.T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest", vmin=0, vmax=1,
+                  extent=(0, bars * steps, lowest_pitch, lowest_pitch + pitches))
+        for b in range(1, bars):
+            ax.axvline(b * steps, color="tab:blue", lw=0.6, alpha=0.6)
+        ax.set_ylabel(track_names[k], fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel(f"step ({steps} per bar)", fontsize=8)
+    if title:
+        axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def plot_losses(path: Path, history: list[dict], title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    s = [h["step"] for h in history]
+    for key, label in (("d_loss", "critic loss"), ("g_loss", "generator loss"),
+                       ("wasserstein", "E[D(real)] - E[D(fake)]")):
+        ax.plot(s, [h[key] for h in history], lw=1, label=label)
+    ax.set_xlabel("generator step")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+

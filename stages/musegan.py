@@ -1,0 +1,477 @@
+"""Stages train_musegan / sample_musegan / evaluate_musegan: MuseGAN's six generators on the phrases.
+
+Variants (``pipeline.models.musegan``): jamming, composer, hybrid, temporal (track-unconditional),
+track_conditional and musegan (the full model). One params section ``musegan`` (model sizes with
+a ``width`` knob, WGAN-GP training, sampling, evaluation); input ``datasets/phrases`` (build_phrases:
+``npz/<split>.npz`` with ``shape`` + ``nonzero``, ``schema.json``); outputs under
+``<models>/musegan/<variant>/``:
+
+- ``train``: ``checkpoints/last.pt`` (+ ``config.json``: the digest a resume must match, the data's
+  dimensions and track names), ``metrics.json`` (one object per generator step, for
+  ``dvc plots``), ``loss.png``, ``train.json``.
+- ``sample``: ``samples/samples.npz`` (``sample.n`` binarised phrases in the phrase NPZ format:
+  ``shape``, ``nonzero``; track_conditional adds the given phrases' ``ids`` and ``first_bar``),
+  ``samples/sample_NN.mid`` + ``.png`` for the first ``sample.files``, ``samples/samples.json``.
+  ``--song ID`` (track_conditional): accompaniment for every phrase of that song, written to
+  ``accompaniment/<ID>/`` instead.
+- ``evaluate`` (all variants at once): ``<models>/musegan/evaluation.json`` and ``evaluation.md``:
+  EB, UPC, QN, DP and TD of the training data and of each variant's samples, under both metric
+  definitions (``corrected`` and ``official``: the official code's own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.errors import ParamsError, StageError
+from pipeline.io.npz import atomic_write_bytes, write_npz
+
+VARIANTS = ("jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan")
+TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
+SPLITS = ("train", "valid", "test")
+DEFINITIONS = ("corrected", "official")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams:
+    z_dim: int = 128  # input size of every bar generator (paper: 128)
+    width: float = 1.0  # multiplies every channel count (1: the paper's / official sizes)
+    condition_track: str = "Piano"  # the given track of track_conditional
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    steps: int = 200  # generator updates
+    batch_size: int = 64  # official
+    lr: float = 0.0002  # official v1 (the later official code: 0.001)
+    beta1: float = 0.5
+    beta2: float = 0.9
+    n_critic: int = 5  # critic updates per generator update
+    gp_weight: float = 10.0
+    seed: int = 2026
+    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
+    checkpoint_every: int = 50  # generator steps between checkpoints (last.pt)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleParams:
+    n: int = 64  # phrases in samples.npz (what evaluate measures)
+    files: int = 4  # of which written as MIDI + PNG
+    tempo: float = 100.0  # bpm of the MIDI files (official: 100)
+    seed: int = 2026
+    condition_split: Literal["train", "valid", "test"] = "test"  # track_conditional: the given phrases
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalParams:
+    data_split: Literal["train", "valid", "test"] = "train"  # the data row of the table
+    data_phrases: int = 0  # 0: all phrases of data_split; else that many, evenly spread
+    qn_min_steps: int | None = None  # QN: shortest qualified note in steps (null: the definition's default)
+    dp_tolerance: float | None = None  # DP: credit of a drum onset one step off the grid (null: 0.3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    evaluate: EvalParams = field(default_factory=EvalParams)
+
+    def __post_init__(self) -> None:
+        m, t, s, e = self.model, self.train, self.sample, self.evaluate
+        if m.z_dim < 4 or m.z_dim % 4:
+            raise ParamsError(f"musegan.model.z_dim={m.z_dim} must be a positive multiple of 4 "
+                              "(the full model splits it in four)")
+        if not m.width > 0:
+            raise ParamsError(f"musegan.model.width={m.width} must be positive")
+        for name in ("batch_size", "n_critic", "checkpoint_every"):
+            if getattr(t, name) < 1:
+                raise ParamsError(f"musegan.train.{name}={getattr(t, name)} must be a positive integer")
+        if t.steps < 0 or t.threads < 0:
+            raise ParamsError(f"musegan.train: steps={t.steps} and threads={t.threads} must be >= 0")
+        if not t.lr > 0:
+            raise ParamsError(f"musegan.train.lr={t.lr} must be positive")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(t, name) < 1.0:
+                raise ParamsError(f"musegan.train.{name}={getattr(t, name)} must be in [0, 1)")
+        if t.gp_weight < 0:
+            raise ParamsError(f"musegan.train.gp_weight={t.gp_weight} must be >= 0")
+        if s.n < 0 or s.files < 0:
+            raise ParamsError(f"musegan.sample: n={s.n} and files={s.files} must be >= 0")
+        if not s.tempo > 0:
+            raise ParamsError(f"musegan.sample.tempo={s.tempo} must be positive")
+        if e.data_phrases < 0:
+            raise ParamsError(f"musegan.evaluate.data_phrases={e.data_phrases} must be >= 0 (0: all)")
+        if e.qn_min_steps is not None and (isinstance(e.qn_min_steps, bool) or not isinstance(e.qn_min_steps, int)
+                                           or e.qn_min_steps < 1):
+            raise ParamsError(f"musegan.evaluate.qn_min_steps={e.qn_min_steps!r} must be a positive integer or null")
+        if e.dp_tolerance is not None and (isinstance(e.dp_tolerance, bool) or not isinstance(e.dp_tolerance, (int, float))
+                                           or not 0.0 <= e.dp_tolerance <= 1.0):
+            raise ParamsError(f"musegan.evaluate.dp_tolerance={e.dp_tolerance!r} must be a number from 0 to 1 or null")
+
+
+def params_from_dict(doc: dict) -> Params:
+    from pipeline.config import from_dict
+
+    return from_dict(Params, doc, section="musegan")
+
+
+def check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ParamsError(f"variant={variant!r} must be one of {', '.join(VARIANTS)}")
+    return variant
+
+
+def _write_json(path: Path, doc) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def phrase_schema(phrases: Path) -> dict:
+    """Track names and lowest pitch of the phrase data (schema.json; LPD-5 and 24 when absent)."""
+    path = Path(phrases) / "schema.json"
+    doc = {}
+    if path.exists():
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StageError(f"{path}: not valid JSON ({exc.msg})") from None
+    return {"track_names": tuple(doc.get("track_order", TRACKS)), "lowest_pitch": int(doc.get("lowest_pitch", 24))}
+
+
+def load_split(phrases: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bool phrases (n, bars, steps, pitches, tracks), ids, first_bar) of ``npz/<split>.npz``."""
+    from pipeline.training.musegan import decode_phrases
+
+    path = Path(phrases) / "npz" / f"{split}.npz"
+    if not path.exists():
+        raise StageError(f"{path}: missing (run `pipeline build-phrases` first)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            shape, nonzero = z["shape"], z["nonzero"]
+            ids = z["ids"] if "ids" in z.files else np.zeros(int(shape[0]), "<U1")
+            first = z["first_bar"] if "first_bar" in z.files else np.zeros(int(shape[0]), np.int32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise StageError(f"{path}: not a phrase NPZ with shape + nonzero ({exc.__class__.__name__}: {exc})") from None
+    if shape.ndim != 1 or len(shape) != 5 or nonzero.ndim != 2 or len(nonzero) != 5:
+        raise StageError(f"{path}: shape={shape.tolist()} and nonzero {nonzero.shape} are not a 5-D phrase tensor")
+    try:
+        x = decode_phrases(shape, nonzero)
+    except IndexError:
+        raise StageError(f"{path}: nonzero indices fall outside shape={shape.tolist()}") from None
+    return x, ids, first
+
+
+def _read_config(path: Path) -> dict | None:
+    """checkpoints/config.json, or None where it is absent or unreadable."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def model_config(params: Params, variant: str, data_shape: tuple[int, ...], track_names: tuple[str, ...]):
+    """The model's config for phrases of ``data_shape`` (n, bars, steps, pitches, tracks)."""
+    from pipeline.models.musegan import MuseGANConfig
+
+    m = params.model
+    if m.condition_track not in track_names:
+        raise ParamsError(f"musegan.model.condition_track={m.condition_track!r} must be one of "
+                          f"{', '.join(track_names)}")
+    if len(track_names) != data_shape[4]:
+        raise StageError(f"the phrases have {data_shape[4]} tracks but {len(track_names)} track names")
+    try:
+        return MuseGANConfig(variant=variant, n_tracks=data_shape[4], n_bars=data_shape[1],
+                             steps_per_bar=data_shape[2], n_pitches=data_shape[3], z_dim=m.z_dim, width=m.width,
+                             condition_track=track_names.index(m.condition_track))
+    except ValueError as exc:
+        raise StageError(f"phrases of shape (bars, steps, pitches, tracks) = {tuple(data_shape[1:])}: {exc}") from None
+
+
+def _digest(params: Params, variant: str, data_sha: str) -> str:
+    train = dataclasses.asdict(params.train)
+    for k in ("steps", "checkpoint_every"):  # more steps continue a run; everything else starts a new one
+        train.pop(k)
+    doc = {"variant": variant, "data": data_sha, "model": dataclasses.asdict(params.model), "train": train}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume: bool = True,
+              log=None, device: str = "cpu") -> dict:
+    """Train one variant on ``phrases/npz/train.npz`` with WGAN-GP; resumes from
+    ``out/checkpoints/last.pt`` when it was made with the same variant, data and params (but
+    ``train.steps``), otherwise starts afresh."""
+    from pipeline.models.musegan import build, count_parameters
+    from pipeline.training import musegan as fam
+    from pipeline.training.solver import resolve_device, seed_everything
+
+    check_variant(variant)
+    dev = resolve_device(device)
+    out = Path(out)
+    schema = phrase_schema(phrases)
+    npz = Path(phrases) / "npz" / "train.npz"
+    x, _, _ = load_split(phrases, "train")
+    t = params.train
+    cfg = model_config(params, variant, x.shape, schema["track_names"])
+    if len(x) < t.batch_size:
+        raise StageError(f"{npz}: {len(x)} training phrases, fewer than musegan.train.batch_size={t.batch_size}")
+    data_sha = _file_digest(npz)
+    digest = _digest(params, variant, data_sha)
+    ckpt = out / "checkpoints"
+    cfg_path = ckpt / "config.json"
+    if ckpt.exists() and (not resume or (_read_config(cfg_path) or {}).get("digest") != digest):
+        (ckpt / "last.pt").unlink(missing_ok=True)
+    _write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
+                           "model": dataclasses.asdict(cfg), "track_names": list(schema["track_names"]),
+                           "lowest_pitch": schema["lowest_pitch"],
+                           "data": {"phrases": int(len(x)), "sha256": data_sha}})
+    seed_everything(t.seed, threads=t.threads)
+    gen, critic = build(cfg)
+    gen.to(dev)
+    critic.to(dev)
+    t0 = time.perf_counter()
+    res = fam.train(gen, critic, x, out=out, resume=resume, log=log,
+                    cfg=fam.GanConfig(steps=t.steps, batch_size=t.batch_size, lr=t.lr, beta1=t.beta1,
+                                      beta2=t.beta2, n_critic=t.n_critic, gp_weight=t.gp_weight, seed=t.seed,
+                                      checkpoint_every=t.checkpoint_every))
+    seconds = time.perf_counter() - t0
+    if res["history"]:
+        fam.plot_losses(out / "loss.png", res["history"], title=f"MuseGAN {variant} (WGAN-GP)")
+    summary = {"variant": variant, "phrases": int(len(x)), "shape": list(x.shape[1:]),
+               "track_names": list(schema["track_names"]),
+               "parameters": {"generator": count_parameters(gen), "critic": count_parameters(critic)},
+               **{k: v for k, v in res.items() if k != "history"}, "seconds": round(seconds, 2)}
+    # wall time goes to the caller (and the CLI line), never into a tracked output
+    _write_json(out / "train.json", {k: v for k, v in summary.items() if k not in ("seconds", "resumed")})
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# sample
+
+
+def load_generator(model_dir: Path, variant: str, device: str = "cpu"):
+    """(generator in eval mode, config.json) of a trained variant."""
+    from pipeline.models.musegan import MuseGANConfig, MuseGANGenerator
+    from pipeline.training.solver import load_checkpoint, resolve_device
+
+    dev = resolve_device(device)
+    cfg_path = Path(model_dir) / "checkpoints" / "config.json"
+    last = Path(model_dir) / "checkpoints" / "last.pt"
+    if not cfg_path.exists() or not last.exists():
+        raise StageError(f"{model_dir}: no trained model (run `pipeline train musegan --variant {variant}` first)")
+    doc = _read_config(cfg_path)
+    if doc is None or "model" not in doc or "track_names" not in doc:
+        raise StageError(f"{cfg_path}: not a MuseGAN config (train again with --fresh)")
+    if doc.get("variant") != variant:
+        raise StageError(f"{model_dir}: holds variant {doc.get('variant')!r}, not {variant!r}")
+    try:
+        gen = MuseGANGenerator(MuseGANConfig(**doc["model"]))
+        gen.load_state_dict(load_checkpoint(last)["generator"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise StageError(f"{last}: does not fit its config.json ({str(exc).splitlines()[0]}); "
+                         "train again with --fresh") from None
+    gen.to(dev)
+    gen.eval()
+    return gen, doc
+
+
+def _song_phrases(phrases: Path, song: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    found = []
+    for split in SPLITS:
+        if not (Path(phrases) / "npz" / f"{split}.npz").exists():
+            continue
+        x, ids, first = load_split(phrases, split)
+        keep = np.flatnonzero(ids == song)
+        if len(keep):
+            found.append((x[keep], ids[keep], first[keep]))
+    if not found:
+        raise StageError(f"song {song!r} has no phrase in {Path(phrases) / 'npz'} (ids are the songs' 32-hex ids)")
+    x, ids, first = (np.concatenate(a) for a in zip(*found))
+    order = np.argsort(first, kind="stable")
+    return x[order], ids[order], first[order]
+
+
+def run_sample(*, phrases: Path, model_dir: Path, variant: str, params: Params, device: str = "cpu",
+               song: str | None = None, track: str | None = None, out: Path | None = None) -> dict:
+    """Generate ``sample.n`` phrases (binarised at 0) into ``samples.npz``, the first ``sample.files``
+    also as MIDI (with ``sample.tempo``) and PNG. track_conditional: accompaniment of the phrases of
+    ``sample.condition_split`` (in order), or with ``song`` of every phrase of that song."""
+    from pipeline.training import musegan as fam
+
+    check_variant(variant)
+    if (song is not None or track is not None) and variant != "track_conditional":
+        raise ParamsError(f"--song/--track: only the track_conditional variant accompanies a given track, "
+                          f"not {variant}")
+    gen, doc = load_generator(model_dir, variant, device)
+    names = tuple(doc["track_names"])
+    c = gen.cfg
+    given = names[c.condition_track] if variant == "track_conditional" else None
+    if track is not None and track != given:
+        raise ParamsError(f"--track={track!r}: this model was trained to accompany {given!r} "
+                          f"(musegan.model.condition_track); train another for {track!r}")
+    s = params.sample
+    condition = ids = first = None
+    if variant == "track_conditional":
+        if song is not None:
+            cx, ids, first = _song_phrases(phrases, song)
+            n = len(cx)
+        else:
+            cx, ids, first = load_split(phrases, s.condition_split)
+            if len(cx) == 0:
+                raise StageError(f"{phrases}/npz/{s.condition_split}.npz holds no phrase to accompany")
+            pick = np.arange(s.n) % len(cx)
+            cx, ids, first, n = cx[pick], ids[pick], first[pick], s.n
+        if tuple(cx.shape[1:]) != (c.n_bars, c.steps_per_bar, c.n_pitches, c.n_tracks):
+            raise StageError(f"phrases of shape {tuple(cx.shape[1:])} do not fit this model "
+                             f"{(c.n_bars, c.steps_per_bar, c.n_pitches, c.n_tracks)}")
+        condition = cx[..., c.condition_track]
+    else:
+        n = s.n
+    x = fam.generate(gen, n, seed=s.seed, condition=condition)
+    out = Path(out) if out is not None else Path(model_dir) / ("samples" if song is None else f"accompaniment/{song}")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("sample_*.mid")) + list(out.glob("sample_*.png")):
+        old.unlink()
+    arrays = fam.encode_phrases(x)
+    if ids is not None:
+        arrays["ids"] = np.asarray(ids, dtype=f"<U{max(1, max((len(i) for i in ids), default=1))}")
+        arrays["first_bar"] = np.asarray(first, np.int32)
+    write_npz(out / "samples.npz", arrays)
+    rows = []
+    n_files = n if song is not None else min(s.files, n)
+    for i in range(n_files):
+        name = f"sample_{i:02d}"
+        atomic_write_bytes(out / f"{name}.mid", fam.phrase_to_midi(
+            x[i], track_names=names, steps_per_bar=c.steps_per_bar, lowest_pitch=doc["lowest_pitch"], tempo=s.tempo))
+        what = f" (given {given}: {ids[i]} bar {int(first[i])})" if ids is not None else ""
+        fam.save_phrase_png(out / f"{name}.png", x[i], track_names=names, lowest_pitch=doc["lowest_pitch"],
+                            title=f"MuseGAN {variant} {name}{what}")
+        row = {"file": f"{name}.mid", "png": f"{name}.png",
+               "active_steps": {t: int(x[i, ..., k].any(-1).sum()) for k, t in enumerate(names)}}
+        if ids is not None:
+            row.update(given_track=given, id=str(ids[i]), first_bar=int(first[i]))
+        rows.append(row)
+    _write_json(out / "samples.json", {"variant": variant, "sample": dataclasses.asdict(s), "phrases": int(n),
+                                       "song": song, "shape": list(x.shape), "track_names": list(names),
+                                       "files": rows})
+    return {"variant": variant, "phrases": int(n), "files": len(rows), "out": str(out),
+            "density": float(x.mean()) if x.size else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _pick(n: int, k: int) -> np.ndarray:
+    if k <= 0 or k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> dict:
+    """EB, UPC, QN, DP and TD of the data (``evaluate.data_split``) and of the samples of every
+    trained variant found under ``models/musegan/``, under both metric definitions; writes
+    ``models/musegan/evaluation.json`` and ``evaluation.md``."""
+    from pipeline.metrics.musegan import compute_metrics
+    from pipeline.training.musegan import decode_phrases
+
+    e = params.evaluate
+    schema = phrase_schema(phrases)
+    names = schema["track_names"]
+    x, _, _ = load_split(phrases, e.data_split)
+    x = x[_pick(len(x), e.data_phrases)]
+    sources: dict[str, np.ndarray] = {"data": x}
+    root = Path(models) / "musegan"
+    for v in VARIANTS:
+        path = root / v / "samples" / "samples.npz"
+        if not path.exists():
+            continue
+        with np.load(path, allow_pickle=False) as z:
+            y = decode_phrases(z["shape"], z["nonzero"])
+        if y.shape[1:] != x.shape[1:]:
+            raise StageError(f"{path}: samples of shape {y.shape[1:]}, the data's phrases are {x.shape[1:]}")
+        sources[v] = y
+    report: dict = {"data": {"split": e.data_split, "phrases": int(len(x))},
+                    "samples": {k: int(len(v)) for k, v in sources.items() if k != "data"},
+                    "track_names": list(names), "steps_per_bar": int(x.shape[2]),
+                    "qn_min_steps": e.qn_min_steps, "dp_tolerance": e.dp_tolerance}
+    for definition in DEFINITIONS:
+        report[definition] = {}
+        for src, arr in sources.items():
+            report[definition][src] = compute_metrics(
+                arr, track_names=list(names), drum_track="Drums" if "Drums" in names else None,
+                steps_per_bar=int(x.shape[2]), definition=definition, qn_min_steps=e.qn_min_steps,
+                dp_tolerance=e.dp_tolerance, lowest_pitch=schema["lowest_pitch"])
+            if log:
+                log(f"{definition}: {src} ({len(arr)} phrases)")
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json(root / "evaluation.json", report)
+    atomic_write_bytes(root / "evaluation.md", markdown_report(report).encode())
+    return report
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+METRIC_TITLES = {
+    "EB": "EB: ratio of empty bars",
+    "UPC": "UPC: used pitch classes per bar",
+    "QN": "QN: ratio of qualified notes",
+    "DP": "DP: drum pattern",
+    "TD": "TD: tonal distance between tracks",
+}
+
+
+def markdown_report(r: dict) -> str:
+    lines = ["# MuseGAN: metrics of the training data and of each variant's samples", "",
+             f"Data: {r['data']['phrases']} phrases of the {r['data']['split']} split; samples: "
+             + (", ".join(f"{k} {n}" for k, n in r["samples"].items()) or "none found")
+             + f". {r['steps_per_bar']} steps per bar. Generator output binarised at 0 (tanh > 0).", ""]
+    for definition in DEFINITIONS:
+        block = r[definition]
+        sources = list(block)
+        lines += [f"## {definition} definitions", ""]
+        metrics = []
+        for src in sources:
+            for m in block[src]:
+                if m not in metrics and isinstance(block[src][m], dict):
+                    metrics.append(m)
+        for m in metrics:
+            cols = []
+            for src in sources:
+                for k in (block[src].get(m) or {}):
+                    if k not in cols:
+                        cols.append(k)
+            lines += [f"### {METRIC_TITLES.get(m, m)} ({definition})", "",
+                      "| source | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            for src in sources:
+                d = block[src].get(m) or {}
+                lines.append(f"| {src} | " + " | ".join(_fmt(d.get(k)) for k in cols) + " |")
+            lines.append("")
+    return "\n".join(lines)
