@@ -1,0 +1,660 @@
+"""Stages train_prior / train_upsampler / sample_jukebox / evaluate_jukebox: the Jukebox prior, its
+upsamplers, three ways to sample, and one report (Dhariwal et al. 2020), over the codes of the
+VQ-VAE that stage ``vqvae`` trains (``stages.vqvae``: ``load_vqvae``, ``load_clips``, ``evaluate_vqvae``).
+
+One params section ``jukebox`` (``prior``, ``upsampler``, ``train``, ``sample``, ``evaluate``);
+outputs under ``<models>/jukebox/``:
+
+- ``prior/`` (top level) and ``upsampler_<level>/`` (every lower level): ``checkpoints/last.pt``
+  (+ ``config.json``: the model config, the VQ-VAE's digest and the digest a resume must match),
+  ``metrics.json`` (one row per step: bits per token, for ``dvc plots``), ``loss.png``, ``train.json``.
+  Training codes: ``train.clips`` training clips of ``train.clip_samples`` samples
+  (``load_clips(split="train", seed=train.seed)``) encoded by the VQ-VAE in memory (no cache).
+- ``samples/<mode>/`` for ``ancestral`` (one top-level window, then every upsampler), ``windowed``
+  (``sample.seconds`` of audio: overlapping top-level windows every ``hop_fraction * context``
+  codes) and ``primed`` (the first ``sample.prompt_seconds`` of a WAV file, or of held-out clips,
+  encoded at every level and continued): ``level_<l>/sample_NN.wav`` + ``.png`` (spectrogram) of
+  every level's codes decoded by that level's decoder (level 0 is the final audio),
+  ``codes.npz`` (``level_<l>``: (n, T_l) int32), ``samples.json`` (windows, counts, codebook use).
+- ``evaluation.json`` + ``evaluation.md``: per VQ-VAE level the numbers of ``evaluate_vqvae`` on
+  held-out clips, the held-out bits per token of the prior and each upsampler (next to log2 K of a
+  uniform model and the last training steps' bits), and the codebook use of the samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ParamsError, StageError
+from pipeline.io.npz import atomic_write_bytes
+
+MODES = ("ancestral", "windowed", "primed")
+KINDS = ("dense", "row", "column", "prev_row")
+SAMPLE_RATE = 44100  # render_audio's rate; the VQ-VAE's config.json ``sample_rate`` wins where it has one
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorParams:
+    width: int = 128
+    layers: int = 3
+    heads: int = 2
+    context: int = 512  # codes per window
+    blocksize: int = 32  # codes per row of the factorized attention
+    pattern: tuple[str, ...] = ("row", "column", "prev_row")  # cycled over the layers
+    mlp_ratio: float = 1.0
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpsamplerParams(PriorParams):
+    width: int = 64
+    dropout: float = 0.0
+    cond_depth: int = 2  # dilated residual blocks per upsampling step of the conditioner
+    cond_dilation_growth: int = 3
+    cond_dilation_cycle: int = 0  # 0: no cycle
+    cond_width: int = 0  # 0: width
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    prior_steps: int = 200
+    upsampler_steps: int = 200
+    batch_size: int = 8
+    lr: float = 0.001
+    warmup: int = 20
+    grad_clip: float = 1.0
+    clips: int = 64  # training clips to encode
+    clip_samples: int = 65536  # samples per clip (a multiple of the top hop length)
+    seed: int = 2026  # clips, crops, initialisation
+    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
+    checkpoint_every: int = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleParams:
+    n: int = 2
+    seconds: float = 2.0  # windowed and primed; ancestral: at most one top-level window
+    temperature: float = 1.0  # 0: greedy
+    hop_fraction: float = 0.5  # top level: a new window every hop_fraction * context codes
+    upsampler_hop_fraction: float = 0.5
+    prompt_seconds: float = 0.5  # primed: seconds of the prompt kept (rounded down to the top hop)
+    prompt: str = ""  # primed: a WAV/FLAC file; empty: held-out clips
+    seed: int = 2026
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalParams:
+    clips: int = 8  # held-out clips
+    clip_samples: int = 65536
+    seed: int = 2026
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    prior: PriorParams = field(default_factory=PriorParams)
+    upsampler: UpsamplerParams = field(default_factory=UpsamplerParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    evaluate: EvalParams = field(default_factory=EvalParams)
+
+    def __post_init__(self) -> None:
+        for name, m in (("prior", self.prior), ("upsampler", self.upsampler)):
+            for key in ("width", "layers", "heads", "context", "blocksize"):
+                if getattr(m, key) < 1:
+                    raise ParamsError(f"jukebox.{name}.{key}={getattr(m, key)} must be a positive integer")
+            if m.width % m.heads:
+                raise ParamsError(f"jukebox.{name}.width={m.width} must be a multiple of heads={m.heads}")
+            if not m.pattern or any(k not in KINDS for k in m.pattern):
+                raise ParamsError(f"jukebox.{name}.pattern={list(m.pattern)} must list attention kinds "
+                                  f"out of {', '.join(KINDS)}")
+            if m.mlp_ratio <= 0 or not 0.0 <= m.dropout < 1.0:
+                raise ParamsError(f"jukebox.{name}: mlp_ratio={m.mlp_ratio} must be positive, "
+                                  f"dropout={m.dropout} in [0, 1)")
+        u = self.upsampler
+        if u.cond_depth < 0 or u.cond_dilation_growth < 1 or u.cond_dilation_cycle < 0 or u.cond_width < 0:
+            raise ParamsError("jukebox.upsampler: cond_depth, cond_dilation_cycle, cond_width >= 0, "
+                              f"cond_dilation_growth >= 1 (got {u.cond_depth}, {u.cond_dilation_cycle}, "
+                              f"{u.cond_width}, {u.cond_dilation_growth})")
+        t = self.train
+        for key in ("batch_size", "clips", "clip_samples", "checkpoint_every"):
+            if getattr(t, key) < 1:
+                raise ParamsError(f"jukebox.train.{key}={getattr(t, key)} must be a positive integer")
+        for key in ("prior_steps", "upsampler_steps", "warmup", "threads"):
+            if getattr(t, key) < 0:
+                raise ParamsError(f"jukebox.train.{key}={getattr(t, key)} must be >= 0")
+        if t.lr <= 0 or t.grad_clip < 0:
+            raise ParamsError(f"jukebox.train: lr={t.lr} must be positive and grad_clip={t.grad_clip} >= 0")
+        s = self.sample
+        if s.n < 1:
+            raise ParamsError(f"jukebox.sample.n={s.n} must be a positive integer")
+        if not s.seconds > 0 or not s.prompt_seconds > 0:
+            raise ParamsError(f"jukebox.sample: seconds={s.seconds} and prompt_seconds={s.prompt_seconds} must be positive")
+        if s.prompt_seconds >= s.seconds:
+            raise ParamsError(f"jukebox.sample.prompt_seconds={s.prompt_seconds} must be shorter than seconds={s.seconds}")
+        if s.temperature < 0:
+            raise ParamsError(f"jukebox.sample.temperature={s.temperature} must be >= 0 (0: greedy)")
+        for key in ("hop_fraction", "upsampler_hop_fraction"):
+            if not 0.0 < getattr(s, key) <= 1.0:
+                raise ParamsError(f"jukebox.sample.{key}={getattr(s, key)} must be in (0, 1]")
+        e = self.evaluate
+        if e.clips < 1 or e.clip_samples < 1:
+            raise ParamsError(f"jukebox.evaluate: clips={e.clips} and clip_samples={e.clip_samples} must be positive")
+
+
+def Params_from_dict(doc: dict) -> Params:  # noqa: N802 - reads back asdict(Params)
+    from pipeline.config import from_dict
+
+    return from_dict(Params, doc, section="jukebox")
+
+
+def _write_json(path: Path, doc) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(_clean(doc), indent=2, sort_keys=True) + "\n").encode())
+
+
+def _clean(x):
+    """JSON-safe: numpy scalars to Python numbers, NaN and infinities to None."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# the VQ-VAE side
+
+
+def _vqvae(vqvae_dir: Path, device: str):
+    from stages.vqvae import load_vqvae
+
+    return load_vqvae(Path(vqvae_dir), device=device)
+
+
+def vqvae_digest(vq) -> str:
+    """A digest of the VQ-VAE's weights, codebooks and hop lengths (what the codes mean)."""
+    h = hashlib.sha256(json.dumps(list(vq.hop_lengths)).encode())
+    for name, tensor in sorted(vq.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def vqvae_meta(vqvae_dir: Path) -> dict:
+    """The VQ-VAE's sample rate and held-out fraction (from its config.json): the prior uses the
+    same split of the audio as the VQ-VAE, and writes audio at its rate."""
+    path = Path(vqvae_dir) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cfg = {}
+    params = cfg.get("params") or {}
+    return {"sample_rate": int(cfg.get("sample_rate") or SAMPLE_RATE),
+            "heldout_fraction": float(params.get("heldout_fraction", 0.1))}
+
+
+def _clips(audio_dir: Path, *, split: str, samples: int, n: int, seed: int, meta: dict):
+    from stages.vqvae import load_clips
+
+    return load_clips(Path(audio_dir), split=split, samples=samples, n=n, seed=seed,
+                      heldout_fraction=meta["heldout_fraction"])
+
+
+def encode(vq, clips, *, batch: int = 8) -> list[np.ndarray]:
+    """Clips ``(N, T)`` -> codes per level, bottom first: ``(N, T // hop_l)`` int64 arrays."""
+    import torch
+
+    outs: list[list[np.ndarray]] = [[] for _ in range(vq.levels)]
+    with torch.no_grad():
+        for i in range(0, len(clips), batch):
+            for lvl, c in enumerate(vq.encode(clips[i:i + batch])):
+                outs[lvl].append(c.cpu().numpy().astype(np.int64))
+    return [np.concatenate(o) if o else np.zeros((0, 0), np.int64) for o in outs]
+
+
+def _check_clip_samples(vq, samples: int, key: str) -> None:
+    top = max(vq.hop_lengths)
+    if samples % top:
+        raise ParamsError(f"jukebox.{key}={samples} must be a multiple of the top hop length {top}")
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def level_name(level: int, levels: int) -> str:
+    return "prior" if level == levels - 1 else f"upsampler_{level}"
+
+
+def check_level(vq, level: int) -> None:
+    lower = list(range(vq.levels - 1))
+    if level not in lower:
+        raise ParamsError(f"level={level} must be one of {', '.join(map(str, lower)) or '(none)'}: the levels "
+                          f"below the top of the VQ-VAE with hop lengths {tuple(vq.hop_lengths)}")
+
+
+def model_config(params: Params, vq, level: int):
+    """The ``PriorConfig`` of the model of ``level`` (the top prior, or an upsampler)."""
+    from pipeline.models.jukebox_prior import PriorConfig
+
+    top = level == vq.levels - 1
+    m = params.prior if top else params.upsampler
+    section = "prior" if top else "upsampler"
+    kw = dict(bins=int(vq.codebook_size), width=m.width, layers=m.layers, heads=m.heads, context=m.context,
+              blocksize=m.blocksize, pattern=tuple(m.pattern), mlp_ratio=m.mlp_ratio, dropout=m.dropout)
+    if not top:
+        hops = vq.hop_lengths
+        if hops[level + 1] % hops[level]:
+            raise ParamsError(f"VQ-VAE hop lengths {tuple(hops)}: {hops[level + 1]} is not a multiple of {hops[level]}")
+        ratio = hops[level + 1] // hops[level]
+        if m.context % ratio:
+            raise ParamsError(f"jukebox.upsampler.context={m.context} must be a multiple of the hop ratio {ratio} "
+                              f"between levels {level} and {level + 1}")
+        kw.update(cond_ratio=ratio, cond_depth=params.upsampler.cond_depth,
+                  cond_dilation_growth=params.upsampler.cond_dilation_growth,
+                  cond_dilation_cycle=params.upsampler.cond_dilation_cycle, cond_width=params.upsampler.cond_width)
+    try:
+        return PriorConfig(**kw)
+    except ValueError as exc:
+        raise ParamsError(f"jukebox.{section}: {exc}") from None
+
+
+def _digest(params: Params, cfg, level: int, vq_digest: str) -> str:
+    train = dataclasses.asdict(params.train)
+    for key in ("prior_steps", "upsampler_steps", "checkpoint_every"):  # more steps continue a run
+        train.pop(key)
+    doc = {"level": level, "vqvae": vq_digest, "train": train, "model": dataclasses.asdict(cfg)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_model(models_dir: Path, level: int, vq, *, device: str = "cpu", vq_digest: str | None = None):
+    """The trained prior (top level) or upsampler of ``level`` from ``<models_dir>/<name>``."""
+    from pipeline.models.jukebox_prior import JukeboxPrior, PriorConfig
+    from pipeline.training.solver import load_checkpoint, resolve_device
+
+    name = level_name(level, vq.levels)
+    folder = Path(models_dir) / name
+    cfg_path = folder / "checkpoints" / "config.json"
+    ckpt = folder / "checkpoints" / "last.pt"
+    if not cfg_path.exists() or not ckpt.exists():
+        cmd = "pipeline train prior" if name == "prior" else f"pipeline train upsampler --level {level}"
+        raise StageError(f"{folder}: no trained {name.replace('_', ' ')} (run `{cmd}` first)")
+    cfg = json.loads(cfg_path.read_text())
+    want = vq_digest or vqvae_digest(vq)
+    if cfg.get("vqvae") != want:
+        raise StageError(f"{folder}: trained on the codes of VQ-VAE {cfg.get('vqvae')}, not of {want} "
+                         "(train it again)")
+    try:
+        mc = dict(cfg["model"])
+        mc["pattern"] = tuple(mc["pattern"])
+        model = JukeboxPrior(PriorConfig(**mc))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StageError(f"{cfg_path}: not a Jukebox prior config ({exc.__class__.__name__}: {exc})") from None
+    state = load_checkpoint(ckpt)  # weights_only; an unreadable file is a PipelineError
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise StageError(f"{ckpt}: weights do not fit the model of config.json "
+                         f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})") from None
+    model.to(resolve_device(device))
+    model.eval()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, params: Params, resume: bool,
+            log, device: str) -> dict:
+    import torch
+
+    from pipeline.models.jukebox_prior import JukeboxPrior, parameter_count
+    from pipeline.training import prior as fam
+    from pipeline.training.solver import resolve_device, seed_everything
+
+    dev = resolve_device(device)
+    t = params.train
+    seed_everything(t.seed, threads=t.threads)
+    vq = _vqvae(vqvae_dir, device)
+    if level is None:
+        level = vq.levels - 1
+    else:
+        check_level(vq, level)
+    top = level == vq.levels - 1
+    cfg = model_config(params, vq, level)
+    _check_clip_samples(vq, t.clip_samples, "train.clip_samples")
+    have = t.clip_samples // vq.hop_lengths[level]
+    if have < cfg.context:
+        section = "prior" if top else "upsampler"
+        raise ParamsError(f"jukebox.train.clip_samples={t.clip_samples} gives {have} codes at level {level} "
+                          f"(hop {vq.hop_lengths[level]}), fewer than jukebox.{section}.context={cfg.context}")
+    name = level_name(level, vq.levels)
+    folder = Path(out) / name
+    t0 = time.perf_counter()
+    clips = _clips(audio_dir, split="train", samples=t.clip_samples, n=t.clips, seed=t.seed,
+                   meta=vqvae_meta(vqvae_dir))
+    codes = encode(vq, clips)
+    encode_seconds = time.perf_counter() - t0
+    x = codes[level]
+    upper = codes[level + 1] if not top else None
+    vq_digest = vqvae_digest(vq)
+    digest = _digest(params, cfg, level, vq_digest)
+    ckpt = folder / "checkpoints"
+    cfg_path = ckpt / "config.json"
+    if ckpt.exists() and (not resume or not cfg_path.exists()
+                          or json.loads(cfg_path.read_text()).get("digest") != digest):
+        (ckpt / "last.pt").unlink(missing_ok=True)
+    _write_json(cfg_path, {"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
+                           "hop_lengths": list(vq.hop_lengths), "model": dataclasses.asdict(cfg),
+                           "params": dataclasses.asdict(params)})
+    torch.manual_seed(t.seed)  # the initial weights do not depend on what encoding drew
+    model = JukeboxPrior(cfg).to(dev)
+    steps = t.prior_steps if top else t.upsampler_steps
+    t1 = time.perf_counter()
+    res = fam.train(model, x, upper, out=folder, resume=resume, log=log,
+                    cfg=fam.TrainConfig(steps=steps, batch_size=t.batch_size, lr=t.lr, warmup=t.warmup,
+                                        grad_clip=t.grad_clip, seed=t.seed, checkpoint_every=t.checkpoint_every))
+    train_seconds = time.perf_counter() - t1
+    hist = res["history"]
+    if hist:
+        fam.plot_losses(folder / "loss.png", hist, title=f"jukebox {name} (level {level}, hop {vq.hop_lengths[level]})")
+    tail = [h["train_bits"] for h in hist[-10:]]
+    summary = {"name": name, "level": level, "hop_length": vq.hop_lengths[level], "bins": cfg.bins,
+               "context": cfg.context, "attention": cfg.kinds(), "cond_ratio": cfg.cond_ratio,
+               "parameters": parameter_count(model), "train_clips": int(len(x)), "codes_per_clip": int(x.shape[1]),
+               "steps": len(hist), "first_train_bits": hist[0]["train_bits"] if hist else None,
+               "last10_train_bits": float(np.mean(tail)) if tail else None, "uniform_bits": math.log2(cfg.bins),
+               "vqvae": vq_digest}
+    _write_json(folder / "train.json", summary)
+    # wall time goes to the caller (and the CLI line), never into a tracked output
+    return {**summary, "steps_run": res["steps_run"], "resumed_at": res["resumed_at"], "out": str(folder),
+            "encode_seconds": round(encode_seconds, 2), "train_seconds": round(train_seconds, 2)}
+
+
+def run_train_prior(*, vqvae_dir: Path, audio_dir: Path, out: Path, params: Params, resume: bool = True,
+                    log=None, device: str = "cpu") -> dict:
+    """Train the top-level prior on the training clips' top-level codes (resumes from ``last.pt``
+    when it was made with the same VQ-VAE and params; more steps continue)."""
+    return _train(level=None, vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=out, params=params, resume=resume,
+                  log=log, device=device)
+
+
+def run_train_upsampler(*, level: int, vqvae_dir: Path, audio_dir: Path, out: Path, params: Params,
+                        resume: bool = True, log=None, device: str = "cpu") -> dict:
+    """Train the upsampler of ``level`` (any level below the top): codes of ``level`` conditioned on
+    the aligned codes of ``level + 1``."""
+    return _train(level=int(level), vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=out, params=params,
+                  resume=resume, log=log, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# sample
+
+
+def read_prompt(path: Path, *, samples: int, sr: int) -> np.ndarray:
+    """The first ``samples`` samples of an audio file, mono (channel mean), resampled to ``sr``."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"prompt={str(path)!r}: no such file")
+    try:
+        audio, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise StageError(f"prompt={str(path)!r}: not a readable audio file ({str(exc).splitlines()[0]})") from None
+    mono = audio.mean(axis=1)
+    if file_sr != sr:
+        import soxr
+
+        mono = soxr.resample(mono, file_sr, sr, quality="HQ").astype(np.float32)
+    if len(mono) < samples:
+        raise StageError(f"prompt={str(path)!r}: {len(mono) / sr:.3f} s long, shorter than the "
+                         f"{samples / sr:.3f} s prompt (jukebox.sample.prompt_seconds)")
+    return np.ascontiguousarray(mono[:samples], dtype=np.float32)
+
+
+def wav_bytes(audio: np.ndarray, sr: int) -> bytes:
+    """16-bit PCM WAV (clipped to [-1, 1]); the same samples give the same bytes."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(audio, np.float32), -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def save_spectrogram(path: Path, audio: np.ndarray, sr: int, title: str = "", mark: float | None = None) -> None:
+    """A spectrogram PNG; ``mark``: a dashed line at that time (the end of a prompt)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    x = np.asarray(audio, np.float64)
+    if not np.any(x):
+        x = x + 1e-12  # a silent sample still gets a (flat) picture
+    ax.specgram(x, NFFT=1024, Fs=sr, noverlap=768, cmap="magma")
+    if mark is not None:
+        ax.axvline(mark, color="white", lw=1.0, ls="--")
+    ax.set_xlabel("s")
+    ax.set_ylabel("Hz")
+    ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: Params,
+               prompt: Path | None = None, device: str = "cpu", log=None) -> dict:
+    """Sample ``sample.n`` pieces in one mode (ancestral | windowed | primed) with every level's
+    model; writes ``<models_dir>/samples/<mode>/``."""
+    import torch
+
+    from pipeline.io.npz import write_npz
+    from pipeline.training import prior as fam
+    from pipeline.training.solver import seed_everything
+
+    if mode not in MODES:
+        raise ParamsError(f"mode={mode!r} must be one of {', '.join(MODES)}")
+    s = params.sample
+    # one thread: the per-code steps are too small to gain from more (and two threads on a busy
+    # machine are many times slower); a fixed count keeps the bytes the same on every machine
+    seed_everything(s.seed, threads=1)
+    vq = _vqvae(vqvae_dir, device)
+    vq_digest = vqvae_digest(vq)
+    models = [load_model(models_dir, lvl, vq, device=device, vq_digest=vq_digest)
+              for lvl in range(vq.levels - 1, -1, -1)][::-1]  # the prior first: its error comes first
+    meta = vqvae_meta(vqvae_dir)
+    sr = meta["sample_rate"]
+    hops = list(vq.hop_lengths)
+    top_hop = hops[-1]
+    top_tokens = max(1, int(round(s.seconds * sr / top_hop)))
+    if mode == "ancestral":
+        top_tokens = min(top_tokens, models[-1].cfg.context)
+    gen = torch.Generator().manual_seed(s.seed)
+    prompt_doc = None
+    prompt_codes = None
+    prompt_audio = None
+    if mode == "primed":
+        p_samples = int(s.prompt_seconds * sr) // top_hop * top_hop
+        if p_samples < top_hop:
+            raise ParamsError(f"jukebox.sample.prompt_seconds={s.prompt_seconds} is shorter than one top-level "
+                              f"code ({top_hop} samples)")
+        src = prompt if prompt is not None else (Path(s.prompt) if s.prompt else None)
+        if src is not None:
+            one = read_prompt(src, samples=p_samples, sr=sr)
+            prompt_audio = np.repeat(one[None], s.n, axis=0)
+            prompt_doc = {"source": "file", "file": Path(src).name, "samples": p_samples}
+        else:
+            clips = _clips(audio_dir, split="heldout", samples=p_samples, n=s.n, seed=s.seed, meta=meta)
+            held = clips.cpu().numpy() if hasattr(clips, "cpu") else np.asarray(clips)
+            if len(held) == 0:
+                raise StageError(f"{audio_dir}: no held-out clip to prime with (give --prompt FILE)")
+            prompt_audio = held[np.arange(s.n) % len(held)].astype(np.float32)
+            prompt_doc = {"source": "heldout", "clips": int(len(held)), "samples": p_samples}
+        prompt_codes = [c.cpu() for c in vq.encode(torch.from_numpy(prompt_audio))]
+    hop_fractions = [s.upsampler_hop_fraction] * (vq.levels - 1) + [s.hop_fraction]
+    t0 = time.perf_counter()
+    codes, windows = fam.sample_hierarchy(models, n=s.n, top_tokens=top_tokens, hop_fractions=hop_fractions,
+                                          temperature=s.temperature, generator=gen, prompt=prompt_codes, log=log)
+    sample_seconds = time.perf_counter() - t0
+    out = Path(models_dir) / "samples" / mode
+    out.mkdir(parents=True, exist_ok=True)
+    for old in sorted(out.glob("level_*/*")) + sorted(out.glob("prompt_*")):
+        old.unlink()
+    levels_doc = []
+    for lvl in range(vq.levels):
+        audio = vq.decode(codes[lvl], lvl).float().cpu().numpy()
+        sub = out / f"level_{lvl}"
+        for i in range(s.n):
+            name = f"sample_{i:02d}"
+            atomic_write_bytes(sub / f"{name}.wav", wav_bytes(audio[i], sr))
+            save_spectrogram(sub / f"{name}.png", audio[i], sr,
+                             title=f"jukebox {mode} {name}: level {lvl} (hop {hops[lvl]})"
+                                   + (" - dashed: end of the prompt" if prompt_audio is not None else ""),
+                             mark=prompt_audio.shape[1] / sr if prompt_audio is not None else None)
+        stats = fam.codebook_stats(codes[lvl].numpy(), int(vq.codebook_size))
+        levels_doc.append({"level": lvl, "hop_length": hops[lvl], "codes": int(codes[lvl].shape[1]),
+                           "seconds": codes[lvl].shape[1] * hops[lvl] / sr, "windows": windows[lvl],
+                           "prompt_codes": int(prompt_codes[lvl].shape[1]) if prompt_codes is not None else 0,
+                           "codebook_usage": stats["usage"], "codes_used": stats["used"],
+                           "perplexity": stats["perplexity"],
+                           "rms": [float(np.sqrt(np.mean(a.astype(np.float64) ** 2))) for a in audio]})
+    if prompt_audio is not None:
+        for i in range(s.n):
+            atomic_write_bytes(out / f"prompt_{i:02d}.wav", wav_bytes(prompt_audio[i], sr))
+    write_npz(out / "codes.npz", {f"level_{lvl}": codes[lvl].numpy().astype(np.int32) for lvl in range(vq.levels)})
+    doc = {"mode": mode, "n": s.n, "sample_rate": sr, "vqvae": vq_digest, "top_codes": top_tokens,
+           "sample": dataclasses.asdict(s), "prompt": prompt_doc, "levels": levels_doc}
+    _write_json(out / "samples.json", doc)
+    return {"mode": mode, "samples": s.n, "seconds": top_tokens * top_hop / sr, "out": str(out),
+            "windows": [len(w) for w in windows], "sample_seconds": round(sample_seconds, 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: Params, device: str = "cpu") -> dict:
+    """VQ-VAE numbers per level, held-out bits per token of every prior, codebook use of the samples;
+    ``<models_dir>/evaluation.json`` + ``evaluation.md``."""
+    from pipeline.training import prior as fam
+    from pipeline.training.solver import seed_everything
+    from stages.vqvae import evaluate_vqvae
+
+    e = params.evaluate
+    seed_everything(e.seed, threads=params.train.threads)
+    vq = _vqvae(vqvae_dir, device)
+    vq_digest = vqvae_digest(vq)
+    _check_clip_samples(vq, e.clip_samples, "evaluate.clip_samples")
+    clips = _clips(audio_dir, split="heldout", samples=e.clip_samples, n=e.clips, seed=e.seed,
+                   meta=vqvae_meta(vqvae_dir))
+    if len(clips) == 0:
+        raise StageError(f"{audio_dir}: no held-out clip to evaluate on")
+    vq_report = evaluate_vqvae(vq, clips)
+    codes = encode(vq, clips)
+    bins = int(vq.codebook_size)
+    models = []
+    for lvl in range(vq.levels - 1, -1, -1):
+        name = level_name(lvl, vq.levels)
+        model = load_model(models_dir, lvl, vq, device=device, vq_digest=vq_digest)
+        ev = fam.evaluate_bits(model, codes[lvl], codes[lvl + 1] if lvl < vq.levels - 1 else None)
+        train_doc_path = Path(models_dir) / name / "train.json"
+        train_doc = json.loads(train_doc_path.read_text()) if train_doc_path.exists() else {}
+        models.append({"name": name, "level": lvl, "hop_length": vq.hop_lengths[lvl], "context": model.cfg.context,
+                       "attention": model.cfg.kinds(), "heldout_bits_per_token": ev["bits_per_token"],
+                       "heldout_tokens": ev["tokens"], "heldout_windows": ev["windows"],
+                       "uniform_bits": math.log2(bins), "train_bits_last10": train_doc.get("last10_train_bits"),
+                       "train_steps": train_doc.get("steps"),
+                       "heldout_code_stats": fam.codebook_stats(codes[lvl], bins)})
+    samples = {}
+    for mode in MODES:
+        doc_path = Path(models_dir) / "samples" / mode / "samples.json"
+        if doc_path.exists():
+            sdoc = json.loads(doc_path.read_text())
+            samples[mode] = [{k: lv[k] for k in ("level", "codes", "seconds", "codebook_usage", "perplexity")}
+                             | {"windows": len(lv["windows"])} for lv in sdoc["levels"]]
+    report = {"vqvae": {"digest": vq_digest, "hop_lengths": list(vq.hop_lengths), "codebook_size": bins,
+                        "heldout_clips": int(len(clips)), "clip_samples": e.clip_samples, "levels": vq_report},
+              "priors": models, "samples": samples}
+    report = _clean(report)
+    out = Path(models_dir)
+    _write_json(out / "evaluation.json", report)
+    atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
+    return report
+
+
+def _fmt(x, nd=4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+VQ_COLUMNS = ("spectral_convergence_db", "recon_mse", "recon_l2_normalised", "codebook_usage", "perplexity",
+              "codes_used")
+
+
+def _level_rows(levels) -> list[tuple[str, dict]]:
+    """``evaluate_vqvae``'s per-level numbers as (label, flat dict) rows, whatever their container."""
+    if isinstance(levels, dict):
+        items = sorted(levels.items(), key=lambda kv: str(kv[0]))
+    else:
+        items = [(str(i), v) for i, v in enumerate(levels)]
+    rows = []
+    for key, val in items:
+        if isinstance(val, dict):
+            label = f"{val['level']} (hop {val['hop']})" if "level" in val and "hop" in val else str(key)
+            rows.append((label, {k: v for k, v in val.items() if (isinstance(v, (int, float)) or v is None)
+                                 and k not in ("level", "hop", "clips", "samples")}))
+    return rows
+
+
+def markdown_report(r: dict) -> str:
+    vq = r["vqvae"]
+    lines = ["# Jukebox: VQ-VAE, prior and upsamplers", "",
+             f"VQ-VAE `{vq['digest']}`: hop lengths {vq['hop_lengths']}, {vq['codebook_size']} codes per level; "
+             f"{vq['heldout_clips']} held-out clips of {vq['clip_samples']} samples.", "", "## VQ-VAE per level", ""]
+    rows = _level_rows(vq["levels"])
+    if rows:
+        keys = {k for _, d in rows for k in d}
+        cols = [c for c in VQ_COLUMNS if c in keys] + sorted(keys - set(VQ_COLUMNS))
+        lines += ["| level | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for label, d in rows:
+            lines.append(f"| {label} | " + " | ".join(_fmt(d.get(c)) for c in cols) + " |")
+    else:
+        lines.append("```\n" + json.dumps(vq["levels"], indent=1, sort_keys=True) + "\n```")
+    lines += ["", "## Priors (held-out bits per token)", "",
+              "| model | level | hop | context | attention | held-out bits/token | uniform (log2 K) | "
+              "train bits (last 10 steps) | steps | held-out tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in r["priors"]:
+        lines.append(f"| {m['name']} | {m['level']} | {m['hop_length']} | {m['context']} | {','.join(m['attention'])} | "
+                     f"{_fmt(m['heldout_bits_per_token'])} | {_fmt(m['uniform_bits'])} | {_fmt(m['train_bits_last10'])} | "
+                     f"{_fmt(m['train_steps'])} | {m['heldout_tokens']} |")
+    if r["samples"]:
+        lines += ["", "## Samples (codebook use per level)", "",
+                  "| mode | level | codes | seconds | windows | codebook usage | perplexity |",
+                  "|---|---|---|---|---|---|---|"]
+        for mode, levels in r["samples"].items():
+            for lv in levels:
+                lines.append(f"| {mode} | {lv['level']} | {lv['codes']} | {_fmt(lv['seconds'], 3)} | {lv['windows']} | "
+                             f"{_fmt(lv['codebook_usage'])} | {_fmt(lv['perplexity'], 2)} |")
+    lines.append("")
+    return "\n".join(lines)
