@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import schema as shard_schema
 from pipeline.errors import PipelineError
+from pipeline.io.npz import load_npz
 
 
 def _size(n: int) -> str:
@@ -60,10 +62,22 @@ def kind_of(path: Path) -> str:
 
 
 def describe(path: Path) -> list[str]:
-    """Lines that say what ``path`` holds."""
+    """Lines that say what ``path`` holds (for a shard, also whether its folder's ``schema.json``
+    is one this version reads; for a folder, every ``schema.json`` under it)."""
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: no such file or folder")
+    lines = _describe(path)
+    if path.is_file() and kind_of(path) in ("tensors", "tokens", "audio", "musegan-npz"):
+        # the schema.json of the shard's folder (or of its parent: audio/, phrases/), when there is one
+        for folder in (path.parent, path.parent.parent):
+            if (folder / "schema.json").is_file():
+                lines += shard_schema.describe(folder, recursive=False)
+                break
+    return lines
+
+
+def _describe(path: Path) -> list[str]:
     kind = kind_of(path)
     head = f"{path} ({kind}, {_size(path.stat().st_size)})" if path.is_file() else f"{path} (folder)"
     lines = [head]
@@ -74,7 +88,7 @@ def describe(path: Path) -> list[str]:
         by_kind = Counter(kind_of(p) for p in files if p.suffix in (".parquet", ".npz"))
         for k, n in sorted(by_kind.items()):
             lines.append(f"  {k}: {n}")
-        return lines
+        return lines + shard_schema.describe(path)
     if kind == "manifest":
         import pyarrow.parquet as pq
 
@@ -115,22 +129,22 @@ def describe(path: Path) -> list[str]:
                      f"{meta.num_row_groups} row groups")
         return lines
     if kind == "musegan-npz":
-        with np.load(path, allow_pickle=False) as z:
-            shape = tuple(int(x) for x in z["shape"])
-            nnz = z["nonzero"].shape[1]
+        z = load_npz(path, ["shape", "nonzero"])  # never unpickles: a clear error for an object array
+        shape = tuple(int(x) for x in z["shape"])
+        nnz = z["nonzero"].shape[1]
         cells = int(np.prod(shape, dtype=np.float64)) or 1
         lines.append(f"  shape {shape}, {nnz} non-zero ({100 * nnz / cells:.3f}% dense)")
         return lines
     if kind == "song-npz":
-        with np.load(path, allow_pickle=False) as z:
-            info = json.loads(z["info.json"].decode())
-            steps = int(z["tempo"].shape[0])
-            bars = int(z["downbeat"].sum()) if "downbeat" in z.files else 0
-            tracks = []
-            k = 0
-            while str(k) in info:
-                tracks.append((info[str(k)]["name"], int(z[f"pianoroll_{k}_csc_data"].shape[0])))
-                k += 1
+        z = load_npz(path)
+        info = json.loads(z["info.json"].decode())
+        steps = int(z["tempo"].shape[0])
+        bars = int(z["downbeat"].sum()) if "downbeat" in z else 0
+        tracks = []
+        k = 0
+        while str(k) in info:
+            tracks.append((info[str(k)]["name"], int(z[f"pianoroll_{k}_csc_data"].shape[0])))
+            k += 1
         lines.append(f"  {steps} steps at {info.get('resolution')} per beat, {bars} bars")
         for name, nnz in tracks:
             lines.append(f"  {name}: {nnz} non-zero steps")

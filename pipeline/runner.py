@@ -31,6 +31,7 @@ def run_tasks(
     total_units: int | None = None,
     units: Callable[[Any], int] = _one,
     retries: int = 2,
+    resubmits: int = 2,
 ) -> Iterator[tuple[int, Any]]:
     """Apply ``fn`` to every task, yielding ``(task_index, result)`` as tasks finish.
 
@@ -55,7 +56,11 @@ def run_tasks(
     retries : int, optional
         Passed to ``Client.map``: how many times dask re-runs a task that raised before
         giving up. A task whose worker died is rescheduled by the scheduler itself
-        (``distributed.scheduler.allowed-failures``, 3 by default).
+        (``distributed.scheduler.allowed-failures``, 3 by default); when the scheduler gives
+        up on it (``KilledWorker``), it is submitted again, up to ``resubmits`` times.
+    resubmits : int, optional
+        How many times a task lost with its workers is submitted again before the run fails
+        with a ``StageError`` that names it (a task that kills every worker it meets is a bug).
 
     Yields
     ------
@@ -82,17 +87,18 @@ def run_tasks(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ParamsError(f"workers={workers!r} must be >= 0")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ParamsError(f"retries={retries!r} must be >= 0")
+    for name, value in (("retries", retries), ("resubmits", resubmits)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ParamsError(f"{name}={value!r} must be >= 0")
     tasks = list(tasks)
     if total_units is None:
         total_units = sum(units(task) for task in tasks)
     address = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
     return _run(fn, tasks, workers=workers, address=address, description=description,
-                total_units=total_units, units=units, retries=retries)
+                total_units=total_units, units=units, retries=retries, resubmits=resubmits)
 
 
-def _run(fn, tasks, *, workers, address, description, total_units, units, retries):
+def _run(fn, tasks, *, workers, address, description, total_units, units, retries, resubmits):
     if not tasks:
         return
     with progress_bar(description, total_units) as bar:
@@ -102,15 +108,17 @@ def _run(fn, tasks, *, workers, address, description, total_units, units, retrie
                 bar.advance(units(task))
                 yield index, result
             return
-        for index, result in _run_dask(fn, tasks, workers=workers, address=address, retries=retries):
+        for index, result in _run_dask(fn, tasks, workers=workers, address=address, retries=retries,
+                                       resubmits=resubmits):
             bar.advance(units(tasks[index]))
             yield index, result
 
 
-def _run_dask(fn, tasks, *, workers, address, retries):
+def _run_dask(fn, tasks, *, workers, address, retries, resubmits):
     from contextlib import ExitStack
 
     from distributed import Client, LocalCluster, as_completed
+    from distributed.scheduler import KilledWorker
 
     with ExitStack() as stack:
         if address is None:
@@ -133,9 +141,23 @@ def _run_dask(fn, tasks, *, workers, address, retries):
                                  f"{' '.join(str(exc).split())}") from None
         futures = client.map(fn, tasks, retries=retries, pure=False)
         index_of = {future.key: index for index, future in enumerate(futures)}
+        lost = [0] * len(tasks)
         completed = as_completed(futures)
         del futures
         for future in completed:
             index = index_of.pop(future.key)
+            if future.status == "error" and isinstance(future.exception(), KilledWorker):
+                # the scheduler gave up on a task whose workers kept dying (killed, OOM...):
+                # submit it again, a bounded number of times
+                lost[index] += 1
+                if lost[index] > resubmits:
+                    raise StageError(f"the scheduler gave up on task {index} of {len(tasks)} {lost[index]} times "
+                                     f"(KilledWorker: its workers kept dying; a task that kills its worker "
+                                     f"is a bug, or the workers run out of memory): {tasks[index]!r:.300}")
+                logging.getLogger(__name__).warning("task %d lost with its worker: submitted again", index)
+                again = client.submit(fn, tasks[index], retries=retries, pure=False)
+                index_of[again.key] = index
+                completed.add(again)
+                continue
             result = future.result()  # re-raises the worker's exception
             yield index, result

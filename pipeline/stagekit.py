@@ -1,13 +1,24 @@
-"""Pieces every sharded stage shares: reading an input file within limits, and one build per
-output folder at a time."""
+"""Pieces every sharded stage shares: reading an input file within limits, a time limit per
+input file, and one build per output folder at a time (with the temporary files of a killed
+build swept away)."""
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
+import threading
 from pathlib import Path
 
-from pipeline.errors import StageError
+from pipeline.errors import MidiError, ParamsError, StageError
+
+#: seconds one input file may take in a stage's per-file function (read + convert, tokenise or
+#: render) before it becomes a manifest row ``error: input.timeout``; a safety net against hangs,
+#: not a param: a Lakh file takes milliseconds to seconds, so the limit never decides an output
+#: except for a file that would otherwise stall the run. Override (e.g. for tests) with the
+#: environment variable below, in the workers' environment.
+FILE_TIME_LIMIT = 600.0
+FILE_TIME_LIMIT_ENV = "PIPELINE_FILE_TIME_LIMIT"
 
 
 def read_input_file(path: str | None, max_bytes: int) -> tuple[bytes | None, str | None]:
@@ -24,9 +35,122 @@ def read_input_file(path: str | None, max_bytes: int) -> tuple[bytes | None, str
         return None, f"cannot read: {exc.strerror or exc}"
 
 
+def file_time_limit() -> float:
+    """The per-file time limit in seconds: ``$PIPELINE_FILE_TIME_LIMIT`` or ``FILE_TIME_LIMIT``."""
+    value = os.environ.get(FILE_TIME_LIMIT_ENV)
+    if not value:
+        return FILE_TIME_LIMIT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ParamsError(f"{FILE_TIME_LIMIT_ENV}={value!r} must be a positive number of seconds")
+    return seconds
+
+
+class _FileTimeout(BaseException):
+    """Raised inside the worker thread by the watchdog; a BaseException so that the stages'
+    ``except Exception`` (bugs recorded as rows) does not swallow it."""
+
+
+_set_async_exc = ctypes.pythonapi["PyThreadState_SetAsyncExc"]  # a fresh function object each
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_clear_async_exc = ctypes.pythonapi["PyThreadState_SetAsyncExc"]
+_clear_async_exc.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
+
+
+class _Watchdog:
+    def __init__(self, seconds: float) -> None:
+        self.thread_id = threading.get_ident()
+        self.lock = threading.Lock()
+        self.state = "armed"
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+
+    def _fire(self) -> None:
+        with self.lock:
+            if self.state == "armed":
+                self.state = "fired"
+                _set_async_exc(self.thread_id, _FileTimeout)
+
+    def disarm(self) -> bool:
+        """Stop the timer; True when it fired (a pending, undelivered exception is withdrawn)."""
+        with self.lock:
+            fired = self.state == "fired"
+            self.state = "done"
+        self.timer.cancel()
+        if fired:
+            _clear_async_exc(self.thread_id, None)
+        return fired
+
+
+def call_with_time_limit(fn, *args, key: str, seconds: float | None = None, **kwargs):
+    """``fn(*args, **kwargs)``, or ``MidiError('input.timeout')`` once it has run ``seconds``.
+
+    The limit (``file_time_limit()`` by default) is enforced by a watchdog thread that raises an
+    exception in the calling thread (any thread: a dask worker runs tasks in a pool), so it
+    interrupts Python code between two bytecodes. A compiled kernel or a blocking system call is
+    interrupted when it returns: the SMF kernels are linear in the file's bytes (at most
+    ``max_file_bytes``) and FluidSynth has its own time limit (``render.timeout``).
+    """
+    seconds = file_time_limit() if seconds is None else seconds
+    dog = _Watchdog(seconds)
+    try:
+        try:
+            dog.timer.start()
+            result = fn(*args, **kwargs)
+        finally:
+            fired = dog.disarm()
+    except _FileTimeout:
+        fired = True
+    if fired:
+        raise MidiError("input.timeout", key, f"took more than {seconds:g} s (the per-file time limit, "
+                                              f"${FILE_TIME_LIMIT_ENV})")
+    return result
+
+
+def sweep_temp_files(out: Path) -> int:
+    """Remove the temporary files (``.<name>.<random>[.ext].tmp``) that a killed build left in
+    ``out``: every writer writes to such a name and then ``os.replace``s it, so they are never
+    outputs. Returns how many were removed."""
+    removed = 0
+    for folder, _, files in os.walk(out):
+        for name in files:
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def lock_holder(fh) -> int | None:
+    """The pid that holds a ``flock`` on the open file ``fh`` (from ``/proc/locks``; None elsewhere)."""
+    st = os.fstat(fh.fileno())
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()  # 1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class OutputLock:
-    """One build per output folder at a time: an advisory lock on ``out/.lock``; a second build
-    into the same folder is refused with one line (``StageError``)."""
+    """One build per output folder at a time: an advisory lock (``flock``) on ``out/.lock``.
+
+    A second build into the same folder is refused with one line (``StageError``) that names
+    the holder's pid. The kernel drops the lock when its process dies, so the lock of a killed
+    build (``kill -9``, power loss) never blocks the next one. On entry, and on a clean exit, the
+    temporary files of killed writers are swept away (``sweep_temp_files``): an interrupted
+    build leaves only complete files under their final names, and a rerun finishes it.
+    ``.lock`` stays empty (it lies outside the DVC outputs, but tests hash whole folders).
+    """
 
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / ".lock"
@@ -37,13 +161,21 @@ class OutputLock:
         try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            holder = lock_holder(self.fh)
             self.fh.close()
-            raise StageError(f"{self.path.parent}: another build is writing to this folder (locked)") from None
+            by = f"locked by pid {holder}" if holder is not None else "locked"
+            raise StageError(f"{self.path.parent}: another build is writing to this folder ({by}); "
+                             f"wait for it to finish or stop it") from None
+        sweep_temp_files(self.path.parent)
         return self
 
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:  # on a failure, workers may still be writing: the next run sweeps
+                sweep_temp_files(self.path.parent)
+        finally:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
 
 
 def run_shards(fn, tasks: list, src, *, workers: int, scheduler: str | None, description: str):

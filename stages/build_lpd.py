@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError, StageError
-from pipeline.stagekit import OutputLock, inputs_digest, read_input_file, run_shards
+from pipeline.stagekit import OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards
 
 STATE_DIR = ".state"
 
@@ -158,7 +158,7 @@ def convert_shard(task: ShardTask) -> list[dict]:
             continue
         seen.add(song_id)
         try:
-            pr, bars, info = convert_one(raw, key, params)
+            pr, bars, info = call_with_time_limit(convert_one, raw, key, params, key=key)
         except MidiError as exc:
             status = "skipped" if exc.code.startswith("skip.") else "error"
             row.update(status=status, code=exc.code, message=exc.detail)
@@ -319,17 +319,22 @@ def _mark_lpd_subsets(rows: list[dict], scores: dict | None) -> None:
 
 
 def _write_outputs(out: Path, params: Params, rows: list[dict]) -> dict:
-    from pipeline.io.manifest import write_manifest
+    from pipeline.io.manifest import manifest_schema, write_manifest
     from pipeline.io.npz import atomic_write_bytes
-    from pipeline.io.tensor_shards import schema_document
+    from pipeline.io.tensor_shards import schema_document, song_schema_document
     from pipeline.symbolic.lpd import TRACK_SETS
 
     spec = TRACK_SETS[params.tracks]
-    write_manifest(out / "manifest.parquet", rows, note_columns=[f"notes_{_snake(s[0])}" for s in spec])
+    note_columns = [f"notes_{_snake(s[0])}" for s in spec]
+    write_manifest(out / "manifest.parquet", rows, note_columns=note_columns)
     schema = schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
                              bar_steps=params.tensor.bar_steps, resolution=params.resolution,
-                             semantics=params.semantics, other_meters=params.tensor.other_meters)
+                             semantics=params.semantics, other_meters=params.tensor.other_meters,
+                             manifest=manifest_schema(note_columns))
     atomic_write_bytes(out / "tensors" / "schema.json", json.dumps(schema, indent=2, sort_keys=True).encode())
+    songs = song_schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
+                                 resolution=params.resolution, semantics=params.semantics)
+    atomic_write_bytes(out / "songs" / "schema.json", json.dumps(songs, indent=2, sort_keys=True).encode())
     status = Counter(r["status"] for r in rows)
     codes = Counter(r["code"] for r in rows if r["code"])
     converted = [r for r in rows if r["status"] in ("ok", "recovered")]

@@ -32,11 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ParamsError, StageError
+from pipeline.schema import PHRASES
+from pipeline.schema import version as schema_version
 from pipeline.stagekit import OutputLock
 
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
 SPLITS = ("train", "valid", "test")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = schema_version(PHRASES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,11 +194,31 @@ def _phrase_table(rows: list[tuple[str, int, str, int, np.ndarray, np.ndarray]])
     return pa.table(cols)
 
 
-def schema_document(params: Params, in_steps: int, input_tracks: str = "lpd5") -> dict:
+def schema_document(params: Params, in_steps: int, input_tracks: str = "lpd5",
+                    in_resolution: int | None = None) -> dict:
+    from pipeline import schema as shard_schema
+
     S, P = params.steps_per_bar, params.phrase_bars
+    fields = {"id": "song id: MD5 of the MIDI file (the LMD id)", "first_bar": "first bar of the phrase in the song "
+              "(a build_lpd bar index)", "split": "train | valid | test, from sha256(id)",
+              "index": "row of the phrase in npz/<split>.npz",
+              **{f"activity_{t.lower()}": f"fraction of the phrase's steps with a {t} note" for t in TRACKS},
+              "bar": "bar of each non-zero cell within the phrase (0..phrase_bars-1)",
+              "step": "time step within the bar (0..steps_per_bar-1)",
+              "pitch": f"pitch index (MIDI pitch - {params.lowest_pitch})", "track": "index into track_order"}
+    uniform = shard_schema.uniform(
+        shard_schema.PHRASES, fields=fields,
+        dtypes={"parquet": shard_schema.arrow_dtypes(shard_schema.parquet_schema(shard_schema.PHRASES)),
+                "npz": {"shape": "int64", "nonzero": "uint16 (uint32 beyond 65535 phrases)", "ids": "<U32",
+                        "first_bar": "int32"}},
+        shapes={"item": [P, S, params.n_pitches, len(TRACKS)],
+                "parquet": {c: ["nnz"] for c in ("bar", "step", "pitch", "track")},
+                "npz": {"shape": [5], "nonzero": [5, "nnz"], "ids": ["phrases"], "first_bar": ["phrases"]}},
+        track_order=TRACKS,
+        resolution=None if in_resolution is None else in_resolution * S // in_steps,
+        resolution_unit=f"time steps per beat ({S} per bar of 4/4)", vocabulary=None)
     return {
-        "kind": "lakh-pipeline/phrase-tensors",
-        "schema_version": SCHEMA_VERSION,
+        **uniform,
         "tensor_axes": ["phrase", "bar", "step", "pitch", "track"],
         "tensor_shape": ["phrases", P, S, params.n_pitches, len(TRACKS)],
         "track_order": list(TRACKS),
@@ -238,10 +260,11 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
 
     lpd, out = Path(lpd), Path(out)
     tensors = lpd / "tensors"
-    try:
-        schema = json.loads((tensors / "schema.json").read_text())
-    except OSError:
-        raise StageError(f"{tensors}: no schema.json (run build-lpd first)") from None
+    if not (tensors / "schema.json").is_file():
+        raise StageError(f"{tensors}: no schema.json (run build-lpd first)")
+    from pipeline.schema import TENSORS, read_schema
+
+    schema = read_schema(lpd, TENSORS)  # SchemaError: another kind or a version this code does not read
     from pipeline.symbolic.lpd import TRACK_SETS, family_of
 
     order = list(schema.get("track_order", []))
@@ -339,7 +362,8 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
         cols["reason"] = pa.array(man["reason"], pa.string())
         atomic_write_bytes(out / "manifest.parquet", _parquet_bytes(pa.table(cols)))
         atomic_write_bytes(out / "schema.json",
-                           json.dumps(schema_document(params, in_steps, names[0]), indent=2, sort_keys=True).encode())
+                           json.dumps(schema_document(params, in_steps, names[0], int(schema["resolution"])), indent=2,
+                                      sort_keys=True).encode())
         reasons: dict[str, int] = {}
         for r in man["reason"]:
             key = "inactive" if r.startswith("inactive:") else r
@@ -357,7 +381,9 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
 
 def load_phrases(npz_path: Path) -> np.ndarray:
     """MuseGAN's recipe: a dense bool (phrases, bars, steps, pitches, tracks) array from an NPZ."""
-    with np.load(npz_path, allow_pickle=False) as z:
-        x = np.zeros(tuple(z["shape"]), bool)
-        x[tuple(z["nonzero"])] = True
+    from pipeline.io.npz import load_npz
+
+    z = load_npz(npz_path, ["shape", "nonzero"])  # never unpickles; a clear error otherwise
+    x = np.zeros(tuple(int(n) for n in z["shape"]), bool)
+    x[tuple(z["nonzero"])] = True
     return x

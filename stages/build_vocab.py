@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.errors import MidiError, ParamsError, StageError
-from pipeline.stagekit import OutputLock, read_input_file, run_shards
+from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file, run_shards
 
 Kind = Literal["notes", "remi", "midilike"]
 KINDS = ("notes", "remi", "midilike")
@@ -275,7 +275,7 @@ def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
             continue
         seen.add(song_id)
         try:
-            song = tokenize_one(raw, key, task.kind, task.params)
+            song = call_with_time_limit(tokenize_one, raw, key, task.kind, task.params, key=key)
         except MidiError as exc:
             row.update(status="skipped" if exc.code.startswith("skip.") else "error", code=exc.code,
                        message=exc.detail)
@@ -317,7 +317,7 @@ def encode_shard(task: ShardTask) -> dict[str, int]:
             continue
         seen.add(song_id)
         try:
-            song = tokenize_one(raw, key, task.kind, task.params)
+            song = call_with_time_limit(tokenize_one, raw, key, task.kind, task.params, key=key)
         except Exception:  # noqa: BLE001 - pass 1 recorded why
             continue
         split = split_of(song_id, valid_fraction=task.params.valid_fraction, test_fraction=task.params.test_fraction)
@@ -529,8 +529,17 @@ def _write_outputs(out: Path, kind: str, params: Params, vocab, rows: list[dict]
         "codes": dict(sorted(codes.items())),
         **(bpe_info or {}),
     }
-    doc = schema_document(kind=kind, vocab_hash=vocab.hash, vocab_size=len(vocab), config=vocab.config,
-                          splits={"valid_fraction": params.valid_fraction, "test_fraction": params.test_fraction})
+    splits = {"valid_fraction": params.valid_fraction, "test_fraction": params.test_fraction}
+    doc = schema_document(kind=kind, vocab_hash=vocab.hash, vocab_size=len(vocab), config=vocab.config, splits=splits,
+                          vocab_sha256=hashlib.sha256((out / "vocab.json").read_bytes()).hexdigest())
     atomic_write_bytes(out / "shards" / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    if bpe_info:  # shards/bpe/: the same rows in BPE ids of shards/bpe/tokenizer.json
+        tok_json = out / "shards" / "bpe" / "tokenizer.json"
+        bpe = schema_document(kind=kind, vocab_hash=bpe_info["bpe_hash"], vocab_size=bpe_info["bpe_vocab_size"],
+                              config={**vocab.config, "bpe_base_hash": vocab.hash}, splits=splits,
+                              vocab_sha256=hashlib.sha256(tok_json.read_bytes()).hexdigest(),
+                              vocab_file="tokenizer.json")
+        atomic_write_bytes(out / "shards" / "bpe" / "schema.json",
+                           (json.dumps(bpe, indent=2, sort_keys=True) + "\n").encode())
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary

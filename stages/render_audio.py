@@ -31,12 +31,14 @@ from typing import Literal
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError
-from pipeline.stagekit import OutputLock, inputs_digest, read_input_file, run_shards
+from pipeline.stagekit import OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards
 
 STATE_DIR = ".state"
 PARQUET_DIR = "parquet"  # the Parquet parts alone, so that a reader can take the whole folder
 NPZ_DIR = "npz"
 MAX_PERIOD = 1024
+#: FluidSynth's player silently refuses a file of more tracks (it renders silence, exit code 0)
+FLUIDSYNTH_MAX_TRACKS = 127
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +182,8 @@ def render_one(raw: bytes, key: str, params: Params, settings) -> tuple[object, 
     max_frames = int(round(limit * sr))
     timeout = 120.0 + 4.0 * limit  # FluidSynth renders far faster than real time
     why = sanitize_reason(score)
+    if why is None and score.n_tracks > FLUIDSYNTH_MAX_TRACKS:
+        why = f"{score.n_tracks} tracks, more than FluidSynth plays ({FLUIDSYNTH_MAX_TRACKS})"
     stereo = None
     if why is None:
         rendered_from = "original"
@@ -203,6 +207,8 @@ def render_one(raw: bytes, key: str, params: Params, settings) -> tuple[object, 
                 why = f"fluidsynth rendered only {len(stereo) / sr:.1f} s of a {end:.1f} s file"
     if why is not None:
         midi, notes = sanitized_smf(score)
+        midi, merged = _within_track_limit(midi)
+        notes += merged
         rendered_from = "sanitized"
         warnings = [w for w in warnings if not w.startswith("rendered without the tempo")]
         warnings += [f"rendered from a sanitized SMF: {why}", *notes]
@@ -231,6 +237,24 @@ def render_one(raw: bytes, key: str, params: Params, settings) -> tuple[object, 
         "n_notes": len(score.note_pitch),
     }
     return (score, stereo), info
+
+
+def _within_track_limit(midi: bytes) -> tuple[bytes, list[str]]:
+    """The SMF as it is, or merged into one track (type 0, same ticks) when it has more tracks
+    than FluidSynth plays (the sanitized SMF has one track per instrument)."""
+    import io
+
+    import mido
+
+    n_tracks = int.from_bytes(midi[10:12], "big")
+    if n_tracks <= FLUIDSYNTH_MAX_TRACKS:
+        return midi, []
+    mid = mido.MidiFile(file=io.BytesIO(midi))
+    one = mido.MidiFile(type=0, ticks_per_beat=mid.ticks_per_beat)
+    one.tracks.append(mido.merge_tracks(mid.tracks))
+    buf = io.BytesIO()
+    one.save(file=buf)
+    return buf.getvalue(), [f"its {n_tracks} tracks merged into one (FluidSynth plays at most {FLUIDSYNTH_MAX_TRACKS})"]
 
 
 def _bar_times(score):
@@ -313,7 +337,7 @@ def render_task(task: Task) -> dict:
                 continue
             seen[song_id] = key
             try:
-                (score, stereo), info = render_one(raw, key, params, settings)
+                (score, stereo), info = call_with_time_limit(render_one, raw, key, params, settings, key=key)
                 audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
                 n = emit_clips(writer, audio, song_id=song_id, source=key, params=params,
                                bar_times=_bar_times(score), gain=settings.gain * info["gain_scale"],
@@ -490,6 +514,9 @@ def write_outputs(out: Path, params, rows: list[dict], *, settings: dict, produc
     atomic_write_bytes(out / "manifest.parquet", sink.getvalue())
     doc = schema_document(sample_rate=params.sample_rate, downmix=params.downmix, clip_samples=params.clip_samples,
                           producer=producer, settings={"params": _params_dict(params), "render": settings})
+    from pipeline.schema import arrow_dtypes
+
+    doc["manifest"] = {"file": "manifest.parquet", "row": "one input file", "dtypes": arrow_dtypes(schema)}
     atomic_write_bytes(out / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     status = Counter(r["status"] for r in rows)
     codes = Counter(r["code"] for r in rows if r["code"])

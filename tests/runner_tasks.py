@@ -30,3 +30,10 @@ def die_once(task: tuple[str, int]) -> int:
         else:
             os._exit(1)
     return x * x
+
+
+def die_always_on_ten(x: int) -> int:
+    """Task 10 kills every worker that runs it (a bug that no retry can fix)."""
+    if x == 10:
+        os._exit(1)
+    return x * x

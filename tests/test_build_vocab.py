@@ -46,7 +46,8 @@ def test_every_input_gets_a_row_and_shards_match(corpus_dir, tmp_path, kind):
     assert sum(len(t) for t in table.column("tokens").to_pylist()) == summary["tokens"] == ok.n_tokens.sum()
     assert summary["unk_tokens"] == 0  # min_count 1: every token of the data is in the vocabulary
     schema = json.loads((out / "shards" / "schema.json").read_text())
-    assert schema["vocab_hash"] == vocab.hash and schema["kind"] == kind
+    assert schema["vocab_hash"] == vocab.hash and schema["token_kind"] == kind
+    assert schema["kind"] == "lakh-pipeline/token-shards" and schema["vocabulary"]["id"] == vocab.hash
     # splits in the shards are the manifest's
     split = dict(zip(ok.id, ok.split))
     assert all(split[i] == s for i, s in zip(table.column("id").to_pylist(), table.column("split").to_pylist()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,16 @@ def test_describes_each_kind(built):
     assert [line.split(":")[0].strip() for line in lines[2:]] == ["Drums", "Piano", "Guitar", "Bass", "Strings"]
     tokens = describe(next((built / "remi" / "shards").glob("remi-*.parquet")))
     assert tokens[1].startswith("  8 songs, 8 streams, ")
-    assert describe(lpd)[2:] == ["  manifest: 1", "  musegan-npz: 1", "  song-npz: 8", "  tensors: 1"]
+    assert describe(lpd)[2:] == ["  manifest: 1", "  musegan-npz: 1", "  song-npz: 8", "  tensors: 1",
+                                 "  schema songs/schema.json: lakh-pipeline/song-pianorolls v1 (ok)",
+                                 "  schema tensors/schema.json: lakh-pipeline/pianoroll-tensors v1 (ok)"]
+    assert describe(lpd / "tensors" / "lpd5-00000.parquet")[-1] == (
+        "  schema schema.json: lakh-pipeline/pianoroll-tensors v1 (ok)")
+    doc = json.loads((built / "remi" / "shards" / "schema.json").read_text())
+    (built / "remi" / "shards" / "schema.json").write_text(json.dumps({**doc, "schema_version": 999}))
+    assert describe(built / "remi")[-1] == ("  schema shards/schema.json: lakh-pipeline/token-shards v999 (refused: "
+                                            "unsupported lakh-pipeline/token-shards schema_version: expected 1, "
+                                            "found 999)")
 
 
 def test_plots_are_pngs(built, tmp_path):

@@ -136,3 +136,35 @@ def test_unreachable_scheduler_is_one_line_stage_error():
         with pytest.raises(StageError, match="cannot reach the dask scheduler") as err:
             list(run_tasks(rt.square, TASKS, scheduler="tcp://127.0.0.1:1"))
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def fragile_cluster():
+    """Two workers under a scheduler that gives up on a task at its first lost worker."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                          silence_logs=logging.CRITICAL) as c:
+            yield c
+
+
+@pytest.mark.cluster
+def test_task_the_scheduler_gave_up_on_is_submitted_again(fragile_cluster, tmp_path):
+    marker = tmp_path / "kill-once"
+    marker.touch()
+    tasks = [(str(marker), x) for x in TASKS]
+    results = sorted(run_tasks(rt.die_once, tasks, scheduler=fragile_cluster.scheduler_address))
+    assert not marker.exists()  # a worker died, and the scheduler raised KilledWorker for the task
+    assert results == EXPECTED
+
+
+@pytest.mark.cluster
+def test_task_that_kills_every_worker_fails_with_one_line(fragile_cluster):
+    from pipeline.errors import StageError
+
+    with pytest.raises(StageError, match=r"the scheduler gave up on task \d+ of 50 2 times \(KilledWorker") as err:
+        list(run_tasks(rt.die_always_on_ten, TASKS, scheduler=fragile_cluster.scheduler_address, resubmits=1))
+    assert "\n" not in str(err.value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,9 @@ import torch
 
 from pipeline.data.audio import AudioClips
 from pipeline.data.pianoroll import PianorollBars
-from pipeline.data.tokens import _shard_folder
+from pipeline.data.tokens import checked_token_shards
+from pipeline.io.npz import load_npz
+from pipeline.schema import TENSORS, read_schema
 
 
 def bar_bounds(lpd: str | Path, song_id: str) -> np.ndarray | None:
@@ -29,20 +30,21 @@ def bar_bounds(lpd: str | Path, song_id: str) -> np.ndarray | None:
     manifest = lpd / "manifest.parquet"
     if not (song.is_file() and schema.is_file() and manifest.is_file()):
         return None
-    res = int(json.loads(schema.read_text())["resolution"])
+    res = int(read_schema(lpd, TENSORS)["resolution"])
     m = pq.read_table(manifest, columns=["id", "first_beat_time"], filters=[("id", "=", song_id)]).to_pylist()
     first = next((r["first_beat_time"] for r in m if r["first_beat_time"] is not None), None)
     if first is None:
         return None
-    with np.load(song, allow_pickle=False) as z:
-        tempo, downbeat = z["tempo"], z["downbeat"]
+    z = load_npz(song, ["tempo", "downbeat"])  # never unpickles
+    tempo, downbeat = z["tempo"], z["downbeat"]
     beat_times = float(first) + np.concatenate([[0.0], np.cumsum(60.0 / tempo[::res])])
     bar_beats = np.flatnonzero(downbeat) // res
     return np.append(beat_times[bar_beats], beat_times[-1])
 
 
 def _token_row(vocab: Path, song_id: str, stream: str) -> dict | None:
-    for p in sorted(_shard_folder(vocab).glob("*.parquet")):
+    _, paths = checked_token_shards(vocab)
+    for p in paths:
         t = pq.read_table(p, filters=[("id", "=", song_id), ("stream", "=", stream)])
         if t.num_rows:
             return {"tokens": np.asarray(t.column("tokens")[0].values.to_numpy(zero_copy_only=False), np.int64),

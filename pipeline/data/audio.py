@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from pipeline.audio.downmix import song_rng
 from pipeline.data.pianoroll import LazyParquet, shard_paths
+from pipeline.schema import AUDIO, check_parquet, read_schema
 
 #: metadata read at ``__init__`` (everything but the FLAC bytes and the render JSON)
 META = ("id", "clip", "sample_rate", "channels", "samples", "valid_samples", "start_sample", "start_bar",
@@ -48,7 +49,10 @@ class AudioClips(Dataset):
     """
 
     def __init__(self, folder: str | Path, *, mono: bool = True, seed: int = 0) -> None:
+        self.schema = read_schema(folder, AUDIO)  # SchemaError before any shard is read
         self.paths = [str(p) for p in shard_paths(Path(folder), "parquet")]
+        for path in self.paths:
+            check_parquet(path, AUDIO, columns=[*META, "audio"])
         self.mono, self.seed, self.epoch = mono, seed, 0
         self.meta: list[dict] = []
         self._where: list[tuple[int, int]] = []

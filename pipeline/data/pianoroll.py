@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -12,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
+
+from pipeline.schema import TENSORS, check_parquet, read_schema
 
 # -- per-process lazy Parquet handles and a row cache (used by every dataset here) ----------------
 
@@ -89,12 +90,9 @@ COORDS = ("bar", "step", "pitch", "track", "velocity")
 
 
 def tensor_layout(folder: Path) -> tuple[int, int]:
-    """(bar_steps, n_tracks) from the shards' ``schema.json`` (96, 5 when it is absent)."""
-    for p in (Path(folder) / "tensors" / "schema.json", Path(folder) / "schema.json"):
-        if p.is_file():
-            doc = json.loads(p.read_text())
-            return int(doc["bar_steps"]), len(doc["track_order"])
-    return 96, 5
+    """(bar_steps, n_tracks) from the shards' ``schema.json`` (checked: :func:`pipeline.schema.read_schema`)."""
+    doc = read_schema(folder, TENSORS)
+    return int(doc["bar_steps"]), len(doc["track_order"])
 
 
 def decode_row(table) -> dict[str, np.ndarray]:
@@ -135,8 +133,10 @@ class PianorollBars(Dataset):
         Decoded songs kept per process (an LRU), so that neighbouring windows decode once.
 
     Items are float32 tensors ``(bars, bar_steps, 128, tracks)`` (bar_steps 96 and tracks 5 for the
-    defaults; read from ``schema.json``). ``index[i]`` is ``(song id, first bar)``; ``__init__``
-    reads only the ``id`` and ``n_bars`` columns; files are opened lazily per process.
+    defaults; read from ``schema.json``, whose kind and version are checked first, as is every
+    shard's Parquet schema: :class:`~pipeline.errors.SchemaError` on a mismatch). ``index[i]`` is
+    ``(song id, first bar)``; ``__init__`` reads only the ``id`` and ``n_bars`` columns; files are
+    opened lazily per process.
     """
 
     def __init__(self, folder: str | Path, *, bars: int = 4, hop: int | None = None, binarize: bool = True,
@@ -146,8 +146,12 @@ class PianorollBars(Dataset):
         hop = bars if hop is None else hop
         if hop < 1:
             raise ValueError(f"hop={hop} must be positive")
+        self.schema = read_schema(folder, TENSORS)  # SchemaError before any shard is read
         self.paths = [str(p) for p in shard_paths(Path(folder), "tensors")]
-        self.bar_steps, self.n_tracks = tensor_layout(Path(folder))
+        for path in self.paths:
+            check_parquet(path, TENSORS)
+        self.bar_steps, self.n_tracks = int(self.schema["bar_steps"]), len(self.schema["track_order"])
+        self.track_order = list(self.schema["track_order"])
         self.bars, self.hop, self.binarize = bars, hop, binarize
         self.songs: dict[str, tuple[int, int, int]] = {}  # id -> (shard index, row, n_bars)
         windows: list[tuple[int, int]] = []  # (song index, first bar)

@@ -13,12 +13,23 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from pipeline.data.pianoroll import shard_paths
+from pipeline.schema import TOKENS, check_parquet, read_schema
 from pipeline.tokens.shards import read_token_shards, windows
 
 
 def _shard_folder(folder: Path) -> Path:
     folder = Path(folder)
     return folder / "shards" if (folder / "shards").is_dir() else folder
+
+
+def checked_token_shards(folder: str | Path) -> tuple[dict, list[str]]:
+    """The checked ``schema.json`` of a token shard folder and its shard paths, each checked
+    (columns, types, ``schema_version`` and vocabulary hash against the schema)."""
+    doc = read_schema(folder, TOKENS)
+    paths = [str(p) for p in shard_paths(_shard_folder(folder), ".")]
+    for p in paths:
+        check_parquet(p, TOKENS, doc)
+    return doc, paths
 
 
 def _rows(table: pa.Table, stream: str | None) -> tuple[list[str], list[str], list[np.ndarray]]:
@@ -44,13 +55,16 @@ class TokenWindows(Dataset):
         Only rows of this stream (``all`` for merged streams); None: every stream.
 
     Items are int64 tensors ``(length,)``; ``index[i]`` is ``(song id, stream, first token)``.
-    The token arrays are read once in ``__init__`` (plain numpy, shared with workers).
+    The token arrays are read once in ``__init__`` (plain numpy, shared with workers), after the
+    folder's ``schema.json`` and every shard are checked (``self.schema``; its ``vocab_hash`` is
+    the vocabulary the ids belong to).
     """
 
     def __init__(self, folder: str | Path, *, length: int = 100, stride: int = 100, split: str | None = "train",
                  stream: str | None = None) -> None:
         windows(np.zeros(0, np.int64), length, stride)  # validates length and stride
         self.length, self.stride = length, stride
+        self.schema, _ = checked_token_shards(folder)
         table = read_token_shards(_shard_folder(folder), split=split)
         self.ids, self.streams, self.tokens = _rows(table, stream)
         pairs = [(r, w * stride) for r, t in enumerate(self.tokens) for w in range(len(windows(t, length, stride)))]
@@ -84,7 +98,7 @@ class TokenStream(IterableDataset):
                  stream: str | None = None, seed: int = 0, shuffle: bool = True) -> None:
         super().__init__()
         windows(np.zeros(0, np.int64), length, stride)
-        self.paths = [str(p) for p in shard_paths(_shard_folder(folder), ".")]
+        self.schema, self.paths = checked_token_shards(folder)
         self.length, self.stride, self.split, self.stream = length, stride, split, stream
         self.seed, self.shuffle, self.epoch = seed, shuffle, 0
 

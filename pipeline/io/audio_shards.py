@@ -27,7 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+from pipeline import schema as shard_schema
+
+SCHEMA_VERSION = shard_schema.version(shard_schema.AUDIO)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -328,8 +330,9 @@ def filter_shard(folder: Path, part: str, drop_sources: set[str], *, row_group_b
     os.replace(tmp, pq_path)
     npz_path = Path(npz_folder if npz_folder is not None else folder) / Path(part).with_suffix(".npz").name
     if npz_path.exists():
-        with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        from pipeline.io.npz import load_npz
+
+        arrays = load_npz(npz_path)
         for k, v in arrays.items():
             if v.ndim >= 1 and len(v) == len(keep):
                 arrays[k] = v[keep]
@@ -357,11 +360,27 @@ def write_npz_stored(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def schema_document(*, sample_rate: int, downmix: str, clip_samples: int, producer: str, settings: dict) -> dict:
     """``schema.json``: fields, types, meanings, the NPZ layout and the settings of the build."""
+    channels = 2 if downmix == "none" else 1
+    item = ["samples"] if channels == 1 else [2, "samples"]
+    uniform = shard_schema.uniform(
+        shard_schema.AUDIO,
+        fields={**{n: m for n, _, _, m in COLUMNS},
+                "audio": "struct<bytes, path>: a whole FLAC file (16-bit PCM) and its name <id>-<clip>.flac"},
+        dtypes={"parquet": shard_schema.arrow_dtypes(pa.schema(SCHEMA_FIELDS)),
+                "npz": {"audio": "float32", "ids": "<U32", "clip": "int32", "start_sample": "int64",
+                        "valid_samples": "int64", "start_bar": "int32", "end_bar": "int32", "sample_rate": "int64"}},
+        shapes={"item": item, "npz": {"audio": ["clips", *item], "ids": ["clips"], "clip": ["clips"],
+                                      "start_sample": ["clips"], "valid_samples": ["clips"], "start_bar": ["clips"],
+                                      "end_bar": ["clips"], "sample_rate": []}},
+        track_order=None, resolution=sample_rate, resolution_unit="samples per second", vocabulary=None)
     return {
-        "version": SCHEMA_VERSION,
+        **uniform,
+        "channel_order": ["mono"] if channels == 1 else ["left", "right"],
+        "files": {"parquet": "parquet/*.parquet (audio-<task>-<part>)",
+                  "npz": "npz/*.npz (same names; when write_npz)"},
         "producer": producer,
         "sample_rate": sample_rate,
-        "channels": 2 if downmix == "none" else 1,
+        "channels": channels,
         "downmix": downmix,
         "clip_samples": clip_samples,
         "parquet": {

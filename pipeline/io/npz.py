@@ -121,7 +121,45 @@ def pianoroll_npz_bytes(pr, name: str) -> bytes:
     return npz_bytes(arrays, {"info.json": json.dumps(info, sort_keys=True).encode()})
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read every array of an NPZ file (never unpickling)."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def load_npz(path: Path, keys=None) -> dict:
+    """Read the arrays of an NPZ file, never unpickling (``allow_pickle=False``).
+
+    ``keys``: the members to read (default: all; a non-``.npy`` member such as ``info.json`` comes
+    back as bytes). Every failure is a one-line domain error that names the file:
+
+    Raises
+    ------
+    UnsafeFileError
+        The file, or one of its members, holds a pickle (an object array: only unpickling, which
+        can run arbitrary code, would read it), or the file is not an NPZ archive.
+    SchemaError
+        A member in ``keys`` is missing, or a member is damaged.
+    """
+    from pipeline.errors import SchemaError, UnsafeFileError
+
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # numpy: "Cannot load file containing pickled data when allow_pickle=False"
+        raise UnsafeFileError(path, f"not an NPZ archive of plain arrays ({exc}); it is never unpickled") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SchemaError(path, f"cannot read the NPZ archive ({type(exc).__name__}: {exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise UnsafeFileError(path, "a single .npy array, not an NPZ archive")
+    with z:
+        names = list(z.files) if keys is None else list(keys)
+        missing = [k for k in names if k not in z.files]
+        if missing:
+            raise SchemaError(path, f"NPZ lacks arrays {missing}", expected=names, found=list(z.files))
+        out = {}
+        for k in names:
+            try:
+                out[k] = z[k]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise UnsafeFileError(path, f"member {k}.npy is an object array (pickled Python objects); NPZ "
+                                                "files are read as plain arrays only and never unpickled") from None
+                raise SchemaError(path, f"member {k}.npy is not a valid array ({exc})") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise SchemaError(path, f"member {k} is damaged ({type(exc).__name__}: {exc})") from None
+        return out

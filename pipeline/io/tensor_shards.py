@@ -11,10 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import schema as shard_schema
 from pipeline.io.npz import atomic_write_bytes, npz_bytes
 from pipeline.symbolic.bars import BarTensor
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = shard_schema.version(shard_schema.TENSORS)
 
 PARQUET_SCHEMA = pa.schema(
     [
@@ -27,6 +28,9 @@ PARQUET_SCHEMA = pa.schema(
         ("velocity", pa.list_(pa.uint8())),
     ]
 )
+
+
+COORDS_AND_VELOCITY = ("bar", "step", "pitch", "track", "velocity")
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -112,12 +116,38 @@ def read_tensor_rows(parquet_path: Path) -> tuple[list[str], list[BarTensor]]:
     return cols["id"], out
 
 
+FIELDS = {
+    "id": "song id: MD5 of the MIDI file's bytes (the LMD id)",
+    "n_bars": "bars of the song (the tensor's bar axis)",
+    "bar": "bar index of each non-zero cell (0..n_bars-1)",
+    "step": "time step of the cell within its bar (0..bar_steps-1)",
+    "pitch": "MIDI pitch of the cell (0..127)",
+    "track": "track of the cell: index into track_order",
+    "velocity": "velocity of the cell (1..127)",
+}
+
+
 def schema_document(*, tracks: Sequence[str], programs: Sequence[int], bar_steps: int, resolution: int,
-                    semantics: str, other_meters: str) -> dict:
-    """The ``schema.json`` that sits beside the shards."""
+                    semantics: str, other_meters: str, manifest=None) -> dict:
+    """The ``schema.json`` that sits beside the shards (``manifest``: the manifest's arrow schema)."""
+    n = len(tracks)
+    uniform = shard_schema.uniform(
+        shard_schema.TENSORS,
+        fields=FIELDS,
+        dtypes={"parquet": shard_schema.arrow_dtypes(PARQUET_SCHEMA),
+                "npz": {"shape": "int64", "nonzero": "uint16", "velocity": "uint8", "ids": "<U32", "n_bars": "int32"}},
+        shapes={"item": ["bars", bar_steps, 128, n],
+                "parquet": {c: ["nnz"] for c in COORDS_AND_VELOCITY},
+                "npz": {"shape": [5], "nonzero": [5, "nnz"], "velocity": ["nnz"], "ids": ["songs"],
+                        "n_bars": ["songs"]}},
+        track_order=tracks, resolution=resolution,
+        resolution_unit=f"time steps per beat ({bar_steps} per bar of 4/4)", vocabulary=None)
+    if manifest is not None:
+        uniform["manifest"] = {"file": "../manifest.parquet", "row": "one input file",
+                               "dtypes": shard_schema.arrow_dtypes(manifest)}
     return {
-        "kind": "lakh-pipeline/pianoroll-tensors",
-        "schema_version": SCHEMA_VERSION,
+        **uniform,
+        "files": {"parquet": "<tracks>-NNNNN.parquet", "npz": "<tracks>-NNNNN.npz (the same songs, same order)"},
         "tensor_axes": ["song", "bar", "step", "pitch", "track"],
         "tensor_shape": ["songs", "bars", bar_steps, 128, len(tracks)],
         "track_order": list(tracks),
@@ -138,4 +168,31 @@ def schema_document(*, tracks: Sequence[str], programs: Sequence[int], bar_steps
             "ids": "unicode (songs,): MD5 of the MIDI bytes",
             "n_bars": "int32 (songs,): bars of each song (the rest of the bar axis is padding)",
         },
+    }
+
+
+def song_schema_document(*, tracks: Sequence[str], programs: Sequence[int], resolution: int, semantics: str) -> dict:
+    """The ``songs/schema.json``: one pypianoroll 1.0 NPZ per song (``songs/<id[0]>/<id>.npz``)."""
+    n = len(tracks)
+    arrays = {"tempo": ("float64", ["steps"], "tempo (qpm) at each time step (each beat's tempo over its steps)"),
+              "downbeat": ("bool", ["steps"], "True at the first step of each bar")}
+    for k in range(n):
+        arrays[f"pianoroll_{k}_csc_data"] = ("uint8", ["nnz_k"], f"velocities of track {k} ({tracks[k]}), CSC")
+        arrays[f"pianoroll_{k}_csc_indices"] = ("int32", ["nnz_k"], "time step of each value (CSC row index)")
+        arrays[f"pianoroll_{k}_csc_indptr"] = ("int32", [129], "CSC column pointers, one column per MIDI pitch")
+        arrays[f"pianoroll_{k}_csc_shape"] = ("int64", [2], "(steps, 128)")
+    return {
+        **shard_schema.uniform(
+            shard_schema.SONGS,
+            fields={**{name: meaning for name, (_, _, meaning) in arrays.items()},
+                    "info.json": "JSON: resolution, name (the song id) and per track index "
+                                 "{program, is_drum, name}"},
+            dtypes={"npz": {name: dtype for name, (dtype, _, _) in arrays.items()}},
+            shapes={"item": ["steps", 128, n], "npz": {name: shape for name, (_, shape, _) in arrays.items()}},
+            track_order=tracks, resolution=resolution, resolution_unit="time steps per beat", vocabulary=None),
+        "files": {"npz": "<id[0]>/<id>.npz (id: MD5 of the MIDI file's bytes)"},
+        "format": "pypianoroll 1.0 NPZ (pypianoroll.load reads it); dense track k: "
+                  "scipy.sparse.csc_matrix((data, indices, indptr), shape=shape).toarray()",
+        "track_programs": list(programs),
+        "semantics": semantics,
     }

@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import schema as shard_schema
 from pipeline.io.npz import atomic_write_bytes
 
-SCHEMA_VERSION = 1
+#: also written into each shard's key-value metadata (``schema_version``)
+SCHEMA_VERSION = shard_schema.version(shard_schema.TOKENS)
 
 SCHEMA = pa.schema(
     [
@@ -115,14 +117,26 @@ def windows(tokens: np.ndarray, length: int = 100, stride: int = 100) -> np.ndar
     return view[::stride]
 
 
-def schema_document(*, kind: str, vocab_hash: str, vocab_size: int, config: dict, splits: dict) -> dict:
+def schema_document(*, kind: str, vocab_hash: str, vocab_size: int, config: dict, splits: dict,
+                    vocab_sha256: str | None = None, vocab_file: str = "../vocab.json") -> dict:
+    """``shards/schema.json``. ``kind``: the token kind (``notes``, ``remi``...; ``token_kind`` in the
+    document, whose ``kind`` is the shard kind); ``vocab_sha256``: sha256 of the vocabulary file's
+    bytes (``vocab_file``, relative to the shard folder)."""
+    uniform = shard_schema.uniform(
+        shard_schema.TOKENS, fields={}, dtypes={"parquet": shard_schema.arrow_dtypes(SCHEMA)},
+        shapes={"item": ["n_tokens"], "parquet": {"tokens": ["n_tokens"], "bar_starts": ["n_bars"]}},
+        track_order=None, resolution=config.get("resolution"),
+        resolution_unit="time steps per beat of the tokenizer's time grid",
+        vocabulary={"id": vocab_hash, "file": vocab_file, "sha256": vocab_sha256, "size": vocab_size,
+                    "id_is": "sha256 of the canonical JSON of (config, token list), as vocab.json's 'hash'"})
     return {
-        "version": SCHEMA_VERSION,
-        "kind": kind,
+        **uniform,
+        "token_kind": kind,
         "vocab_hash": vocab_hash,
         "vocab_size": vocab_size,
         "config": config,
         "splits": splits,
+        "files": {"parquet": f"{kind}-NNNNN.parquet (key-value metadata: vocab_hash, schema_version)"},
         "fields": {
             "id": "string: MD5 of the MIDI file (the LMD id)",
             "stream": "string: 'all' (every non-drum / every track merged), 'trackNN' (notes, per MIDI track), "

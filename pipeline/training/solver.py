@@ -114,7 +114,31 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """A checkpoint, loaded with ``torch.load(..., weights_only=True)``: tensors, numbers,
+    strings and plain containers only, so a file from elsewhere cannot run code when loaded.
+
+    Raises
+    ------
+    UnsafeFileError
+        The file pickles anything else (a class, a function, a numpy object...): refused, with
+        the global it names; or it is not a torch checkpoint at all.
+    """
+    import pickle
+    import re
+
+    from pipeline.errors import UnsafeFileError
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global (or the pickle is broken)
+        names = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"the Python object {names[0]}" if names else "objects other than tensors and plain containers"
+        raise UnsafeFileError(path, f"refused: the checkpoint pickles {what}; checkpoints are loaded with "
+                                    "weights_only=True (state dicts of tensors, numbers and lists only)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # not a torch zip / truncated / unreadable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeFileError(path, f"not a readable torch checkpoint ({first})") from None
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
