@@ -218,6 +218,179 @@ def inspect(
         typer.echo(f"wrote {inspection.plot(path, plot)}")
 
 
+@app.command()
+def report(
+    datasets: Annotated[Path, typer.Option(help="The data workspace the stages wrote.")] = Path("datasets"),
+    out: Annotated[Path, typer.Option(help="Output folder (report.md + curve PNGs).")] = Path("datasets/report"),
+    images: Annotated[int, typer.Option(help="Sample images shown per variant.")] = 2,
+    links: Annotated[int, typer.Option(help="Sample files linked per variant.")] = 8,
+) -> None:
+    """One Markdown page: data summaries, and per model family the metrics, loss curves and samples."""
+    from stages import report as stage
+
+    s = stage.run(datasets=datasets, out=out, images_per_part=images, links_per_part=links)
+    fams = ", ".join(f"{k} ({len(v['parts'])})" for k, v in s["families"].items()) or "no model families yet"
+    typer.echo(f"{fams} -> {s['report']}")
+
+
+@app.command("fetch-lmd")
+def fetch_lmd(
+    variant: Annotated[str, typer.Option(help="full (LMD-full), matched, aligned or clean (clean_midi).")] = "full",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/lmd"),
+    url_base: Annotated[Optional[str], typer.Option(envvar="PIPELINE_LMD_URL", help="Server folder of the archives (default: LMD's own, http://hog.ee.columbia.edu/craffel/lmd/).")] = None,
+    retries: Annotated[int, typer.Option(help="Resumptions after a dropped connection before giving up.")] = 3,
+) -> None:
+    """Download a Lakh MIDI Dataset archive (resumable, checksum-verified) for build-lpd to read as is."""
+    from pipeline import fetch
+
+    fetch.fetch_lmd(variant, out, url_base=url_base, retries=retries, log=typer.echo)
+    typer.echo(f"next: {fetch.next_command(variant, out)}")
+
+
+@train_app.command("vqvae")
+def train_vqvae(
+    audio_dir: Annotated[Path, typer.Option("--audio-dir", help="Audio shards (render-audio / ingest-audio output).")] = Path("datasets/audio"),
+    models: Annotated[Path, typer.Option("--models", help="Models folder; the VQ-VAE writes <models>/vqvae.")] = Path("datasets/models"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints and start again.")] = False,
+    device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Train the Jukebox-style multi-level VQ-VAE on raw audio (resumes from its last checkpoint)."""
+    from pipeline.config import load_section
+    from stages import vqvae as stage
+
+    p = load_section(stage.Params, "vqvae", params)
+    out = models / "vqvae"
+    s = stage.run_train(audio_dir=audio_dir, out=out, params=p, resume=not fresh, log=typer.echo, device=device)
+    levels = ", ".join(f"hop {e['hop']}: SC {e['spectral_convergence_db']:.2f} dB, usage {e['codebook_usage']:.2f}"
+                       for e in s["evaluation"].values())
+    typer.echo(f"vqvae: {s['steps_run']} steps ({s['train_clips']} train / {s['heldout_clips']} held-out clips), "
+               f"best {s['valid_source']} loss {s['best_valid_loss']} at step {s['best_step']}; {levels}; "
+               f"{s['seconds']} s -> {out}")
+
+
+JukeboxVqvae = Annotated[Path, typer.Option("--vqvae-dir", help="The trained VQ-VAE (`pipeline train vqvae`).")]
+JukeboxAudio = Annotated[Path, typer.Option("--audio-dir", help="Audio shards (render-audio / ingest-audio output).")]
+JukeboxModels = Annotated[Path, typer.Option("--models", help="Models folder; the Jukebox priors write <models>/jukebox.")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints and start again.")]
+
+
+def _jukebox_params(params: Path):
+    from pipeline.config import load_section
+    from stages import jukebox as stage
+
+    return stage, load_section(stage.Params, "jukebox", params)
+
+
+def _jukebox_trained(s: dict) -> None:
+    bits = "-" if s["last10_train_bits"] is None else f"{s['last10_train_bits']:.4f}"
+    typer.echo(f"{s['name']} (level {s['level']}, hop {s['hop_length']}): {s['steps_run']} steps run, {s['steps']} in all; "
+               f"{bits} bits/token over the last 10 (uniform {s['uniform_bits']:.2f}); encoding {s['encode_seconds']} s, "
+               f"training {s['train_seconds']} s -> {s['out']}")
+
+
+@train_app.command("prior")
+def train_prior(vqvae_dir: JukeboxVqvae = Path("datasets/models/vqvae"), audio_dir: JukeboxAudio = Path("datasets/audio"),
+                models: JukeboxModels = Path("datasets/models"), fresh: FreshOpt = False,
+                device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml")) -> None:
+    """Train the Jukebox top-level prior (factorized-attention transformer) on the VQ-VAE's top codes."""
+    stage, p = _jukebox_params(params)
+    _jukebox_trained(stage.run_train_prior(vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=models / "jukebox", params=p,
+                                           resume=not fresh, log=typer.echo, device=device))
+
+
+@train_app.command("upsampler")
+def train_upsampler(level: Annotated[int, typer.Option("--level", help="A level below the top (0: the bottom).")],
+                    vqvae_dir: JukeboxVqvae = Path("datasets/models/vqvae"),
+                    audio_dir: JukeboxAudio = Path("datasets/audio"), models: JukeboxModels = Path("datasets/models"),
+                    fresh: FreshOpt = False, device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml")) -> None:
+    """Train the Jukebox upsampler of one level, conditioned on the codes of the level above."""
+    stage, p = _jukebox_params(params)
+    _jukebox_trained(stage.run_train_upsampler(level=level, vqvae_dir=vqvae_dir, audio_dir=audio_dir,
+                                               out=models / "jukebox", params=p, resume=not fresh, log=typer.echo,
+                                               device=device))
+
+
+@sample_app.command("jukebox")
+def sample_jukebox(mode: Annotated[str, typer.Option("--mode", help="ancestral, windowed or primed.")] = "ancestral",
+                   prompt: Annotated[Optional[Path], typer.Option("--prompt", help="primed: an audio file to continue (default: jukebox.sample.prompt, else held-out clips).")] = None,
+                   vqvae_dir: JukeboxVqvae = Path("datasets/models/vqvae"), audio_dir: JukeboxAudio = Path("datasets/audio"),
+                   models: JukeboxModels = Path("datasets/models"), device: DeviceOpt = "cpu",
+                   params: ParamsOpt = Path("params.yaml")) -> None:
+    """Sample audio from the Jukebox prior and upsamplers (WAV + spectrogram PNG per level)."""
+    stage, p = _jukebox_params(params)
+    s = stage.run_sample(mode=mode, vqvae_dir=vqvae_dir, audio_dir=audio_dir, models_dir=models / "jukebox", params=p,
+                         prompt=prompt, device=device, log=typer.echo)
+    typer.echo(f"{mode}: {s['samples']} samples of {s['seconds']:.3f} s, windows per level (bottom first) {s['windows']}, "
+               f"{s['sample_seconds']} s -> {s['out']}")
+
+
+@evaluate_app.command("jukebox")
+def evaluate_jukebox(vqvae_dir: JukeboxVqvae = Path("datasets/models/vqvae"), audio_dir: JukeboxAudio = Path("datasets/audio"),
+                     models: JukeboxModels = Path("datasets/models"), device: DeviceOpt = "cpu",
+                     params: ParamsOpt = Path("params.yaml")) -> None:
+    """VQ-VAE numbers per level, held-out bits per token of the prior and upsamplers (JSON + Markdown)."""
+    stage, p = _jukebox_params(params)
+    r = stage.run_evaluate(vqvae_dir=vqvae_dir, audio_dir=audio_dir, models_dir=models / "jukebox", params=p,
+                           device=device)
+    bits = ", ".join(f"{m['name']} {m['heldout_bits_per_token']:.4f}" if m["heldout_bits_per_token"] is not None
+                     else f"{m['name']} -" for m in r["priors"])
+    typer.echo(f"held-out bits/token: {bits} -> {models / 'jukebox' / 'evaluation.json'}")
+
+
+MuseganVariant = Annotated[str, typer.Option(help="jamming, composer, hybrid, temporal, track_conditional or musegan.")]
+MuseganPhrases = Annotated[Path, typer.Option("--phrases", help="build-phrases' output folder (npz/<split>.npz, schema.json).")]
+MuseganModels = Annotated[Path, typer.Option("--models", help="Models folder; this family writes <models>/musegan/<variant>.")]
+
+
+def _musegan_params(params: Path):
+    from pipeline.config import load_section
+    from stages import musegan as stage
+
+    return stage, load_section(stage.Params, "musegan", params)
+
+
+@train_app.command("musegan")
+def train_musegan(variant: MuseganVariant = "musegan", phrases: MuseganPhrases = Path("datasets/phrases"),
+                  models: MuseganModels = Path("datasets/models"),
+                  fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints and start again.")] = False,
+                  device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml")) -> None:
+    """Train a MuseGAN variant with WGAN-GP on the 4-bar phrases (resumes from its last checkpoint)."""
+    stage, p = _musegan_params(params)
+    out = models / "musegan" / stage.check_variant(variant)
+    s = stage.run_train(phrases=phrases, out=out, variant=variant, params=p, resume=not fresh, log=typer.echo,
+                        device=device)
+    w = "-" if s["final_wasserstein"] is None else f"{s['final_wasserstein']:.4f}"
+    typer.echo(f"{variant}: {s['steps_run']} generator steps run{' (resumed)' if s['resumed'] else ''} on "
+               f"{s['phrases']} phrases, G {s['parameters']['generator']} / D {s['parameters']['critic']} parameters, "
+               f"final E[D(real)] - E[D(fake)] {w}, {s['seconds']} s -> {out}")
+
+
+@sample_app.command("musegan")
+def sample_musegan(variant: MuseganVariant = "musegan", phrases: MuseganPhrases = Path("datasets/phrases"),
+                   models: MuseganModels = Path("datasets/models"),
+                   song: Annotated[Optional[str], typer.Option(help="track_conditional: accompany every phrase of this song id (writes <variant>/accompaniment/<id>/).")] = None,
+                   track: Annotated[Optional[str], typer.Option(help="track_conditional: the given track (must be the one the model was trained on, musegan.model.condition_track).")] = None,
+                   device: DeviceOpt = "cpu", params: ParamsOpt = Path("params.yaml")) -> None:
+    """Generate phrases: samples.npz, multitrack MIDI and piano-roll PNGs (accompaniment for track_conditional)."""
+    stage, p = _musegan_params(params)
+    model_dir = models / "musegan" / stage.check_variant(variant)
+    s = stage.run_sample(phrases=phrases, model_dir=model_dir, variant=variant, params=p, device=device,
+                         song=song, track=track)
+    typer.echo(f"{variant}: {s['phrases']} phrases ({s['files']} as MIDI + PNG), note density {s['density']:.4f} -> "
+               f"{s['out']}")
+
+
+@evaluate_app.command("musegan")
+def evaluate_musegan(phrases: MuseganPhrases = Path("datasets/phrases"), models: MuseganModels = Path("datasets/models"),
+                     params: ParamsOpt = Path("params.yaml")) -> None:
+    """EB, UPC, QN, DP and TD of the data and every trained variant's samples, both definitions (JSON + Markdown)."""
+    stage, p = _musegan_params(params)
+    r = stage.run_evaluate(phrases=phrases, models=models, params=p)
+    found = ", ".join(r["samples"]) or "no variant samples found"
+    typer.echo(f"data ({r['data']['phrases']} {r['data']['split']} phrases), {found} -> "
+               f"{models / 'musegan' / 'evaluation.json'}")
+
+
 def main() -> None:
     try:
         app()
