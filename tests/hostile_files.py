@@ -42,7 +42,8 @@ def program(channel: int, number: int) -> bytes:
 
 
 def melody(n: int = 16, *, step: int = 480, channel: int = 0) -> bytes:
-    return program(channel, 0) + b"".join(note(0 if i == 0 else 0, 60 + i % 12, step, channel=channel) for i in range(n))
+    """``n`` notes back to back, ``step`` ticks each."""
+    return program(channel, 0) + b"".join(note(0, 60 + i % 12, step, channel=channel) for i in range(n))
 
 
 def hostile_files() -> dict[str, bytes]:

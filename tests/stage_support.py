@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import make_song
@@ -19,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 
 STAGES = ("build_lpd", "build_vocab", "render_audio")
+
+needs_fluidsynth = pytest.mark.skipif(shutil.which("fluidsynth") is None,
+                                      reason="the fluidsynth program is absent (apt-get install fluidsynth)")
+#: the stages as pytest params, render_audio skipped where FluidSynth is absent
+STAGE_PARAMS = [pytest.param(s, marks=needs_fluidsynth) if s == "render_audio" else s for s in STAGES]
 
 #: small shards, so that a run is many tasks (and a kill lands between them); short renders
 SECTIONS = {

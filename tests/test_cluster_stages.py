@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stage_support import STAGES, make_corpus, markers, n_tasks, run_stage, tree_digest
+from stage_support import STAGE_PARAMS, make_corpus, markers, n_tasks, run_stage, tree_digest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("songs"), N_SONGS)
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", STAGE_PARAMS)
 def test_run_survives_a_killed_worker(stage, corpus, loopback_cluster, tmp_path, monkeypatch):
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     reference = tmp_path / "ref"

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stage_support import (STAGES, check_complete, cli, cli_env, is_temporary, make_corpus, markers, n_tasks,
-                           tree_digest, write_params)
+from stage_support import (STAGE_PARAMS, STAGES, check_complete, cli, cli_env, is_temporary, make_corpus, markers,
+                           n_tasks, tree_digest, write_params)
 
 N_SONGS = 24
 N_FILES = N_SONGS + 3  # the duplicate, the HTML page, the truncated song
@@ -68,7 +68,7 @@ class Scanner(threading.Thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", STAGE_PARAMS)
 def test_kill_9_then_rerun_gives_identical_outputs(stage, corpus, params_file, tmp_path):
     reference = tmp_path / "reference"
     res = _run_cli(stage, corpus, reference, params_file)
@@ -170,7 +170,7 @@ def test_second_run_into_the_same_folder_is_refused(corpus, params_file, tmp_pat
     assert again.returncode == 0, again.stderr
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", STAGE_PARAMS)
 def test_every_parallel_stage_takes_the_lock(stage, corpus, tmp_path):
     from pipeline.errors import StageError
     from pipeline.stagekit import OutputLock
