@@ -4,6 +4,7 @@ changed param reruns only the stages that read it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,9 +37,22 @@ def clone(tmp_path) -> Path:
         else:
             shutil.copy(src, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["corpus"].update(music21_works=2, band_songs=6)
+    tiny(params)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return dst
+
+
+def tiny(params: dict) -> None:
+    """The built-in corpus at its default size (every split gets songs), every model a few steps."""
+    params["render_audio"]["render_seconds"] = 8.0
+    params["lstm"]["train"].update(epochs=1, max_windows=32, max_eval_windows=16)
+    params["lstm"]["sample"].update(n=2, length=32)
+    params["musegan"]["train"].update(steps=2, checkpoint_every=1)
+    params["musegan"]["sample"].update(n=8, files=1)
+    params["vqvae"]["train"].update(steps=4, log_every=2, valid_every=2, valid_crops=2, stats_crops=4)
+    params["jukebox"]["train"].update(prior_steps=2, upsampler_steps=2, clips=4, checkpoint_every=1, warmup=1)
+    params["jukebox"]["sample"].update(n=1)
+    params["jukebox"]["evaluate"].update(clips=2)
 
 
 def dvc(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -50,19 +64,29 @@ def dvc(*args, cwd: Path) -> subprocess.CompletedProcess:
     return res
 
 
+def ran(stdout: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", stdout))
+
+
 def test_repro_then_nothing_then_only_what_changed(clone):
     first = dvc("repro", cwd=clone).stdout
-    assert "Running stage 'corpus'" in first and "Running stage 'build_lpd'" in first
-    assert (clone / "datasets" / "lpd" / "manifest.parquet").exists()
+    stages = dvc("stage", "list", "--name-only", cwd=clone).stdout.split()
+    assert ran(first) >= {"corpus", "build_lpd", "build_phrases", "render_audio", "train_musegan@musegan",
+                          "evaluate_musegan", "train_vqvae", "train_prior", "sample_jukebox@primed",
+                          "evaluate_jukebox", "evaluate_lstm@lstm", "report"}
     metrics = yaml.safe_load((clone / "datasets" / "lpd" / "summary.json").read_text())
-    assert metrics["files"] == 8 and metrics["status"]["ok"] == 8
+    assert metrics["files"] == 175 and metrics["status"]["ok"] == 175
+    report = (clone / "datasets" / "report" / "report.md").read_text()
+    assert "## MuseGAN family" in report and "## Jukebox VQ-VAE" in report and "## LSTM note models" in report
 
     second = dvc("repro", cwd=clone).stdout
     assert "Running stage" not in second and "up to date" in second
 
+    # a sampling param of one family: its samplers, its evaluation and the report, nothing else
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["build_lpd"]["tracks"] = "lpd17"
+    params["musegan"]["sample"]["n"] = 6
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = dvc("repro", cwd=clone).stdout
-    assert "Running stage 'build_lpd'" in third and "Running stage 'corpus'" not in third
-    assert (clone / "datasets" / "lpd" / "tensors" / "lpd17-00000.parquet").exists()
+    variants = ["jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan"]
+    assert ran(third) == {*(f"sample_musegan@{v}" for v in variants), "evaluate_musegan", "report"}
+    assert ran(first) == set(stages)  # every stage of dvc.yaml, once
