@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards
 
 STATE_DIR = ".state"
@@ -151,7 +152,7 @@ def convert_shard(task: ShardTask) -> list[dict]:
         row = _row(key, task.msd_ids[i], size, song_id)
         rows.append(row)
         if raw is None:
-            row.update(status="error", code="input.unreadable", message=reason)
+            row.update(status="error", code=reason_code(reason), message=reason)
             continue
         if song_id in seen:
             row.update(status="skipped", code="skip.duplicate", message="same bytes as an earlier file of this shard")

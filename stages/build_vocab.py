@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file, run_shards
 
 Kind = Literal["notes", "remi", "midilike"]
@@ -266,7 +267,7 @@ def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
                "message": None, "shard": None}
         rows.append(row)
         if raw is None:
-            row.update(status="error", code="input.unreadable", message=reason)
+            row.update(status="error", code=reason_code(reason), message=reason)
             continue
         song_id = hashlib.md5(raw).hexdigest()
         row.update(id=song_id, size_bytes=len(raw))

@@ -153,6 +153,7 @@ def ingest_task(task: Task) -> dict:
     from pipeline.audio.downmix import downmix
     from pipeline.config import params_digest
     from pipeline.io.npz import atomic_write_bytes
+    from pipeline.sources import reason_code
     from pipeline.stagekit import read_input_file
     from stages.render_audio import STATE_DIR, _inputs_digest, _row, emit_clips, make_writer
 
@@ -169,7 +170,7 @@ def ingest_task(task: Task) -> dict:
             row = _row(key, None, len(raw) if raw is not None else 0, song_id)
             rows.append(row)
             if raw is None:
-                row.update(status="error", code="input.unreadable", message=reason)
+                row.update(status="error", code=reason_code(reason), message=reason)
                 continue
             del raw
             if song_id in seen:

@@ -31,6 +31,7 @@ from typing import Literal
 
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError
+from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards
 
 STATE_DIR = ".state"
@@ -79,7 +80,7 @@ class Params:
     write_npz : bool
         Also write the float32 NPZ shards.
     max_file_bytes : int
-        Larger input files are not read (``input.unreadable``).
+        Larger input files are not read (``input.too_large``).
     """
 
     soundfont: str = "timgm6mb"
@@ -330,7 +331,7 @@ def render_task(task: Task) -> dict:
             row = _row(key, task.msd_ids[i], len(raw) if raw is not None else 0, song_id)
             rows.append(row)
             if raw is None:
-                row.update(status="error", code="input.unreadable", message=reason)
+                row.update(status="error", code=reason_code(reason), message=reason)
                 continue
             if song_id in seen:
                 row.update(status="skipped", code="skip.duplicate", message=f"same bytes as {seen[song_id]}")

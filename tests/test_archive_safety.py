@@ -156,8 +156,9 @@ def test_build_lpd_gives_every_hostile_member_a_row(tmp_path):
     assert m.loc["lmd/good.mid", "status"] == "ok"
     for key in ("../escape.mid", "/abs/escape.mid", "lmd/../../escape.mid"):
         assert m.loc[key, "status"] == "error" and m.loc[key, "message"] == "unsafe archive member name"
-        assert reason_code(m.loc[key, "message"]) == "archive.unsafe_path"
+        assert m.loc[key, "code"] == "archive.unsafe_path"
     assert m.loc["lmd/link.mid", "message"] == "not a regular file (symlink)"
+    assert {m.loc[k, "code"] for k in ("lmd/link.mid", "lmd/hard.mid", "lmd/dev.mid")} == {"archive.not_regular"}
     assert m.loc["lmd/hard.mid", "message"] == "not a regular file (hard link)"
     assert m.loc["lmd/dev.mid", "message"] == "not a regular file (device or fifo)"
     assert not list(tmp_path.rglob("escape.mid"))  # nothing was written from a member name
@@ -172,7 +173,9 @@ def test_build_vocab_gets_the_same_rows(tmp_path):
     m = pd.read_parquet(out / "manifest.parquet").set_index("source")
     assert len(m) == 7 and m.loc["lmd/good.mid", "status"] in ("ok", "recovered")
     assert m.loc["../escape.mid", "message"] == "unsafe archive member name"
+    assert m.loc["../escape.mid", "code"] == "archive.unsafe_path"
     assert m.loc["lmd/link.mid", "message"] == "not a regular file (symlink)"
+    assert m.loc["lmd/link.mid", "code"] == "archive.not_regular"
 
 
 def test_stages_stop_on_a_bomb_with_one_line(tmp_path):
