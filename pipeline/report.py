@@ -10,7 +10,7 @@ The report reads only files the stages already write, so it knows no family's in
   a ``metrics.json``, an ``evaluation.md`` or a ``samples/`` folder is a *part* (a variant, a level);
 - a part's ``evaluation.md`` (the family's own table: model and training data side by side) is
   included with its headings demoted; its ``metrics.json`` (a list of per-step or per-epoch objects,
-  the file ``dvc plots`` draws) becomes one panel of the family's curve figure
+  the file ``dvc plots`` draws; keys naming a loss, bits, the Wasserstein estimate or the gradient penalty) becomes one panel of the family's curve figure
   (``<out>/<family>_curves.png``); its samples' PNGs are embedded and its ``.mid`` / ``.wav`` files
   linked, with paths relative to the report so that the page works where it lies.
 
@@ -36,6 +36,8 @@ FAMILIES = {
 }
 X_KEYS = ("step", "epoch", "iteration")
 SAMPLE_MEDIA = (".mid", ".midi", ".wav", ".flac")
+#: metrics.json keys drawn (those naming one of these): losses, bits per token, WGAN terms
+CURVE_WORDS = ("loss", "bits", "wasserstein", "gp")
 
 
 @dataclass
@@ -88,7 +90,7 @@ def _series(metrics_path: Path) -> tuple[str, dict[str, list[tuple[float, float]
         for k, v in r.items():
             if k in X_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
-            if "loss" not in k and k not in ("gp", "w_distance", "bits_per_token", "perplexity"):
+            if not any(w in k for w in CURVE_WORDS):
                 continue
             if math.isfinite(v):
                 out.setdefault(k, []).append((x, float(v)))
