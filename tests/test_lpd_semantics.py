@@ -27,6 +27,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from hostile_files import vlq as _vlq
+
 from pipeline.errors import MidiError
 from pipeline.io.midi import read_midi
 from pipeline.symbolic.bars import to_bars
@@ -77,15 +79,6 @@ def build(notes, *, tpq=TPQ, tempos=((0, 500_000),), ts=((0, 4, 4),), end_tick=N
     buf = io.BytesIO()
     mid.save(file=buf)
     return buf.getvalue()
-
-
-def _vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
 
 
 def _chunk(cid: bytes, body: bytes) -> bytes:
