@@ -135,14 +135,17 @@ def test_bad_input_codes():
     assert err.value.code == "midi.not_midi"
 
 
-def test_one_scan_specialisation_for_read_midi_and_the_fast_path(shared_midi):
-    """The fast path scans through ``pipeline.io.midi.scan_events``, as read_midi does: no second
-    compiled specialisation of the scanner."""
-    from pipeline.io import smf_kernels as K
+def test_fast_path_scans_as_read_midi_does(shared_midi):
+    """The fast path scans through ``pipeline.io.midi.scan_events``, as read_midi does: the same
+    notes, and the same error codes for the same bad bytes."""
     from pipeline.io.midi import read_midi
 
     raw = (shared_midi / "Midi__bach_format0.mid").read_bytes()
-    read_midi(raw)
-    before = len(K.scan_smf.signatures)
-    notes_fast(raw)
-    assert len(K.scan_smf.signatures) == before == 1
+    score = read_midi(raw)
+    tokens = notes_fast(raw)
+    assert score.n_tracks >= 1 and len(score.note_pitch) > 0 and len(tokens) > 0
+    with pytest.raises(MidiError) as a:
+        read_midi(raw[:10])
+    with pytest.raises(MidiError) as b:
+        notes_fast(raw[:10])
+    assert a.value.code == b.value.code

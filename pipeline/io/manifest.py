@@ -9,6 +9,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.io.arrow_arrays import table_from_rows
 from pipeline.io.npz import atomic_write_bytes
 
 BASE_FIELDS = [
@@ -52,7 +53,7 @@ def manifest_schema(note_columns: Sequence[str]) -> pa.Schema:
 
 def write_manifest(path: Path, rows: list[dict], *, note_columns: Sequence[str]) -> None:
     schema = manifest_schema(note_columns)
-    table = pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in schema}, schema=schema)
+    table = table_from_rows(rows, schema)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", write_statistics=False)
     atomic_write_bytes(Path(path), sink.getvalue())

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
+from pipeline.io.arrow_arrays import lists, numeric, strings
 from pipeline.io.npz import atomic_write_bytes, npz_bytes
 from pipeline.symbolic.bars import BarTensor
 
@@ -49,53 +50,38 @@ def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], t
     uint16 (restore with ``x = np.zeros(shape, bool); x[tuple(nonzero)] = True``), plus ``ids``,
     ``n_bars`` and ``velocity`` (nnz,) uint8 in the order of ``nonzero``.
     """
-    offsets = np.zeros(len(tensors) + 1, np.int32)
-    np.cumsum([len(t.bar) for t in tensors], out=offsets[1:])
-    offsets = pa.array(offsets, pa.int32())
-
-    def lists(name: str, dtype) -> pa.ListArray:
-        values = np.concatenate([getattr(t, name) for t in tensors]).astype(dtype) if tensors else np.zeros(0, dtype)
-        return pa.ListArray.from_arrays(offsets, pa.array(values))
-
-    table = pa.table(
-        {
-            "id": pa.array(list(ids), pa.string()),
-            "n_bars": pa.array([t.n_bars for t in tensors], pa.int32()),
-            "bar": lists("bar", np.int16),
-            "step": lists("step", np.int16),
-            "pitch": lists("pitch", np.uint8),
-            "track": lists("track", np.uint8),
-            "velocity": lists("velocity", np.uint8),
-        },
+    counts = np.array([len(t.bar) for t in tensors], np.int64)
+    offsets = np.zeros(len(tensors) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if offsets[-1] > np.iinfo(np.int32).max:
+        raise ValueError(f"a tensor shard holds at most {np.iinfo(np.int32).max} cells (list offsets are int32)")
+    n_bars = np.array([t.n_bars for t in tensors], np.int32)
+    # every coordinate and the velocity of all songs, concatenated once for both formats
+    flat = {name: np.concatenate([getattr(t, name) for t in tensors]) if tensors else np.zeros(0, dtype)
+            for name, dtype in (("bar", np.int16), ("step", np.int16), ("pitch", np.uint8), ("track", np.uint8),
+                                ("velocity", np.uint8))}
+    table = pa.Table.from_arrays(
+        [strings(ids), numeric(n_bars, pa.int32())]
+        + [lists(offsets, flat[f.name], f.type.value_type) for f in PARQUET_SCHEMA if f.name in flat],
         schema=PARQUET_SCHEMA,
     )
     atomic_write_bytes(parquet_path, _parquet_bytes(table))
-    atomic_write_bytes(npz_path, npz_bytes(_npz_arrays(ids, tensors, bar_steps, n_tracks)))
+    atomic_write_bytes(npz_path, npz_bytes(_npz_arrays(ids, n_bars, counts, flat, bar_steps, n_tracks)))
 
 
-def _npz_arrays(ids, tensors, bar_steps, n_tracks) -> dict[str, np.ndarray]:
-    n_bars = np.array([t.n_bars for t in tensors], np.int32)
-    nnz = sum(len(t.bar) for t in tensors)
-    if len(tensors) > 65535 or (len(n_bars) and n_bars.max() > 65535):
+def _npz_arrays(ids, n_bars, counts, flat, bar_steps, n_tracks) -> dict[str, np.ndarray]:
+    if len(ids) > 65535 or (len(n_bars) and n_bars.max() > 65535):
         raise ValueError("an NPZ shard holds at most 65535 songs of at most 65535 bars")
-    nonzero = np.empty((5, nnz), np.uint16)
-    velocity = np.empty(nnz, np.uint8)
-    at = 0
-    for i, t in enumerate(tensors):
-        n = len(t.bar)
-        nonzero[0, at : at + n] = i
-        nonzero[1, at : at + n] = t.bar
-        nonzero[2, at : at + n] = t.step
-        nonzero[3, at : at + n] = t.pitch
-        nonzero[4, at : at + n] = t.track
-        velocity[at : at + n] = t.velocity
-        at += n
-    shape = np.array([len(tensors), int(n_bars.max()) if len(n_bars) else 0, bar_steps, 128, n_tracks], np.int64)
+    nonzero = np.empty((5, int(counts.sum())), np.uint16)
+    nonzero[0] = np.repeat(np.arange(len(ids), dtype=np.uint16), counts)
+    for row, name in enumerate(("bar", "step", "pitch", "track"), start=1):
+        nonzero[row] = flat[name]
+    shape = np.array([len(ids), int(n_bars.max()) if len(n_bars) else 0, bar_steps, 128, n_tracks], np.int64)
     width = max([len(i) for i in ids] + [1])
     return {
         "shape": shape,
         "nonzero": nonzero,
-        "velocity": velocity,
+        "velocity": flat["velocity"],
         "ids": np.array(list(ids), dtype=f"<U{width}"),
         "n_bars": n_bars,
     }

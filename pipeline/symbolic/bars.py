@@ -43,32 +43,42 @@ def to_bars(pr, *, bar_steps: int = 96, other_meters: OtherMeters = "pad") -> Ba
         raise ValueError(f"bar_steps={bar_steps} must be in 1..32767")
     starts = pr.bar_starts
     lengths = np.diff(np.append(starts, pr.n_steps))
-    t = pr.cell_time.astype(np.int64)
-    bar = np.searchsorted(starts, t, side="right") - 1
-    step = t - starts[bar]
-    keep = step < bar_steps
+    # bar and step-in-bar of every time step (the roll starts on a downbeat), then of every cell
+    # (int16 unless a bar is longer than int16 can count: kept steps are < bar_steps <= 32767)
+    small = len(lengths) == 0 or lengths.max() <= 32767
+    bar_of_step = np.repeat(np.arange(len(starts), dtype=np.int16), lengths)
+    step_of_step = (np.arange(pr.n_steps, dtype=np.int32) - np.repeat(starts, lengths)).astype(
+        np.int16 if small else np.int32)
+    t = pr.cell_time
+    bar = bar_of_step[t]
+    step = step_of_step[t]
     if other_meters == "drop":
         full = lengths == bar_steps
-        new_index = np.cumsum(full) - 1
-        keep &= full[bar]
-        bar = new_index[bar]
+        keep = full[bar]
+        bar = (np.cumsum(full) - 1).astype(np.int16)[bar]
         n_bars = int(full.sum())
         dropped = int((~full).sum())
     elif other_meters == "pad":
+        keep = step < bar_steps if (lengths > bar_steps).any() else None  # None: every cell fits
         n_bars = len(starts)
         dropped = 0
     else:
         raise ValueError(f"other_meters={other_meters!r} must be 'pad' or 'drop'")
+    if keep is None:
+        pitch, track, velocity = pr.cell_pitch, pr.cell_track, pr.cell_velocity
+    else:
+        bar, step = bar[keep], step[keep].astype(np.int16, copy=False)
+        pitch, track, velocity = pr.cell_pitch[keep], pr.cell_track[keep], pr.cell_velocity[keep]
     # cells stay in the piano-roll's (track, pitch, time) order: deterministic, and no sort to pay
     return BarTensor(
         n_bars=n_bars,
         bar_steps=bar_steps,
         n_tracks=pr.n_tracks,
-        bar=bar[keep].astype(np.int16),
-        step=step[keep].astype(np.int16),
-        pitch=pr.cell_pitch[keep],
-        track=pr.cell_track[keep],
-        velocity=pr.cell_velocity[keep],
+        bar=bar,
+        step=step,
+        pitch=pitch,
+        track=track,
+        velocity=velocity,
         bars_padded=int((lengths < bar_steps).sum()) if other_meters == "pad" else 0,
         bars_cropped=int((lengths > bar_steps).sum()) if other_meters == "pad" else 0,
         bars_dropped=dropped,

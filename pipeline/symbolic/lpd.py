@@ -279,22 +279,17 @@ def to_pianoroll(
     need = int(np.clip(offs - ons + 2, 1, n_steps + 1).sum()) + 16
     cap = min(need, MAX_CELLS)
     while True:
-        c_f = np.empty(cap, np.uint8)
-        c_t = np.empty(cap, np.int32)
-        c_p = np.empty(cap, np.uint8)
-        c_v = np.empty(cap, np.uint8)
-        n = K.paint_rolls(n_steps, inst, pitch, vel, ons, offs, score.inst_is_drum, fam_of_inst,
-                          semantics == "lpd", c_f, c_t, c_p, c_v)
-        if n >= 0:
+        out_track = np.empty(cap, np.uint8)
+        out_time = np.empty(cap, np.int32)
+        out_pitch = np.empty(cap, np.uint8)
+        out_vel = np.empty(cap, np.uint8)
+        m = K.paint_tracks(n_steps, inst, pitch, vel, ons, offs, score.inst_is_drum, fam_of_inst, len(spec),
+                           semantics == "lpd", out_track, out_time, out_pitch, out_vel)
+        if m >= 0:
             break
         if cap >= MAX_CELLS:
             raise MidiError("skip.too_dense", "", f"more than {MAX_CELLS} non-zero piano-roll cells")
         cap = min(cap * 2, MAX_CELLS)
-    out_track = np.empty(n, np.uint8)
-    out_time = np.empty(n, np.int32)
-    out_pitch = np.empty(n, np.uint8)
-    out_vel = np.empty(n, np.uint8)
-    m = K.merge_cells(c_f, c_t, c_p, c_v, n, len(spec), out_track, out_time, out_pitch, out_vel)
 
     bpm = 60.0 / np.diff(bt1)
     notes_per_track = np.bincount(fam_of_inst[inst], minlength=len(spec))

@@ -1,0 +1,132 @@
+"""The compiled kernels (pipeline/io/_smf.c) behind their Python wrappers: memory safety at the
+boundary, per-thread buffers that stay clean, and the .npy header the NPZ writer makes itself."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import mido
+import numpy as np
+import pytest
+
+from pipeline.io import smf_kernels as K
+from pipeline.io.midi import read_midi
+from pipeline.io.npz import npy_header
+from pipeline.symbolic.lpd import family_of, to_pianoroll
+
+
+def _song(notes, program=0, tpq=96) -> bytes:
+    """One instrument track; notes: (start_tick, end_tick, pitch, velocity)."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
+    meta = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0)])
+    mid.tracks.append(meta)
+    events = []
+    for s, e, p, v in notes:
+        events += [(s, 1, mido.Message("note_on", note=p, velocity=v)), (e, 0, mido.Message("note_off", note=p))]
+    track = mido.MidiTrack([mido.Message("program_change", program=program, time=0)])
+    now = 0
+    for tick, _, msg in sorted(events, key=lambda x: (x[0], x[1])):
+        track.append(msg.copy(time=tick - now))
+        now = tick
+    mid.tracks.append(track)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+def _cells(pr):
+    return [a.tolist() for a in (pr.cell_track, pr.cell_time, pr.cell_pitch, pr.cell_velocity)]
+
+
+def test_wrong_dtypes_and_short_buffers_are_refused_not_written():
+    data = np.frombuffer(_song([(0, 96, 60, 100)]), np.uint8)
+    cap = len(data) // 2 + 16
+    good = [np.empty(cap, dt) for dt in (np.int32, np.int64, np.int8, np.int8, np.int32, np.int32)]
+    info = np.zeros(K.INFO_SIZE, np.int64)
+    K.scan_smf(data, 0, *good, info)
+    assert info[0] == K.E_NONE and info[6] > 0
+    wrong = list(good)
+    wrong[1] = np.empty(cap, np.int32)  # ticks must be int64
+    with pytest.raises(TypeError, match="ev_tick"):
+        K.scan_smf(data, 0, *wrong, info)
+    short = list(good)
+    short[0] = np.empty(cap - 1, np.int32)
+    with pytest.raises(ValueError, match="ev_track"):
+        K.scan_smf(data, 0, *short, info)
+    with pytest.raises(TypeError, match="info"):
+        K.scan_smf(data, 0, *good, np.zeros(K.INFO_SIZE, np.int32))
+    readonly = np.empty(cap, np.int64)
+    readonly.flags.writeable = False
+    with pytest.raises(TypeError, match="ev_tick"):
+        K.scan_smf(data, 0, good[0], readonly, *good[2:], info)
+
+
+def test_pair_notes_refuses_note_arrays_that_are_too_small():
+    raw = _song([(0, 96, 60, 100), (96, 192, 62, 90), (192, 288, 64, 80)])
+    from pipeline.io.midi import scan_events
+
+    ev = scan_events(raw)
+    outs = [np.empty(2, np.int64) for _ in range(5)] + [np.empty(4, np.int64) for _ in range(4)]
+    with pytest.raises(ValueError, match="too small"):
+        K.pair_notes(ev.track, ev.tick, ev.kind, ev.channel, ev.a, ev.b, len(ev.tick), *outs, np.zeros(3, np.int64))
+
+
+def test_paint_tracks_checks_indices_and_lengths():
+    one = np.zeros(1, np.int64)
+    outs = [np.empty(8, dt) for dt in (np.uint8, np.int32, np.uint8, np.uint8)]
+    fam = np.zeros(1, np.int64)
+    drum = np.zeros(1, bool)
+    with pytest.raises(ValueError, match="out of range"):  # instrument 1 of 1
+        K.paint_tracks(10, one + 1, one + 60, one + 100, one, one + 3, drum, fam, 5, True, *outs)
+    with pytest.raises(ValueError, match="out of range"):  # pitch 128
+        K.paint_tracks(10, one, one + 128, one + 100, one, one + 3, drum, fam, 5, True, *outs)
+    with pytest.raises(ValueError, match="differ in length"):
+        K.paint_tracks(10, np.zeros(2, np.int64), one + 60, one + 100, one, one + 3, drum, fam, 5, True, *outs)
+    n = K.paint_tracks(10, one, one + 60, one + 100, one, one + 3, drum, fam, 5, True, *outs)
+    assert n == 4 and outs[1][:n].tolist() == [0, 1, 2, 3]  # lpd: offsets inclusive
+
+
+def test_reused_roll_buffers_stay_clean_after_an_overflow():
+    """paint_tracks keeps zeroed per-thread rolls between calls; a call that stops early (the
+    output bound) must not leave painted cells behind for the next song."""
+    notes = [(i * 48, i * 48 + 200, 60 + i % 12, 100) for i in range(40)]
+    score = read_midi(_song(notes))
+    pr = to_pianoroll(score)
+    expected = _cells(pr)
+    inst = score.note_inst
+    fam = family_of(score.inst_program, score.inst_is_drum)
+    ons = np.zeros(len(inst), np.int64) + np.arange(len(inst)) * 12
+    offs = ons + 50
+    tiny = [np.empty(5, dt) for dt in (np.uint8, np.int32, np.uint8, np.uint8)]
+    assert K.paint_tracks(pr.n_steps, inst, score.note_pitch, score.note_vel, ons, offs, score.inst_is_drum, fam,
+                          5, True, *tiny) == -1
+    assert _cells(to_pianoroll(score)) == expected
+
+
+def test_the_same_song_gives_the_same_cells_in_any_order_and_thread():
+    a = read_midi(_song([(0, 960, 60, 100), (0, 960, 64, 90), (480, 1440, 67, 80)]))
+    b = read_midi(_song([(i * 24, i * 24 + 30, 40 + i % 40, 1 + i % 127) for i in range(300)], program=33))
+    want_a, want_b = _cells(to_pianoroll(a)), _cells(to_pianoroll(b))
+    assert _cells(to_pianoroll(b)) == want_b and _cells(to_pianoroll(a)) == want_a
+    got = {}
+
+    def work(k):
+        got[k] = [_cells(to_pianoroll(a if i % 2 else b)) for i in range(20)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert all(c == (want_a if i % 2 else want_b) for i, c in enumerate(got[k]))
+
+
+@pytest.mark.parametrize("arr", [np.zeros(0), np.arange(5, dtype=np.int32), np.array(3.0), np.zeros((2, 3), bool),
+                                 np.array(["abc", "d"]), np.zeros(12_345_678, np.uint8),
+                                 np.zeros((5, 0), np.uint16)], ids=str)
+def test_npy_header_is_numpys(arr):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(arr))
+    assert npy_header(arr) == buf.getvalue()
