@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import heapq
 import os
 import threading
+import time
 from pathlib import Path
 
 from pipeline.errors import MidiError, ParamsError, StageError
@@ -61,28 +63,67 @@ _clear_async_exc.argtypes = (ctypes.c_ulong, ctypes.c_void_p)
 
 
 class _Watchdog:
-    def __init__(self, seconds: float) -> None:
-        self.thread_id = threading.get_ident()
-        self.lock = threading.Lock()
-        self.state = "armed"
-        self.timer = threading.Timer(seconds, self._fire)
-        self.timer.daemon = True
+    """One daemon thread per process that enforces every armed time limit.
 
-    def _fire(self) -> None:
-        with self.lock:
-            if self.state == "armed":
-                self.state = "fired"
-                _set_async_exc(self.thread_id, _FileTimeout)
+    ``arm`` and ``disarm`` cost a lock and a list operation (a thread per file would cost more
+    than converting a typical file). Deadlines of one limit arrive in order, so the pending
+    ones form a queue whose head is the next to expire.
+    """
 
-    def disarm(self) -> bool:
-        """Stop the timer; True when it fired (a pending, undelivered exception is withdrawn)."""
-        with self.lock:
-            fired = self.state == "fired"
-            self.state = "done"
-        self.timer.cancel()
-        if fired:
-            _clear_async_exc(self.thread_id, None)
-        return fired
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending: dict[int, tuple[float, int]] = {}  # token -> (deadline, thread id)
+        self.fired: set[int] = set()
+        self.queue: list[tuple[float, int]] = []  # (deadline, token), a heap
+        self.next_token = 0
+        self.thread: threading.Thread | None = None
+
+    def arm(self, seconds: float) -> int:
+        with self.cond:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="pipeline-file-time-limit", daemon=True)
+                self.thread.start()
+            token = self.next_token
+            self.next_token += 1
+            deadline = time.monotonic() + seconds
+            self.pending[token] = (deadline, threading.get_ident())
+            heapq.heappush(self.queue, (deadline, token))
+            if self.queue[0][1] == token:
+                self.cond.notify()
+            return token
+
+    def disarm(self, token: int) -> bool:
+        """Stop one limit; True when it fired (a pending, undelivered exception is withdrawn)."""
+        with self.cond:
+            if self.pending.pop(token, None) is not None:
+                while self.queue and self.queue[0][1] not in self.pending:
+                    heapq.heappop(self.queue)  # forget limits that were disarmed
+                return False
+            self.fired.discard(token)
+        _clear_async_exc(threading.get_ident(), None)
+        return True
+
+    def _run(self) -> None:
+        with self.cond:
+            while True:
+                while self.queue and self.queue[0][1] not in self.pending:
+                    heapq.heappop(self.queue)
+                if not self.queue:
+                    self.cond.wait()
+                    continue
+                deadline, token = self.queue[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self.cond.wait(left)
+                    continue
+                heapq.heappop(self.queue)
+                _, thread_id = self.pending.pop(token)
+                self.fired.add(token)
+                _set_async_exc(thread_id, _FileTimeout)
+
+
+_WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=lambda: globals().update(_WATCHDOG=_Watchdog()))
 
 
 def call_with_time_limit(fn, *args, key: str, seconds: float | None = None, **kwargs):
@@ -95,13 +136,12 @@ def call_with_time_limit(fn, *args, key: str, seconds: float | None = None, **kw
     ``max_file_bytes``) and FluidSynth has its own time limit (``render.timeout``).
     """
     seconds = file_time_limit() if seconds is None else seconds
-    dog = _Watchdog(seconds)
     try:
+        token = _WATCHDOG.arm(seconds)
         try:
-            dog.timer.start()
             result = fn(*args, **kwargs)
         finally:
-            fired = dog.disarm()
+            fired = _WATCHDOG.disarm(token)
     except _FileTimeout:
         fired = True
     if fired:

@@ -173,6 +173,46 @@ def test_time_limit_interrupts_python_code_in_any_thread():
     assert quick == 3
 
 
+def test_one_watchdog_serves_limits_of_any_length_in_many_threads():
+    """A short limit armed while a long one is pending still fires on time, only in its own
+    thread; the long one's call finishes untouched."""
+    import threading
+    import time
+
+    from pipeline.errors import MidiError
+    from pipeline.stagekit import call_with_time_limit
+
+    def busy(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return "done"
+
+    results = {}
+
+    def long_call():
+        results["long"] = call_with_time_limit(busy, 0.8, key="long.mid", seconds=600)
+
+    def short_call():
+        t = time.perf_counter()
+        try:
+            call_with_time_limit(busy, 30, key="short.mid", seconds=0.2)
+        except MidiError as exc:
+            results["short"] = (exc.code, time.perf_counter() - t)
+
+    a = threading.Thread(target=long_call)
+    a.start()
+    time.sleep(0.05)
+    b = threading.Thread(target=short_call)
+    b.start()
+    a.join()
+    b.join()
+    assert results["long"] == "done"
+    code, seconds = results["short"]
+    assert code == "input.timeout" and 0.2 <= seconds < 2.0
+    assert [call_with_time_limit(sum, [k, 1], key="q.mid", seconds=5) for k in range(1000)] == list(range(1, 1001))
+
+
 def test_time_limit_from_the_environment(monkeypatch):
     from pipeline.errors import ParamsError
     from pipeline.stagekit import FILE_TIME_LIMIT, file_time_limit

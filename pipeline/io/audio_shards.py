@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
+from pipeline.io.npz import npy_header
 
 SCHEMA_VERSION = shard_schema.version(shard_schema.AUDIO)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -83,13 +84,6 @@ def flac_bytes(x: np.ndarray, sample_rate: int) -> bytes:
     pcm = np.clip(np.rint(np.asarray(x, np.float32) * np.float32(32767.0)), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
     sf.write(buf, pcm, sample_rate, format="FLAC", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                               "fortran_order": False, "shape": shape})
     return buf.getvalue()
 
 
@@ -280,7 +274,7 @@ class ShardWriter:
         zf.fp.seek(zf.start_dir)
         for name, arr in arrays.items():
             with zf.open(_zinfo(f"{name}.npy"), "w") as m:
-                m.write(_npy_header(arr.dtype, arr.shape))
+                m.write(npy_header(arr.dtype, arr.shape))
                 m.write(np.ascontiguousarray(arr).tobytes())
         zf.close()
         os.replace(self._npz_tmp, self.npz_folder / f"{self._name}.npz")
@@ -349,7 +343,7 @@ def write_npz_stored(path: Path, arrays: dict[str, np.ndarray]) -> None:
             for name, arr in arrays.items():
                 arr = np.ascontiguousarray(arr)
                 with zf.open(_zinfo(f"{name}.npy"), "w", force_zip64=name == "audio") as member:
-                    member.write(_npy_header(arr.dtype, arr.shape))
+                    member.write(npy_header(arr.dtype, arr.shape))
                     member.write(arr.tobytes())
         os.replace(tmp, path)
     except BaseException:

@@ -10,8 +10,9 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from isal import isal_zlib
@@ -31,11 +32,12 @@ ZIP64_LEVEL = 1
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"  # .npy format 1.0
 
 
-def npy_header(arr: np.ndarray) -> bytes:
-    """The .npy format 1.0 header of a C-contiguous array, byte for byte as ``np.save`` writes it
-    (sorted keys, room to grow the first axis, padded to 64 bytes), without numpy's file object."""
-    shape = arr.shape
-    text = f"{{'descr': {arr.dtype.str!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
+def npy_header(dtype, shape: tuple[int, ...]) -> bytes:
+    """The .npy format 1.0 header of a C-contiguous array of ``dtype`` and ``shape``, byte for
+    byte as ``np.save`` writes it (sorted keys, room to grow the first axis, padded to 64
+    bytes), without numpy's file object."""
+    shape = tuple(int(n) for n in shape)
+    text = f"{{'descr': {np.dtype(dtype).str!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
     if shape:
         text += " " * (21 - len(repr(shape[0])))  # numpy's GROWTH_AXIS_MAX_DIGITS
     hlen = len(text) + 1
@@ -43,32 +45,64 @@ def npy_header(arr: np.ndarray) -> bytes:
     return _NPY_MAGIC + struct.pack("<H", hlen + pad) + text.encode("latin1") + b" " * pad + b"\n"
 
 
-def _member(name: str, arr: np.ndarray) -> tuple[str, bytes, memoryview]:
+@dataclass(frozen=True)
+class ChunkedArray:
+    """An array given as parts: C-order pieces whose bytes, one after another, make an array
+    of ``shape`` and ``dtype``. ``npz_bytes`` deflates the parts in turn, so a large member is
+    never assembled in memory."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    parts: Sequence[np.ndarray]
+
+    def __post_init__(self) -> None:
+        size = sum(np.asarray(p).nbytes for p in self.parts)
+        if size != int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize:
+            raise ValueError(f"parts hold {size} bytes, not an array of {self.shape} {np.dtype(self.dtype)}")
+
+
+def _bytes_view(arr: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+
+def _member(name: str, arr) -> tuple[str, bytes, list[memoryview]]:
+    if isinstance(arr, ChunkedArray):
+        dtype = np.dtype(arr.dtype)
+        if any(np.asarray(p).dtype != dtype for p in arr.parts):
+            raise TypeError(f"array {name!r}: every part must be {dtype}")
+        return f"{name}.npy", npy_header(dtype, arr.shape), [_bytes_view(p) for p in arr.parts]
     arr = np.ascontiguousarray(arr)
     if arr.dtype == object:
         raise TypeError(f"array {name!r} has dtype object; NPZ shards never hold pickles")
-    return f"{name}.npy", npy_header(arr), memoryview(arr.reshape(-1).view(np.uint8))
+    return f"{name}.npy", npy_header(arr.dtype, arr.shape), [_bytes_view(arr)]
 
 
-def npz_bytes(arrays: Mapping[str, np.ndarray], extra: Mapping[str, bytes] | None = None) -> bytes:
+def npz_bytes(arrays: Mapping[str, np.ndarray | ChunkedArray], extra: Mapping[str, bytes] | None = None) -> bytes:
     """Serialise ``arrays`` (as ``name.npy``) and raw ``extra`` members, deflated, in the order given.
 
     A minimal zip writer (fixed 1980-01-01 timestamps, no extra fields): the same arrays always
     give the same bytes, and a song's 20-odd members cost far less than through ``zipfile``.
-    Each array is deflated straight from its buffer (no copy into an .npy blob first).
+    Each array is deflated straight from its buffer (or its parts: ``ChunkedArray``), with no
+    copy into an .npy blob first.
     """
     members = [_member(name, arr) for name, arr in arrays.items()]
-    members += [(name, b"", memoryview(blob)) for name, blob in (extra or {}).items()]
-    if sum(len(h) + d.nbytes for _, h, d in members) >= 0xFFFFFFFF:  # beyond plain zip: zipfile does zip64
-        return _npz_bytes_zip64([(name, h + d.tobytes()) for name, h, d in members])
+    members += [(name, b"", [memoryview(blob)]) for name, blob in (extra or {}).items()]
+    if sum(len(h) + sum(d.nbytes for d in ds) for _, h, ds in members) >= 0xFFFFFFFF:  # zipfile does zip64
+        return _npz_bytes_zip64([(name, h + b"".join(d.tobytes() for d in ds)) for name, h, ds in members])
     out = bytearray()
     central = bytearray()
     for name, header, data in members:
         fname = name.encode()
         comp = isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, -15)
-        packed = comp.compress(header) + comp.compress(data) + comp.flush()
-        crc = isal_zlib.crc32(data, isal_zlib.crc32(header))
-        size = len(header) + data.nbytes
+        packed = [comp.compress(header)]
+        crc = isal_zlib.crc32(header)
+        size = len(header)
+        for d in data:
+            packed.append(comp.compress(d))
+            crc = isal_zlib.crc32(d, crc)
+            size += d.nbytes
+        packed.append(comp.flush())
+        packed = b"".join(packed)
         offset = len(out)
         out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, _DOS_DATE, crc, len(packed), size, len(fname), 0)
         out += fname
@@ -96,8 +130,8 @@ def _npz_bytes_zip64(members: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write_bytes(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` so that no reader ever sees a partial file."""
+def atomic_write_bytes(path: Path, blob: bytes | memoryview) -> None:
+    """Write ``blob`` (any bytes-like object) to ``path`` so that no reader ever sees a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

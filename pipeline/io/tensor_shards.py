@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
 from pipeline.io.arrow_arrays import lists, numeric, strings
-from pipeline.io.npz import atomic_write_bytes, npz_bytes
+from pipeline.io.npz import ChunkedArray, atomic_write_bytes, npz_bytes
 from pipeline.symbolic.bars import BarTensor
 
 SCHEMA_VERSION = shard_schema.version(shard_schema.TENSORS)
@@ -34,11 +33,30 @@ PARQUET_SCHEMA = pa.schema(
 COORDS_AND_VELOCITY = ("bar", "step", "pitch", "track", "velocity")
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=False,
-                   write_statistics=False)
-    return sink.getvalue()
+#: songs per Parquet row group: a row group is encoded in one go, so small groups keep the
+#: writer's buffers small and reused (one group of a whole shard costs hundreds of MB of fresh
+#: memory), and readers can stream a shard group by group
+ROW_GROUP_SONGS = 16
+
+
+def _parquet_bytes(ids: Sequence[str], tensors: Sequence[BarTensor]) -> memoryview:
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, PARQUET_SCHEMA, compression="zstd", compression_level=1, use_dictionary=False,
+                          write_statistics=False) as writer:
+        for lo in range(0, len(tensors), ROW_GROUP_SONGS):
+            group = tensors[lo : lo + ROW_GROUP_SONGS]
+            offsets = np.zeros(len(group) + 1, np.int64)
+            np.cumsum([len(t.bar) for t in group], out=offsets[1:])
+            if offsets[-1] > np.iinfo(np.int32).max:
+                raise ValueError(f"a row group holds at most {np.iinfo(np.int32).max} cells (int32 list offsets)")
+            columns = [strings(ids[lo : lo + ROW_GROUP_SONGS]),
+                       numeric(np.array([t.n_bars for t in group], np.int32), pa.int32())]
+            for name in COORDS_AND_VELOCITY:
+                dtype = PARQUET_SCHEMA.field(name).type.value_type
+                values = np.concatenate([getattr(t, name) for t in group])
+                columns.append(lists(offsets, values, dtype))
+            writer.write_table(pa.Table.from_arrays(columns, schema=PARQUET_SCHEMA))
+    return memoryview(sink.getvalue())
 
 
 def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], tensors: Sequence[BarTensor],
@@ -46,43 +64,35 @@ def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], t
     """Write one shard of songs in both formats (atomically, deterministically).
 
     Parquet: one row per song, coordinates (bar, step, pitch, track) and velocity as list
-    columns. NPZ: ``shape`` = (songs, max bars, bar_steps, 128, tracks), ``nonzero`` (5, nnz)
-    uint16 (restore with ``x = np.zeros(shape, bool); x[tuple(nonzero)] = True``), plus ``ids``,
-    ``n_bars`` and ``velocity`` (nnz,) uint8 in the order of ``nonzero``.
+    columns, in row groups of ``ROW_GROUP_SONGS`` songs. NPZ: ``shape`` = (songs, max bars,
+    bar_steps, 128, tracks), ``nonzero`` (5, nnz) uint16 (restore with ``x = np.zeros(shape,
+    bool); x[tuple(nonzero)] = True``), plus ``ids``, ``n_bars`` and ``velocity`` (nnz,) uint8 in
+    the order of ``nonzero``. Neither file's columns are assembled whole in memory.
     """
-    counts = np.array([len(t.bar) for t in tensors], np.int64)
-    offsets = np.zeros(len(tensors) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    if offsets[-1] > np.iinfo(np.int32).max:
-        raise ValueError(f"a tensor shard holds at most {np.iinfo(np.int32).max} cells (list offsets are int32)")
+    ids = list(ids)
+    atomic_write_bytes(parquet_path, _parquet_bytes(ids, tensors))
+    atomic_write_bytes(npz_path, npz_bytes(_npz_arrays(ids, tensors, bar_steps, n_tracks)))
+
+
+def _npz_arrays(ids, tensors, bar_steps, n_tracks) -> dict:
     n_bars = np.array([t.n_bars for t in tensors], np.int32)
-    # every coordinate and the velocity of all songs, concatenated once for both formats
-    flat = {name: np.concatenate([getattr(t, name) for t in tensors]) if tensors else np.zeros(0, dtype)
-            for name, dtype in (("bar", np.int16), ("step", np.int16), ("pitch", np.uint8), ("track", np.uint8),
-                                ("velocity", np.uint8))}
-    table = pa.Table.from_arrays(
-        [strings(ids), numeric(n_bars, pa.int32())]
-        + [lists(offsets, flat[f.name], f.type.value_type) for f in PARQUET_SCHEMA if f.name in flat],
-        schema=PARQUET_SCHEMA,
-    )
-    atomic_write_bytes(parquet_path, _parquet_bytes(table))
-    atomic_write_bytes(npz_path, npz_bytes(_npz_arrays(ids, n_bars, counts, flat, bar_steps, n_tracks)))
-
-
-def _npz_arrays(ids, n_bars, counts, flat, bar_steps, n_tracks) -> dict[str, np.ndarray]:
     if len(ids) > 65535 or (len(n_bars) and n_bars.max() > 65535):
         raise ValueError("an NPZ shard holds at most 65535 songs of at most 65535 bars")
-    nonzero = np.empty((5, int(counts.sum())), np.uint16)
-    nonzero[0] = np.repeat(np.arange(len(ids), dtype=np.uint16), counts)
-    for row, name in enumerate(("bar", "step", "pitch", "track"), start=1):
-        nonzero[row] = flat[name]
+    nnz = sum(len(t.bar) for t in tensors)
+    u16 = np.uint16
+    # the rows of nonzero, song by song: song index, bar, step, pitch, track
+    rows = [np.full(len(t.bar), i, u16) for i, t in enumerate(tensors)]
+    rows += [t.bar.view(u16) for t in tensors]  # int16 >= 0: the same bytes as uint16
+    rows += [t.step.view(u16) for t in tensors]
+    rows += [t.pitch.astype(u16) for t in tensors]
+    rows += [t.track.astype(u16) for t in tensors]
     shape = np.array([len(ids), int(n_bars.max()) if len(n_bars) else 0, bar_steps, 128, n_tracks], np.int64)
     width = max([len(i) for i in ids] + [1])
     return {
         "shape": shape,
-        "nonzero": nonzero,
-        "velocity": flat["velocity"],
-        "ids": np.array(list(ids), dtype=f"<U{width}"),
+        "nonzero": ChunkedArray(np.dtype(u16), (5, nnz), rows),
+        "velocity": ChunkedArray(np.dtype(np.uint8), (nnz,), [t.velocity for t in tensors]),
+        "ids": np.array(ids, dtype=f"<U{width}"),
         "n_bars": n_bars,
     }
 
