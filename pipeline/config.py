@@ -64,13 +64,17 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, section: str) -> T:
     return cls(**kwargs)
 
 
+#: libyaml's safe loader when PyYAML was built with it (the same documents, ~10x faster to load)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_section(cls: type[T], section: str, path: Path | str = DEFAULT_PARAMS) -> T:
     """Load ``section`` of a params file into ``cls`` (defaults when the file or section is absent)."""
     path = Path(path)
     raw: dict[str, Any] = {}
     if path.exists():
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.load(path.read_text(), Loader=_SAFE_LOADER) or {}
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
         if not isinstance(raw, dict):

@@ -93,30 +93,33 @@ def _find_header(data: np.ndarray, raw: bytes, path: str) -> tuple[int, list[str
 
 
 def _tick_scales(tempo_ticks: np.ndarray, tempo_values: np.ndarray, resolution: int):
-    """pretty_midi ``_load_tempo_changes`` over the first track's tempo events."""
-    scales = [(0, 60.0 / (120.0 * resolution))]
-    for tick, tempo in zip(tempo_ticks.tolist(), tempo_values.tolist()):
-        if tick == 0:
-            bpm = 6e7 / tempo
-            scales = [(0, 60.0 / (bpm * resolution))]
-        else:
-            last = scales[-1][1]
-            scale = 60.0 / ((6e7 / tempo) * resolution)
-            if scale != last:
-                scales.append((tick, scale))
-    return scales
+    """pretty_midi ``_load_tempo_changes`` over the first track's tempo events (in file order, so
+    ticks never decrease): the last event at tick 0 sets the first scale, and a later event
+    starts a segment when its scale differs from the one before it. Returns (start ticks,
+    seconds per tick), the same float operations as pretty_midi's loop."""
+    ticks = np.asarray(tempo_ticks, np.int64)
+    scale = 60.0 / ((6e7 / np.asarray(tempo_values, np.float64)) * resolution)
+    first = 60.0 / (120.0 * resolution)
+    at_zero = np.flatnonzero(ticks == 0)
+    if len(at_zero):
+        first = 60.0 / ((6e7 / float(tempo_values[at_zero[-1]])) * resolution)
+    later = ticks > 0
+    ticks, scale = ticks[later], scale[later]
+    prev = np.concatenate(([first], scale[:-1]))
+    keep = scale != prev
+    return np.concatenate(([0], ticks[keep])), np.concatenate(([first], scale[keep]))
 
 
 class TickClock:
     """Ticks -> seconds, bit for bit as pretty_midi's ``__tick_to_time`` array, without the array
     (a hostile file with a huge tick count costs nothing)."""
 
-    def __init__(self, scales: list[tuple[int, float]]) -> None:
-        self.start = np.array([s for s, _ in scales], np.int64)
-        self.scale = np.array([c for _, c in scales], np.float64)
-        base = np.zeros(len(scales))
-        for k in range(1, len(scales)):
-            base[k] = base[k - 1] + self.scale[k - 1] * float(self.start[k] - self.start[k - 1])
+    def __init__(self, start: np.ndarray, scale: np.ndarray) -> None:
+        self.start = np.asarray(start, np.int64)
+        self.scale = np.asarray(scale, np.float64)
+        # base[k] = base[k - 1] + scale[k - 1] * (start[k] - start[k - 1]), summed in order
+        base = np.zeros(len(self.start))
+        np.cumsum(self.scale[:-1] * np.diff(self.start).astype(np.float64), out=base[1:])
         self.base = base
 
     def __call__(self, ticks: np.ndarray) -> np.ndarray:
@@ -202,16 +205,16 @@ def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
     n_notes, n_inst, max_ctrl = (int(x) for x in out)
 
     first = ev_track == 0
-    meta_elsewhere = (~first) & np.isin(ev_kind, (K.K_TEMPO, K.K_TIMESIG, K.K_KEYSIG))
+    meta_elsewhere = (~first) & (ev_kind >= K.K_TEMPO) & (ev_kind <= K.K_KEYSIG)  # tempo, time or key signature
     warnings = []
     if meta_elsewhere.any():
         warnings.append("tempo, key or time signature events outside the first track ignored (as pretty_midi does)")
 
     is_tempo = first & (ev_kind == K.K_TEMPO)
-    scales = _tick_scales(ev_tick[is_tempo], ev_a[is_tempo], division)
-    clock = TickClock(scales)
-    tempo_times = clock(np.array([s for s, _ in scales], np.int64))
-    tempi = np.array([60.0 / (c * division) for _, c in scales])
+    scale_ticks, scales = _tick_scales(ev_tick[is_tempo], ev_a[is_tempo], division)
+    clock = TickClock(scale_ticks, scales)
+    tempo_times = clock(scale_ticks)
+    tempi = 60.0 / (scales * division)
 
     is_ts = first & (ev_kind == K.K_TIMESIG)
     ts_ticks = ev_tick[is_ts]
@@ -231,7 +234,7 @@ def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
             names.append(raw[off : off + ln].decode("latin-1"))
 
     # end time: the largest time among notes, counted control events, meta events, tempo changes
-    end_candidates = [ev_tick[(ev_kind == K.K_TEXT)], ts_ticks, ks_ticks, np.array([s for s, _ in scales], np.int64)]
+    end_candidates = [ev_tick[(ev_kind == K.K_TEXT)], ts_ticks, ks_ticks, scale_ticks]
     if n_notes:
         end_candidates.append(note_end_t[:n_notes])
     if max_ctrl >= 0:
