@@ -130,3 +130,54 @@ def test_npy_header_is_numpys(arr):
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(arr))
     assert npy_header(arr.dtype, arr.shape) == buf.getvalue()
+
+
+def _numpy_quantize(bt, one_more, x, resolution, rounding):
+    bt1 = np.append(bt, one_more)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bi = np.searchsorted(bt, x) - 1
+        pos = np.nan_to_num((bi + (x - bt[bi]) / (bt1[bi + 1] - bt[bi])) * resolution, nan=0.0)
+        return (np.round(pos) if rounding else pos).astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_quantize_is_the_numpy_expression_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    bt = np.cumsum(rng.choice([0.0, 0.25, 0.5, 0.4999999, 1 / 3], size=200))  # zero-length beats too
+    x = np.concatenate([rng.uniform(-5, bt[-1] + 5, 2000), bt, bt + 1e-12, [bt[0], -np.inf, np.inf]])
+    one_more = 2 * bt[-1] - bt[-2]
+    for resolution in (1, 24, 7):
+        for rounding in (False, True):
+            want = _numpy_quantize(bt, one_more, x, resolution, rounding)
+            assert np.array_equal(K.quantize(bt, one_more, x, resolution, rounding), want)
+    with pytest.raises(ValueError, match="no beats"):
+        K.quantize(np.zeros(0), 1.0, x, 24, False)
+
+
+def _numpy_bars(t, starts, n_steps, bar_steps, drop):
+    lengths = np.diff(np.append(starts, n_steps))
+    bar = np.searchsorted(starts, t, side="right") - 1
+    step = t - starts[bar]
+    keep = step < bar_steps
+    if drop:
+        full = lengths == bar_steps
+        keep &= full[bar]
+        bar = (np.cumsum(full) - 1)[bar]
+    return bar[keep], step[keep]
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_bar_coords_cut_cells_as_the_numpy_search_does(drop):
+    rng = np.random.default_rng(3)
+    lengths = rng.choice([72, 96, 120, 48], size=60)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    n_steps = int(lengths.sum())
+    t = np.sort(rng.integers(0, n_steps, 5000)).astype(np.int32)
+    bar, step, keep, kept = K.bar_coords(t, starts, n_steps, 96, drop)
+    want_bar, want_step = _numpy_bars(t.astype(np.int64), starts, n_steps, 96, drop)
+    assert kept == len(want_bar) == int(keep.sum())
+    assert np.array_equal(bar[keep], want_bar) and np.array_equal(step[keep], want_step)
+    with pytest.raises(ValueError, match="outside the roll"):
+        K.bar_coords(np.array([n_steps], np.int32), starts, n_steps, 96, drop)
+    with pytest.raises(ValueError, match="tile it"):
+        K.bar_coords(t, starts + 1, n_steps, 96, drop)

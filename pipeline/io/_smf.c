@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <float.h>
 
 /* ---- event kinds (smf_kernels.K_*) ---- */
 #define K_NOTE_ON 1
@@ -880,6 +881,100 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------------------ quantize */
+
+/* numpy's float64 -> int64 cast (astype): truncation, and INT64_MIN for NaN or out of range. */
+static int64_t numpy_to_int64(double x)
+{
+    if (!(x >= -9223372036854775808.0 && x < 9223372036854775808.0))
+        return INT64_MIN;
+    return (int64_t)x;
+}
+
+/* np.nan_to_num(x, nan=0.0) */
+static double nan_to_num(double x)
+{
+    if (isnan(x))
+        return 0.0;
+    if (isinf(x))
+        return x > 0 ? DBL_MAX : -DBL_MAX;
+    return x;
+}
+
+/* Times (seconds) -> grid steps, as to_pianoroll's numpy expression does, bit for bit:
+ *   bi = searchsorted(bt, x) - 1      (bt[-1] is the last beat, as numpy indexes)
+ *   pos = nan_to_num((bi + (x - bt[bi]) / (bt1[bi + 1] - bt[bi])) * resolution)
+ *   out = round(pos) (half to even) when rounding, else pos, cast to int64
+ * where bt1 is bt followed by `one_more`. */
+static void quantize(const double *bt, int64_t nb, double one_more, const double *x, int64_t n, int64_t resolution,
+                     int rounding, int64_t *out)
+{
+    for (int64_t k = 0; k < n; k++) {
+        double v = x[k];
+        int64_t lo = 0, hi = nb; /* first index with bt[i] >= v (searchsorted, side='left') */
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (bt[mid] < v)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        int64_t bi = lo - 1;
+        double b0 = bi < 0 ? bt[nb - 1] : bt[bi];
+        double b1 = bi + 1 < nb ? bt[bi + 1] : one_more;
+        double pos = nan_to_num(((double)bi + (v - b0) / (b1 - b0)) * (double)resolution);
+        out[k] = numpy_to_int64(rounding ? nearbyint(pos) : pos);
+    }
+}
+
+/* ---------------------------------------------------------------------------- bar_coords */
+
+/* Cells' time steps -> (bar, step in bar); keep[k] = 0 for cells past bar_steps in their bar,
+ * and with `drop`, for every cell of a bar that is not exactly bar_steps long (kept bars are
+ * renumbered in order). Returns the number kept; -2 out of memory; -3 when a step is outside
+ * the roll or the bars do not tile it from step 0. */
+static int64_t bar_coords(const int32_t *t, int64_t n, const int64_t *starts, int64_t n_bars, int64_t n_steps,
+                          int64_t bar_steps, int drop, int16_t *out_bar, int16_t *out_step, uint8_t *keep)
+{
+    if (n_steps < 0 || (n_bars == 0 ? n > 0 : starts[0] != 0))
+        return -3;
+    for (int64_t b = 0; b < n_bars; b++) {
+        int64_t hi = b + 1 < n_bars ? starts[b + 1] : n_steps;
+        if (starts[b] < 0 || hi < starts[b] || hi > n_steps)
+            return -3;
+    }
+    int32_t *bar_of_step = malloc(sizeof(int32_t) * (n_steps + 1));
+    int64_t *number = malloc(sizeof(int64_t) * (n_bars + 1));
+    if (!bar_of_step || !number) {
+        free(bar_of_step); free(number);
+        return -2;
+    }
+    int64_t full = 0;
+    for (int64_t b = 0; b < n_bars; b++) {
+        int64_t lo = starts[b], hi = b + 1 < n_bars ? starts[b + 1] : n_steps;
+        for (int64_t s = lo; s < hi; s++)
+            bar_of_step[s] = (int32_t)b;
+        number[b] = drop ? (hi - lo == bar_steps ? full++ : -1) : b;
+    }
+    int64_t kept = 0;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t s = t[k];
+        if (s < 0 || s >= n_steps) {
+            kept = -3;
+            break;
+        }
+        int64_t b = bar_of_step[s];
+        int64_t step = s - starts[b];
+        int ok = step < bar_steps && number[b] >= 0;
+        out_bar[k] = (int16_t)number[b];
+        out_step[k] = (int16_t)step;
+        keep[k] = (uint8_t)ok;
+        kept += ok;
+    }
+    free(bar_of_step); free(number);
+    return kept;
+}
+
 /* ------------------------------------------------------------------------- Python glue */
 
 /* Each argument is a contiguous buffer whose element size the wrapper in smf_kernels.py has
@@ -993,12 +1088,47 @@ static PyObject *py_paint_tracks(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(m);
 }
 
+static PyObject *py_quantize(PyObject *self, PyObject *args)
+{
+    Py_buffer bt, x, out;
+    double one_more;
+    long long resolution;
+    int rounding;
+    if (!PyArg_ParseTuple(args, "y*dy*Lpw*", &bt, &one_more, &x, &resolution, &rounding, &out))
+        return NULL;
+    quantize(bt.buf, NELEM(bt, double), one_more, x.buf, NELEM(x, double), resolution, rounding, out.buf);
+    PyBuffer_Release(&bt); PyBuffer_Release(&x); PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_bar_coords(PyObject *self, PyObject *args)
+{
+    Py_buffer t, starts, ob, os, keep;
+    long long n_steps, bar_steps;
+    int drop;
+    if (!PyArg_ParseTuple(args, "y*y*LLpw*w*w*", &t, &starts, &n_steps, &bar_steps, &drop, &ob, &os, &keep))
+        return NULL;
+    int64_t kept = bar_coords(t.buf, NELEM(t, int32_t), starts.buf, NELEM(starts, int64_t), n_steps, bar_steps, drop,
+                              ob.buf, os.buf, keep.buf);
+    PyBuffer_Release(&t); PyBuffer_Release(&starts); PyBuffer_Release(&ob); PyBuffer_Release(&os);
+    PyBuffer_Release(&keep);
+    if (kept == -2)
+        return PyErr_NoMemory();
+    if (kept == -3) {
+        PyErr_SetString(PyExc_ValueError, "bar_coords: a cell outside the roll, or bars that do not tile it from 0");
+        return NULL;
+    }
+    return PyLong_FromLongLong(kept);
+}
+
 static PyMethodDef methods[] = {
     {"scan_smf", py_scan_smf, METH_VARARGS, "Scan an SMF into event arrays (see smf_kernels.scan_smf)."},
     {"pair_notes", py_pair_notes, METH_VARARGS, "pretty_midi's note pairing (see smf_kernels.pair_notes)."},
     {"get_beats", py_get_beats, METH_VARARGS, "pretty_midi's get_beats (see smf_kernels.get_beats)."},
     {"beat_start_score", py_beat_start_score, METH_VARARGS, "One candidate of estimate_beat_start."},
     {"paint_tracks", py_paint_tracks, METH_VARARGS, "Notes -> merged track cells (see smf_kernels.paint_tracks)."},
+    {"quantize", py_quantize, METH_VARARGS, "Times -> grid steps (see smf_kernels.quantize)."},
+    {"bar_coords", py_bar_coords, METH_VARARGS, "Cell steps -> bar and step in bar (see smf_kernels.bar_coords)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -162,3 +162,32 @@ def paint_tracks(n_steps, inst_of_note, pitch, vel, ons, offs, inst_is_drum, ins
         _out(arr, dtype, name, cap)
     return _smf.paint_tracks(int(n_steps), inst_of_note, pitch, vel, ons, offs, inst_is_drum, inst_family,
                              int(n_tracks), bool(lpd_semantics), out_track, out_time, out_pitch, out_vel)
+
+
+def quantize(beat_times, one_more, times, resolution, rounding) -> np.ndarray:
+    """Times (s) -> grid steps, bit for bit as the numpy expression of pypianoroll's arithmetic:
+    ``bi = searchsorted(bt, t) - 1``, ``pos = nan_to_num((bi + (t - bt[bi]) / (bt1[bi + 1] -
+    bt[bi])) * resolution)`` with ``bt1 = append(bt, one_more)`` (and ``bt[-1]``, the last beat,
+    for times before the first), then ``round(pos)`` (half to even) when ``rounding``, cast to
+    int64 as numpy casts (NaN and out-of-range values become the minimum int64)."""
+    beat_times, times = _in(beat_times, np.float64), _in(times, np.float64)
+    if len(beat_times) == 0:
+        raise ValueError("quantize: no beats")
+    out = np.empty(len(times), np.int64)
+    _smf.quantize(beat_times, float(one_more), times, int(resolution), bool(rounding), out)
+    return out
+
+
+def bar_coords(cell_time, bar_starts, n_steps, bar_steps, drop) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Cells' steps -> (bar int16, step in bar int16, keep bool, kept count).
+
+    ``bar_starts`` are the first steps of the bars, from 0, tiling ``n_steps``. A cell is kept
+    when its step is below ``bar_steps``, and with ``drop`` only in bars of exactly ``bar_steps``
+    steps, which are renumbered in order (a dropped cell's bar is -1). The caller guarantees that
+    a bar and a step fit int16 (``max_beats`` <= 32767 and ``bar_steps`` <= 32767)."""
+    cell_time, bar_starts = _in(cell_time, np.int32), _in(bar_starts, np.int64)
+    n = len(cell_time)
+    bar, step, keep = np.empty(n, np.int16), np.empty(n, np.int16), np.empty(n, np.bool_)
+    kept = _smf.bar_coords(cell_time, bar_starts, int(n_steps), int(bar_steps), bool(drop), bar, step,
+                           keep.view(np.uint8))
+    return bar, step, keep, kept

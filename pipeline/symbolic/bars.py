@@ -7,6 +7,8 @@ from typing import Literal
 
 import numpy as np
 
+from pipeline.io import smf_kernels as K
+
 OtherMeters = Literal["pad", "drop"]
 
 
@@ -41,33 +43,21 @@ def to_bars(pr, *, bar_steps: int = 96, other_meters: OtherMeters = "pad") -> Ba
     """
     if not 1 <= bar_steps <= 32767:
         raise ValueError(f"bar_steps={bar_steps} must be in 1..32767")
+    if other_meters not in ("pad", "drop"):
+        raise ValueError(f"other_meters={other_meters!r} must be 'pad' or 'drop'")
     starts = pr.bar_starts
     lengths = np.diff(np.append(starts, pr.n_steps))
-    # bar and step-in-bar of every time step (the roll starts on a downbeat), then of every cell
-    # (int16 unless a bar is longer than int16 can count: kept steps are < bar_steps <= 32767)
-    small = len(lengths) == 0 or lengths.max() <= 32767
-    bar_of_step = np.repeat(np.arange(len(starts), dtype=np.int16), lengths)
-    step_of_step = (np.arange(pr.n_steps, dtype=np.int32) - np.repeat(starts, lengths)).astype(
-        np.int16 if small else np.int32)
-    t = pr.cell_time
-    bar = bar_of_step[t]
-    step = step_of_step[t]
+    bar, step, keep, kept = K.bar_coords(pr.cell_time, starts, pr.n_steps, bar_steps, other_meters == "drop")
     if other_meters == "drop":
-        full = lengths == bar_steps
-        keep = full[bar]
-        bar = (np.cumsum(full) - 1).astype(np.int16)[bar]
-        n_bars = int(full.sum())
-        dropped = int((~full).sum())
-    elif other_meters == "pad":
-        keep = step < bar_steps if (lengths > bar_steps).any() else None  # None: every cell fits
+        n_bars = int((lengths == bar_steps).sum())
+        dropped = len(starts) - n_bars
+    else:
         n_bars = len(starts)
         dropped = 0
-    else:
-        raise ValueError(f"other_meters={other_meters!r} must be 'pad' or 'drop'")
-    if keep is None:
+    if kept == len(bar):
         pitch, track, velocity = pr.cell_pitch, pr.cell_track, pr.cell_velocity
     else:
-        bar, step = bar[keep], step[keep].astype(np.int16, copy=False)
+        bar, step = bar[keep], step[keep]
         pitch, track, velocity = pr.cell_pitch[keep], pr.cell_track[keep], pr.cell_velocity[keep]
     # cells stay in the piano-roll's (track, pitch, time) order: deterministic, and no sort to pay
     return BarTensor(

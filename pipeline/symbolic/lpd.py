@@ -264,13 +264,9 @@ def to_pianoroll(
 
     # exactly pypianoroll's arithmetic (a note on a beat divides the beat by itself; in a one-beat
     # file that is 0/0, which pypianoroll cannot handle and we map to step 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bi = np.searchsorted(bt, starts) - 1
-        pos = np.nan_to_num((bi + (starts - bt[bi]) / (bt1[bi + 1] - bt[bi])) * resolution, nan=0.0)
-        ons = (pos if semantics == "lpd" else np.round(pos)).astype(np.int64)
-        bi = np.searchsorted(bt, ends) - 1
-        pos = np.nan_to_num((bi + (ends - bt[bi]) / (bt1[bi + 1] - bt[bi])) * resolution, nan=0.0)
-        offs = pos.astype(np.int64)
+    # (compiled: smf_kernels.quantize states the numpy expression it computes bit for bit)
+    ons = K.quantize(bt, one_more, starts, resolution, rounding=semantics != "lpd")
+    offs = K.quantize(bt, one_more, ends, resolution, rounding=False)
 
     pitch = score.note_pitch[idx]
     vel = score.note_vel[idx]
