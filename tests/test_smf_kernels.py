@@ -181,3 +181,18 @@ def test_bar_coords_cut_cells_as_the_numpy_search_does(drop):
         K.bar_coords(np.array([n_steps], np.int32), starts, n_steps, 96, drop)
     with pytest.raises(ValueError, match="tile it"):
         K.bar_coords(t, starts + 1, n_steps, 96, drop)
+
+
+def test_ticks_to_seconds_is_the_numpy_expression_bit_for_bit():
+    rng = np.random.default_rng(5)
+    start = np.concatenate([[0], np.sort(rng.choice(np.arange(1, 10**6), 300, replace=False))])
+    scale = rng.uniform(1e-5, 1e-2, len(start))
+    base = np.zeros(len(start))
+    np.cumsum(scale[:-1] * np.diff(start).astype(np.float64), out=base[1:])
+    ticks = np.concatenate([rng.integers(-50, 2 * 10**6, 5000), np.sort(rng.integers(0, 10**6, 5000)), start,
+                            [-1, 0, np.iinfo(np.int64).max // 4]])
+    seg = np.searchsorted(start, ticks, side="right") - 1
+    want = base[seg] + scale[seg] * (ticks - start[seg]).astype(np.float64)
+    assert np.array_equal(K.ticks_to_seconds(start, scale, base, ticks), want)
+    with pytest.raises(ValueError, match="equally long"):
+        K.ticks_to_seconds(start, scale[:-1], base, ticks)

@@ -723,8 +723,8 @@ static int64_t emit_row(uint8_t *row, int64_t lo, int64_t hi, uint8_t track, uin
  * state-dependent rules of pypianoroll (the one-step gap before a repeated note, the offset
  * pulled back when the next cell is taken, velocities by maximum; drums as onsets, last write
  * wins). The instruments of a track are folded into the track's roll by maximum, and the
- * track's non-zero cells are emitted pitch by pitch over the span each pitch was painted in:
- * (pitch, time) order, the order of a CSC matrix. Notes must be grouped by instrument in
+ * track's non-zero cells are emitted pitch by pitch, block by block over the 64-step blocks
+ * that were painted: (pitch, time) order, the order of a CSC matrix. Notes must be grouped by instrument in
  * pretty_midi order.
  *
  * Returns the number of cells written; -1 when the instruments' rolls hold more than ``cap``
@@ -740,14 +740,18 @@ static int64_t paint_tracks(int64_t n_steps, const int64_t *inst_of_note, const 
     uint8_t *scratch = NULL, *acc = NULL;
     Range *ranges = NULL;
     int64_t *first_note = NULL, *last_note = NULL, *members = NULL;
-    int64_t span_lo[128], span_hi[128];
+    /* blocks of 64 steps painted in each pitch row of the track (a bit per block): emission
+     * scans only these, whatever the span of a pitch */
+    int64_t n_blocks = (n_steps + 63) / 64, words = (n_blocks + 63) / 64;
+    uint64_t *touched = NULL;
     size_t roll = (size_t)n_steps * 128;
     scratch = zeroed_roll(0, roll ? roll : 1);
+    touched = calloc((size_t)(128 * words + 1), sizeof(uint64_t));
     ranges = malloc(sizeof(Range) * (n + 1));
     first_note = malloc(sizeof(int64_t) * (n_inst + 1));
     last_note = malloc(sizeof(int64_t) * (n_inst + 1));
     members = calloc(n_tracks + 1, sizeof(int64_t));
-    if (!scratch || !ranges || !first_note || !last_note || !members) {
+    if (!scratch || !touched || !ranges || !first_note || !last_note || !members) {
         result = -2;
         goto done;
     }
@@ -780,10 +784,6 @@ static int64_t paint_tracks(int64_t n_steps, const int64_t *inst_of_note, const 
                 }
             }
             track_roll = acc;
-        }
-        for (int q = 0; q < 128; q++) {
-            span_lo[q] = INT64_MAX;
-            span_hi[q] = -1;
         }
         for (int64_t inst = 0; inst < n_inst; inst++) {
             if (inst_family[inst] != f || first_note[inst] < 0)
@@ -830,10 +830,9 @@ static int64_t paint_tracks(int64_t n_steps, const int64_t *inst_of_note, const 
                 }
                 ranges[n_r].p = p; ranges[n_r].lo = start; ranges[n_r].hi = end;
                 n_r++;
-                if (start < span_lo[p])
-                    span_lo[p] = start;
-                if (end > span_hi[p])
-                    span_hi[p] = end;
+                uint64_t *bits = touched + p * words;
+                for (int64_t b = start >> 6; b <= (end - 1) >> 6; b++)
+                    bits[b >> 6] |= (uint64_t)1 << (b & 63);
             }
             if (track_roll == scratch)
                 continue; /* a track of one instrument: its cells are counted as they are emitted */
@@ -859,13 +858,22 @@ static int64_t paint_tracks(int64_t n_steps, const int64_t *inst_of_note, const 
         /* emit the track in (pitch, time) order and clear its roll */
         int64_t m0 = m;
         for (int q = 0; q < 128; q++) {
-            if (span_hi[q] <= span_lo[q])
-                continue;
-            m = emit_row(track_roll + (size_t)q * n_steps, span_lo[q], span_hi[q], (uint8_t)f, (uint8_t)q,
-                         out_track, out_time, out_pitch, out_vel, m, cap);
-            if (m < 0) {
-                result = -1;
-                goto done;
+            uint64_t *bits = touched + q * words;
+            uint8_t *row = track_roll + (size_t)q * n_steps;
+            for (int64_t w = 0; w < words; w++) {
+                uint64_t word = bits[w];
+                bits[w] = 0;
+                while (word) {
+                    int64_t block = w * 64 + __builtin_ctzll(word);
+                    word &= word - 1;
+                    int64_t lo = block * 64, hi = lo + 64 < n_steps ? lo + 64 : n_steps;
+                    m = emit_row(row, lo, hi, (uint8_t)f, (uint8_t)q, out_track, out_time, out_pitch, out_vel, m,
+                                 cap);
+                    if (m < 0) {
+                        result = -1;
+                        goto done;
+                    }
+                }
             }
         }
         if (track_roll == scratch && (painted += m - m0) > cap) {
@@ -877,7 +885,7 @@ static int64_t paint_tracks(int64_t n_steps, const int64_t *inst_of_note, const 
     result = m;
 done:
     release_rolls(dirty);
-    free(ranges); free(first_note); free(last_note); free(members);
+    free(touched); free(ranges); free(first_note); free(last_note); free(members);
     return result;
 }
 
@@ -901,6 +909,85 @@ static double nan_to_num(double x)
     return x;
 }
 
+/* First index i in sorted a[0:n] with a[i] >= v (numpy searchsorted side='left'), searched by
+ * galloping out from `hint` (the previous answer), so inputs in order cost O(1) each. */
+static int64_t lower_bound_from(const double *a, int64_t n, double v, int64_t hint)
+{
+    int64_t lo, hi;
+    if (hint > n)
+        hint = n;
+    if (hint < n && a[hint] < v) { /* answer > hint */
+        lo = hint + 1;
+        int64_t step = 1;
+        hi = lo;
+        while (hi < n && a[hi] < v) {
+            lo = hi + 1;
+            hi += step;
+            step <<= 1;
+        }
+        if (hi > n)
+            hi = n;
+    } else { /* answer <= hint */
+        hi = hint;
+        int64_t step = 1;
+        lo = hi;
+        while (lo > 0 && !(a[lo - 1] < v)) {
+            hi = lo - 1;
+            lo -= step;
+            step <<= 1;
+            if (lo < 0)
+                lo = 0;
+        }
+    }
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* First index i in sorted a[0:n] with a[i] > v (searchsorted side='right'), galloping from hint. */
+static int64_t upper_bound_from(const int64_t *a, int64_t n, int64_t v, int64_t hint)
+{
+    int64_t lo, hi;
+    if (hint > n)
+        hint = n;
+    if (hint < n && a[hint] <= v) {
+        lo = hint + 1;
+        int64_t step = 1;
+        hi = lo;
+        while (hi < n && a[hi] <= v) {
+            lo = hi + 1;
+            hi += step;
+            step <<= 1;
+        }
+        if (hi > n)
+            hi = n;
+    } else {
+        hi = hint;
+        int64_t step = 1;
+        lo = hi;
+        while (lo > 0 && a[lo - 1] > v) {
+            hi = lo - 1;
+            lo -= step;
+            step <<= 1;
+            if (lo < 0)
+                lo = 0;
+        }
+    }
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a[mid] <= v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* Times (seconds) -> grid steps, as to_pianoroll's numpy expression does, bit for bit:
  *   bi = searchsorted(bt, x) - 1      (bt[-1] is the last beat, as numpy indexes)
  *   pos = nan_to_num((bi + (x - bt[bi]) / (bt1[bi + 1] - bt[bi])) * resolution)
@@ -909,21 +996,31 @@ static double nan_to_num(double x)
 static void quantize(const double *bt, int64_t nb, double one_more, const double *x, int64_t n, int64_t resolution,
                      int rounding, int64_t *out)
 {
+    int64_t lo = 0; /* the previous answer: notes come almost in time order */
     for (int64_t k = 0; k < n; k++) {
         double v = x[k];
-        int64_t lo = 0, hi = nb; /* first index with bt[i] >= v (searchsorted, side='left') */
-        while (lo < hi) {
-            int64_t mid = lo + (hi - lo) / 2;
-            if (bt[mid] < v)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
+        lo = lower_bound_from(bt, nb, v, lo);
         int64_t bi = lo - 1;
         double b0 = bi < 0 ? bt[nb - 1] : bt[bi];
         double b1 = bi + 1 < nb ? bt[bi + 1] : one_more;
         double pos = nan_to_num(((double)bi + (v - b0) / (b1 - b0)) * (double)resolution);
         out[k] = numpy_to_int64(rounding ? nearbyint(pos) : pos);
+    }
+}
+
+/* Ticks -> seconds over a piecewise-linear tempo map (pipeline.io.midi.TickClock):
+ * seg = searchsorted(start, tick, side='right') - 1; out = base[seg] + scale[seg] * (tick - start[seg]) */
+static void ticks_to_seconds(const int64_t *start, const double *scale, const double *base, int64_t ns,
+                             const int64_t *ticks, int64_t n, double *out)
+{
+    int64_t at = 0;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t t = ticks[k];
+        at = upper_bound_from(start, ns, t, at);
+        int64_t seg = at - 1;
+        if (seg < 0)
+            seg += ns; /* numpy's index -1 */
+        out[k] = base[seg] + scale[seg] * (double)(t - start[seg]);
     }
 }
 
@@ -1121,6 +1218,17 @@ static PyObject *py_bar_coords(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(kept);
 }
 
+static PyObject *py_ticks_to_seconds(PyObject *self, PyObject *args)
+{
+    Py_buffer start, scale, base, ticks, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &start, &scale, &base, &ticks, &out))
+        return NULL;
+    ticks_to_seconds(start.buf, scale.buf, base.buf, NELEM(start, int64_t), ticks.buf, NELEM(ticks, int64_t), out.buf);
+    PyBuffer_Release(&start); PyBuffer_Release(&scale); PyBuffer_Release(&base); PyBuffer_Release(&ticks);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"scan_smf", py_scan_smf, METH_VARARGS, "Scan an SMF into event arrays (see smf_kernels.scan_smf)."},
     {"pair_notes", py_pair_notes, METH_VARARGS, "pretty_midi's note pairing (see smf_kernels.pair_notes)."},
@@ -1128,6 +1236,7 @@ static PyMethodDef methods[] = {
     {"beat_start_score", py_beat_start_score, METH_VARARGS, "One candidate of estimate_beat_start."},
     {"paint_tracks", py_paint_tracks, METH_VARARGS, "Notes -> merged track cells (see smf_kernels.paint_tracks)."},
     {"quantize", py_quantize, METH_VARARGS, "Times -> grid steps (see smf_kernels.quantize)."},
+    {"ticks_to_seconds", py_ticks_to_seconds, METH_VARARGS, "Ticks -> seconds (see smf_kernels.ticks_to_seconds)."},
     {"bar_coords", py_bar_coords, METH_VARARGS, "Cell steps -> bar and step in bar (see smf_kernels.bar_coords)."},
     {NULL, NULL, 0, NULL},
 };

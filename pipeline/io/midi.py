@@ -123,9 +123,8 @@ class TickClock:
         self.base = base
 
     def __call__(self, ticks: np.ndarray) -> np.ndarray:
-        ticks = np.asarray(ticks, np.int64)
-        seg = np.searchsorted(self.start, ticks, side="right") - 1
-        return self.base[seg] + self.scale[seg] * (ticks - self.start[seg]).astype(np.float64)
+        # compiled: base[seg] + scale[seg] * (ticks - start[seg]) with seg from searchsorted
+        return K.ticks_to_seconds(self.start, self.scale, self.base, ticks)
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,17 @@ def bar_coords(cell_time, bar_starts, n_steps, bar_steps, drop) -> tuple[np.ndar
     kept = _smf.bar_coords(cell_time, bar_starts, int(n_steps), int(bar_steps), bool(drop), bar, step,
                            keep.view(np.uint8))
     return bar, step, keep, kept
+
+
+def ticks_to_seconds(start, scale, base, ticks) -> np.ndarray:
+    """Ticks -> seconds over a tempo map of segments (first tick, seconds per tick, seconds at the
+    first tick): ``seg = searchsorted(start, ticks, side="right") - 1`` (index -1, the last
+    segment, for ticks before the first, as numpy indexes), ``base[seg] + scale[seg] * (ticks -
+    start[seg])``, bit for bit."""
+    start, scale, base = _in(start, np.int64), _in(scale, np.float64), _in(base, np.float64)
+    if not len(start) == len(scale) == len(base) or len(start) == 0:
+        raise ValueError("ticks_to_seconds: start, scale and base must be equally long, and not empty")
+    ticks = _in(ticks, np.int64)
+    out = np.empty(ticks.shape, np.float64)
+    _smf.ticks_to_seconds(start, scale, base, ticks.reshape(-1), out.reshape(-1))
+    return out
