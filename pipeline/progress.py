@@ -7,17 +7,10 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # rich is imported when a bar is drawn (a run without one starts faster)
+    from rich.progress import Progress
 
 
 def progress_enabled() -> bool:
@@ -27,12 +20,17 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-class _RateColumn(ProgressColumn):
-    """Units per second."""
+def _rate_column():
+    """A rich column: units per second."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("?/s" if speed is None else f"{speed:.1f}/s", style="progress.data.speed")
+    class _RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?/s" if speed is None else f"{speed:.1f}/s", style="progress.data.speed")
+
+    return _RateColumn()
 
 
 class ProgressBar:
@@ -70,11 +68,14 @@ def progress_bar(description: str, total: int | None, *, enabled: bool | None = 
     if not enabled:
         yield ProgressBar(None, None)
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        _RateColumn(),
+        _rate_column(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=False,

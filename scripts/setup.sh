@@ -31,3 +31,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[dev]'
+# byte-compile the project's own modules once: where PYTHONDONTWRITEBYTECODE is set, every run
+# would otherwise compile them again (pip byte-compiles installed packages, not an editable tree)
+.venv/bin/python -m compileall -q pipeline stages >/dev/null

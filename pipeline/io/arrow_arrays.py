@@ -33,9 +33,10 @@ def strings(values: Sequence[str]) -> pa.Array:
                                  [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
 
 
-def lists(offsets: np.ndarray, values: np.ndarray, type: pa.DataType) -> pa.ListArray:
-    """A null-free ``list<type>`` array: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
-    return pa.ListArray.from_arrays(numeric(offsets, pa.int32()), numeric(values, type))
+def lists(offsets: np.ndarray, values: np.ndarray, type: pa.ListType) -> pa.ListArray:
+    """A null-free array of the list ``type``: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``
+    (the exact type, item nullability included: a table of that schema then needs no cast)."""
+    return pa.ListArray.from_arrays(numeric(offsets, pa.int32()), numeric(values, type.value_type), type=type)
 
 
 def table_from_rows(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:

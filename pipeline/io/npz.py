@@ -12,7 +12,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from isal import isal_zlib
@@ -48,33 +48,36 @@ def npy_header(dtype, shape: tuple[int, ...]) -> bytes:
 @dataclass(frozen=True)
 class ChunkedArray:
     """An array given as parts: C-order pieces whose bytes, one after another, make an array
-    of ``shape`` and ``dtype``. ``npz_bytes`` deflates the parts in turn, so a large member is
-    never assembled in memory."""
+    of ``shape`` and ``dtype``. ``parts`` is called once and may yield pieces lazily, even views
+    of one reused buffer: ``npz_bytes`` deflates each piece before it asks for the next, so a
+    large member is never assembled in memory."""
 
     dtype: np.dtype
     shape: tuple[int, ...]
-    parts: Sequence[np.ndarray]
-
-    def __post_init__(self) -> None:
-        size = sum(np.asarray(p).nbytes for p in self.parts)
-        if size != int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize:
-            raise ValueError(f"parts hold {size} bytes, not an array of {self.shape} {np.dtype(self.dtype)}")
+    parts: Callable[[], Iterable[np.ndarray]]
 
 
 def _bytes_view(arr: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
 
 
-def _member(name: str, arr) -> tuple[str, bytes, list[memoryview]]:
+def _member(name: str, arr) -> tuple[str, bytes, Iterable[memoryview], int]:
+    """(file name, .npy header, data pieces, data bytes) of one array member."""
     if isinstance(arr, ChunkedArray):
         dtype = np.dtype(arr.dtype)
-        if any(np.asarray(p).dtype != dtype for p in arr.parts):
-            raise TypeError(f"array {name!r}: every part must be {dtype}")
-        return f"{name}.npy", npy_header(dtype, arr.shape), [_bytes_view(p) for p in arr.parts]
+        nbytes = int(np.prod(arr.shape, dtype=np.int64)) * dtype.itemsize
+
+        def pieces():
+            for part in arr.parts():
+                if part.dtype != dtype:
+                    raise TypeError(f"array {name!r}: every part must be {dtype}, not {part.dtype}")
+                yield _bytes_view(part)
+
+        return f"{name}.npy", npy_header(dtype, arr.shape), pieces(), nbytes
     arr = np.ascontiguousarray(arr)
     if arr.dtype == object:
         raise TypeError(f"array {name!r} has dtype object; NPZ shards never hold pickles")
-    return f"{name}.npy", npy_header(arr.dtype, arr.shape), [_bytes_view(arr)]
+    return f"{name}.npy", npy_header(arr.dtype, arr.shape), [_bytes_view(arr)], arr.nbytes
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray | ChunkedArray], extra: Mapping[str, bytes] | None = None) -> bytes:
@@ -86,12 +89,12 @@ def npz_bytes(arrays: Mapping[str, np.ndarray | ChunkedArray], extra: Mapping[st
     copy into an .npy blob first.
     """
     members = [_member(name, arr) for name, arr in arrays.items()]
-    members += [(name, b"", [memoryview(blob)]) for name, blob in (extra or {}).items()]
-    if sum(len(h) + sum(d.nbytes for d in ds) for _, h, ds in members) >= 0xFFFFFFFF:  # zipfile does zip64
-        return _npz_bytes_zip64([(name, h + b"".join(d.tobytes() for d in ds)) for name, h, ds in members])
+    members += [(name, b"", [memoryview(blob)], len(blob)) for name, blob in (extra or {}).items()]
+    if sum(len(h) + n for _, h, _, n in members) >= 0xFFFFFFFF:  # beyond plain zip: zipfile does zip64
+        return _npz_bytes_zip64([(name, h + b"".join(d.tobytes() for d in ds)) for name, h, ds, _ in members])
     out = bytearray()
     central = bytearray()
-    for name, header, data in members:
+    for name, header, data, nbytes in members:
         fname = name.encode()
         comp = isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, -15)
         packed = [comp.compress(header)]
@@ -101,6 +104,8 @@ def npz_bytes(arrays: Mapping[str, np.ndarray | ChunkedArray], extra: Mapping[st
             packed.append(comp.compress(d))
             crc = isal_zlib.crc32(d, crc)
             size += d.nbytes
+        if size != len(header) + nbytes:
+            raise ValueError(f"member {name}: its parts hold {size - len(header)} bytes, not {nbytes}")
         packed.append(comp.flush())
         packed = b"".join(packed)
         offset = len(out)
@@ -149,6 +154,9 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray], extra: Mapping[str, 
     atomic_write_bytes(path, npz_bytes(arrays, extra))
 
 
+_PITCHES = np.arange(129, dtype=np.uint8)  # column bounds 0..128, uint8 like the pitches (no cast of them)
+
+
 def pianoroll_npz_bytes(pr, name: str) -> bytes:
     """A ``Pianoroll`` in pypianoroll's NPZ format (what ``pypianoroll.load`` 1.0 reads, and the
     LPD layout): ``tempo``, ``downbeat``, ``pianoroll_<i>_csc_{data,indices,indptr,shape}`` per
@@ -159,12 +167,12 @@ def pianoroll_npz_bytes(pr, name: str) -> bytes:
     }
     info: dict = {"resolution": pr.resolution, "beat_resolution": pr.resolution, "name": name}
     # cells are sorted by (track, pitch, time): each track is one slice, already in CSC order
-    bounds = np.searchsorted(pr.cell_track, np.arange(pr.n_tracks + 1))
+    bounds = np.searchsorted(pr.cell_track, np.arange(pr.n_tracks + 1, dtype=np.uint8))
     shape = np.array([pr.n_steps, 128], np.int64)
     for k in range(pr.n_tracks):
         lo, hi = bounds[k], bounds[k + 1]
-        indptr = np.zeros(129, np.int32)
-        np.cumsum(np.bincount(pr.cell_pitch[lo:hi], minlength=128), out=indptr[1:])
+        # the track's pitches ascend (CSC order): column pointers by binary search, no counting pass
+        indptr = np.searchsorted(pr.cell_pitch[lo:hi], _PITCHES).astype(np.int32)
         arrays[f"pianoroll_{k}_csc_data"] = np.asarray(pr.cell_velocity[lo:hi], np.uint8)
         arrays[f"pianoroll_{k}_csc_indices"] = np.asarray(pr.cell_time[lo:hi], np.int32)
         arrays[f"pianoroll_{k}_csc_indptr"] = indptr

@@ -58,9 +58,8 @@ def _parquet_bytes(ids: Sequence[str], tensors: Sequence[BarTensor]) -> memoryvi
             columns = [strings(ids[lo : lo + ROW_GROUP_SONGS]),
                        numeric(np.array([t.n_bars for t in group], np.int32), pa.int32())]
             for name in COORDS_AND_VELOCITY:
-                dtype = PARQUET_SCHEMA.field(name).type.value_type
                 values = np.concatenate([getattr(t, name) for t in group])
-                columns.append(lists(offsets, values, dtype))
+                columns.append(lists(offsets, values, PARQUET_SCHEMA.field(name).type))
             writer.write_table(pa.Table.from_arrays(columns, schema=PARQUET_SCHEMA))
     return memoryview(sink.getvalue())
 
@@ -86,18 +85,28 @@ def _npz_arrays(ids, tensors, bar_steps, n_tracks) -> dict:
         raise ValueError("an NPZ shard holds at most 65535 songs of at most 65535 bars")
     nnz = sum(len(t.bar) for t in tensors)
     u16 = np.uint16
-    # the rows of nonzero, song by song: song index, bar, step, pitch, track
-    rows = [np.full(len(t.bar), i, u16) for i, t in enumerate(tensors)]
-    rows += [t.bar.view(u16) for t in tensors]  # int16 >= 0: the same bytes as uint16
-    rows += [t.step.view(u16) for t in tensors]
-    rows += [t.pitch.astype(u16) for t in tensors]
-    rows += [t.track.astype(u16) for t in tensors]
+    buf = np.empty(max([len(t.bar) for t in tensors] + [1]), u16)  # one song's row, reused
+
+    def rows():  # the rows of nonzero, song by song: song index, bar, step, pitch, track
+        for i, t in enumerate(tensors):
+            buf[: len(t.bar)] = i
+            yield buf[: len(t.bar)]
+        for t in tensors:
+            yield t.bar.view(u16)  # int16 >= 0: the same bytes as uint16
+        for t in tensors:
+            yield t.step.view(u16)
+        for name in ("pitch", "track"):
+            for t in tensors:
+                part = buf[: len(t.bar)]
+                part[:] = getattr(t, name)
+                yield part
+
     shape = np.array([len(ids), int(n_bars.max()) if len(n_bars) else 0, bar_steps, 128, n_tracks], np.int64)
     width = max([len(i) for i in ids] + [1])
     return {
         "shape": shape,
         "nonzero": ChunkedArray(np.dtype(u16), (5, nnz), rows),
-        "velocity": ChunkedArray(np.dtype(np.uint8), (nnz,), [t.velocity for t in tensors]),
+        "velocity": ChunkedArray(np.dtype(np.uint8), (nnz,), lambda: (t.velocity for t in tensors)),
         "ids": np.array(ids, dtype=f"<U{width}"),
         "n_bars": n_bars,
     }
