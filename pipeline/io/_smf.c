@@ -370,13 +370,24 @@ static int pair_notes(const int32_t *ev_track, const int64_t *ev_tick, const int
     }
     int64_t head[16 * 128], tail[16 * 128], inst_of[128 * 16], program[16], strag_max[16];
     char strag_exists[16], strag_adopted[16];
+    /* keys set in the current track, to reset only those when the next track starts */
+    int16_t used_keys[16 * 128], used_ikeys[128 * 16];
+    char key_used[16 * 128];
+    int64_t n_used_keys = 0, n_used_ikeys = 0;
+    for (int k = 0; k < 16 * 128; k++) {
+        head[k] = -1; tail[k] = -1; inst_of[k] = -1; key_used[k] = 0;
+    }
     int64_t i = 0;
     while (i < n_events) {
         int64_t track = ev_track[i];
         /* reset per-track state */
-        for (int k = 0; k < 16 * 128; k++) {
-            head[k] = -1; tail[k] = -1; inst_of[k] = -1;
+        for (int64_t k = 0; k < n_used_keys; k++) {
+            head[used_keys[k]] = -1; tail[used_keys[k]] = -1; key_used[used_keys[k]] = 0;
         }
+        for (int64_t k = 0; k < n_used_ikeys; k++)
+            inst_of[used_ikeys[k]] = -1;
+        n_used_keys = 0;
+        n_used_ikeys = 0;
         for (int c = 0; c < 16; c++) {
             program[c] = 0; strag_exists[c] = 0; strag_adopted[c] = 0; strag_max[c] = -1;
         }
@@ -394,6 +405,10 @@ static int pair_notes(const int32_t *ev_track, const int64_t *ev_tick, const int
                 node_start[n_nodes] = ev_tick[i];
                 node_vel[n_nodes] = ev_b[i];
                 node_next[n_nodes] = -1;
+                if (!key_used[key]) {
+                    key_used[key] = 1;
+                    used_keys[n_used_keys++] = (int16_t)key;
+                }
                 if (head[key] < 0)
                     head[key] = n_nodes;
                 else
@@ -419,6 +434,7 @@ static int pair_notes(const int32_t *ev_track, const int64_t *ev_tick, const int
                                 }
                                 inst = n_inst++;
                                 inst_of[ikey] = inst;
+                                used_ikeys[n_used_ikeys++] = (int16_t)ikey;
                                 inst_program[inst] = prog;
                                 inst_channel[inst] = ch;
                                 inst_track[inst] = track;
