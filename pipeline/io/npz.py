@@ -3,6 +3,7 @@ written atomically (temporary name, then ``os.replace``), read without pickle.""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -25,6 +26,9 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 #: any zip reader, numpy's included, decodes; at level 1 it deflates song piano-rolls ~3.5x and
 #: MuseGAN ``nonzero`` arrays ~7x faster than zlib's level 1, for song files ~40% larger.
 COMPRESS_LEVEL = 1
+#: members of at most this many bytes (an .npy header is 128) are stored, not deflated: a deflate
+#: stream of a few bytes costs ~8 us and saves nothing
+STORE_BYTES = 256
 #: zlib level for the zip64 fallback (archives over 4 GiB, through ``zipfile``)
 ZIP64_LEVEL = 1
 
@@ -36,8 +40,12 @@ def npy_header(dtype, shape: tuple[int, ...]) -> bytes:
     """The .npy format 1.0 header of a C-contiguous array of ``dtype`` and ``shape``, byte for
     byte as ``np.save`` writes it (sorted keys, room to grow the first axis, padded to 64
     bytes), without numpy's file object."""
-    shape = tuple(int(n) for n in shape)
-    text = f"{{'descr': {np.dtype(dtype).str!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
+    return _npy_header(np.dtype(dtype).str, tuple(int(n) for n in shape))
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
     if shape:
         text += " " * (21 - len(repr(shape[0])))  # numpy's GROWTH_AXIS_MAX_DIGITS
     hlen = len(text) + 1
@@ -96,23 +104,31 @@ def npz_bytes(arrays: Mapping[str, np.ndarray | ChunkedArray], extra: Mapping[st
     central = bytearray()
     for name, header, data, nbytes in members:
         fname = name.encode()
-        comp = isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, -15)
-        packed = [comp.compress(header)]
-        crc = isal_zlib.crc32(header)
-        size = len(header)
-        for d in data:
-            packed.append(comp.compress(d))
-            crc = isal_zlib.crc32(d, crc)
-            size += d.nbytes
+        if len(header) + nbytes <= STORE_BYTES:  # tiny: stored as is (deflate would cost more than it saves)
+            method = 0
+            packed = header + b"".join(bytes(d) for d in data)
+            crc = isal_zlib.crc32(packed)
+            size = len(packed)
+        else:
+            method = 8
+            comp = isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, -15)
+            packed = [comp.compress(header)]
+            crc = isal_zlib.crc32(header)
+            size = len(header)
+            for d in data:
+                packed.append(comp.compress(d))
+                crc = isal_zlib.crc32(d, crc)
+                size += d.nbytes
+            packed.append(comp.flush())
+            packed = b"".join(packed)
         if size != len(header) + nbytes:
             raise ValueError(f"member {name}: its parts hold {size - len(header)} bytes, not {nbytes}")
-        packed.append(comp.flush())
-        packed = b"".join(packed)
         offset = len(out)
-        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, _DOS_DATE, crc, len(packed), size, len(fname), 0)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, _DOS_DATE, crc, len(packed), size,
+                           len(fname), 0)
         out += fname
         out += packed
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, _DOS_DATE, crc, len(packed),
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, _DOS_DATE, crc, len(packed),
                                size, len(fname), 0, 0, 0, 0, 0o644 << 16, offset)
         central += fname
     cd_offset = len(out)
