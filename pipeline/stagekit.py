@@ -67,11 +67,16 @@ class _Watchdog:
 
     ``arm`` and ``disarm`` cost a lock and a list operation (a thread per file would cost more
     than converting a typical file). Deadlines of one limit arrive in order, so the pending
-    ones form a queue whose head is the next to expire.
+    ones form a queue whose head is the next to expire. The thread is woken only by a deadline
+    earlier than the one it sleeps towards (idle, it sleeps ``IDLE_SECONDS`` at a time): waking
+    it for every file would hand it the GIL for every file.
     """
+
+    IDLE_SECONDS = 60.0
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
+        self.wake_at = float("-inf")  # when the thread will look at the queue next
         self.pending: dict[int, tuple[float, int]] = {}  # token -> (deadline, thread id)
         self.fired: set[int] = set()
         self.queue: list[tuple[float, int]] = []  # (deadline, token), a heap
@@ -88,7 +93,7 @@ class _Watchdog:
             deadline = time.monotonic() + seconds
             self.pending[token] = (deadline, threading.get_ident())
             heapq.heappush(self.queue, (deadline, token))
-            if self.queue[0][1] == token:
+            if deadline < self.wake_at:
                 self.cond.notify()
             return token
 
@@ -109,11 +114,13 @@ class _Watchdog:
                 while self.queue and self.queue[0][1] not in self.pending:
                     heapq.heappop(self.queue)
                 if not self.queue:
-                    self.cond.wait()
+                    self.wake_at = time.monotonic() + self.IDLE_SECONDS
+                    self.cond.wait(self.IDLE_SECONDS)
                     continue
                 deadline, token = self.queue[0]
                 left = deadline - time.monotonic()
                 if left > 0:
+                    self.wake_at = deadline
                     self.cond.wait(left)
                     continue
                 heapq.heappop(self.queue)
