@@ -925,84 +925,50 @@ static double nan_to_num(double x)
     return x;
 }
 
-/* First index i in sorted a[0:n] with a[i] >= v (numpy searchsorted side='left'), searched by
- * galloping out from `hint` (the previous answer), so inputs in order cost O(1) each. */
-static int64_t lower_bound_from(const double *a, int64_t n, double v, int64_t hint)
-{
-    int64_t lo, hi;
-    if (hint > n)
-        hint = n;
-    if (hint < n && a[hint] < v) { /* answer > hint */
-        lo = hint + 1;
-        int64_t step = 1;
-        hi = lo;
-        while (hi < n && a[hi] < v) {
-            lo = hi + 1;
-            hi += step;
-            step <<= 1;
-        }
-        if (hi > n)
-            hi = n;
-    } else { /* answer <= hint */
-        hi = hint;
-        int64_t step = 1;
-        lo = hi;
-        while (lo > 0 && !(a[lo - 1] < v)) {
-            hi = lo - 1;
-            lo -= step;
-            step <<= 1;
-            if (lo < 0)
-                lo = 0;
-        }
+/* Galloping binary searches over a sorted array, started from `hint` (the previous answer), so
+ * inputs that come in order cost O(1) each. BEFORE(x, v) says that element x lies before the
+ * answer: `x < v` gives numpy's searchsorted side='left', `x <= v` side='right'. */
+#define DEFINE_GALLOP(NAME, T, BEFORE)                                                                  \
+    static int64_t NAME(const T *a, int64_t n, T v, int64_t hint)                                      \
+    {                                                                                                  \
+        int64_t lo, hi, step = 1;                                                                      \
+        if (hint > n)                                                                                  \
+            hint = n;                                                                                  \
+        if (hint < n && BEFORE(a[hint], v)) { /* the answer is past hint */                            \
+            lo = hi = hint + 1;                                                                        \
+            while (hi < n && BEFORE(a[hi], v)) {                                                       \
+                lo = hi + 1;                                                                           \
+                hi += step;                                                                            \
+                step <<= 1;                                                                            \
+            }                                                                                          \
+            if (hi > n)                                                                                \
+                hi = n;                                                                                \
+        } else { /* the answer is at hint or before it */                                              \
+            lo = hi = hint;                                                                            \
+            while (lo > 0 && !BEFORE(a[lo - 1], v)) {                                                  \
+                hi = lo - 1;                                                                           \
+                lo -= step;                                                                            \
+                step <<= 1;                                                                            \
+                if (lo < 0)                                                                            \
+                    lo = 0;                                                                            \
+            }                                                                                          \
+        }                                                                                              \
+        while (lo < hi) {                                                                              \
+            int64_t mid = lo + (hi - lo) / 2;                                                          \
+            if (BEFORE(a[mid], v))                                                                     \
+                lo = mid + 1;                                                                          \
+            else                                                                                       \
+                hi = mid;                                                                              \
+        }                                                                                              \
+        return lo;                                                                                     \
     }
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (a[mid] < v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
 
-/* First index i in sorted a[0:n] with a[i] > v (searchsorted side='right'), galloping from hint. */
-static int64_t upper_bound_from(const int64_t *a, int64_t n, int64_t v, int64_t hint)
-{
-    int64_t lo, hi;
-    if (hint > n)
-        hint = n;
-    if (hint < n && a[hint] <= v) {
-        lo = hint + 1;
-        int64_t step = 1;
-        hi = lo;
-        while (hi < n && a[hi] <= v) {
-            lo = hi + 1;
-            hi += step;
-            step <<= 1;
-        }
-        if (hi > n)
-            hi = n;
-    } else {
-        hi = hint;
-        int64_t step = 1;
-        lo = hi;
-        while (lo > 0 && a[lo - 1] > v) {
-            hi = lo - 1;
-            lo -= step;
-            step <<= 1;
-            if (lo < 0)
-                lo = 0;
-        }
-    }
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (a[mid] <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
+#define LESS(x, v) ((x) < (v))
+#define LESS_EQUAL(x, v) ((x) <= (v))
+DEFINE_GALLOP(lower_bound_from, double, LESS)         /* first i with a[i] >= v */
+DEFINE_GALLOP(upper_bound_from, int64_t, LESS_EQUAL) /* first i with a[i] > v */
+#undef LESS
+#undef LESS_EQUAL
 
 /* Times (seconds) -> grid steps, as to_pianoroll's numpy expression does, bit for bit:
  *   bi = searchsorted(bt, x) - 1      (bt[-1] is the last beat, as numpy indexes)
