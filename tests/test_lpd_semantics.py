@@ -28,6 +28,7 @@ import pretty_midi
 import pytest
 
 from hostile_files import vlq as _vlq
+from tests_support import smf_from_events
 
 from pipeline.errors import MidiError
 from pipeline.io.midi import read_midi
@@ -53,7 +54,6 @@ def build(notes, *, tpq=TPQ, tempos=((0, 500_000),), ts=((0, 4, 4),), end_tick=N
 
     ``notes``: (track, channel, program, pitch, velocity, on_tick, off_tick).
     """
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
     meta = [(t, 0, mido.MetaMessage("set_tempo", tempo=v)) for t, v in tempos]
     meta += [(t, 0, mido.MetaMessage("time_signature", numerator=n, denominator=d)) for t, n, d in ts]
     if end_tick is not None:
@@ -68,17 +68,7 @@ def build(notes, *, tpq=TPQ, tempos=((0, 500_000),), ts=((0, 4, 4),), end_tick=N
             ev.append((on, 2, mido.Message("note_on", channel=ch, note=pitch, velocity=vel)))
             ev.append((off, 1, mido.Message("note_off", channel=ch, note=pitch, velocity=64)))
         tracks.append(ev)
-    for ev in tracks:
-        ev.sort(key=lambda e: (e[0], e[1]))  # at one tick: offs before ons
-        trk = mido.MidiTrack()
-        now = 0
-        for tick, _, msg in ev:
-            trk.append(msg.copy(time=tick - now))
-            now = tick
-        mid.tracks.append(trk)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+    return smf_from_events(tracks, tpq=tpq)  # at one tick: offs (1) before ons (2)
 
 
 def _chunk(cid: bytes, body: bytes) -> bytes:

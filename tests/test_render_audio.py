@@ -21,6 +21,7 @@ import soundfile as sf
 
 from stages import render_audio as stage
 from tests.conftest import make_song
+from tests_support import smf_from_events
 
 pytestmark = pytest.mark.skipif(shutil.which("fluidsynth") is None,
                                 reason="the fluidsynth program is absent (apt-get install --no-install-recommends fluidsynth)")
@@ -31,25 +32,14 @@ SMALL = dict(clip_samples=88192, row_group_mb=0.25, shard_size=3, render_seconds
 
 def _midi(events, *, tpq=480, tempo_bpm=120.0, extra=()) -> bytes:
     """One track: (tick, note, velocity, duration ticks, channel, program)."""
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    meta = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=int(6e7 / tempo_bpm), time=0),
-                           mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0)])
-    mid.tracks.append(meta)
-    tr = mido.MidiTrack()
+    meta = [(0, 0, mido.MetaMessage("set_tempo", tempo=int(6e7 / tempo_bpm))),
+            (0, 1, mido.MetaMessage("time_signature", numerator=4, denominator=4))]
     ev = [(0, 0, m) for m in extra]
     for tick, note, vel, dur, ch, prog in events:
         ev.append((tick, 1, mido.Message("program_change", channel=ch, program=prog)))
         ev.append((tick, 2, mido.Message("note_on", channel=ch, note=note, velocity=vel)))
         ev.append((tick + dur, 0, mido.Message("note_off", channel=ch, note=note, velocity=0)))
-    ev.sort(key=lambda e: (e[0], e[1]))
-    now = 0
-    for t, _, m in ev:
-        tr.append(m.copy(time=t - now))
-        now = t
-    mid.tracks.append(tr)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+    return smf_from_events([meta, ev], tpq=tpq)
 
 
 @pytest.fixture

@@ -14,25 +14,16 @@ from pipeline.io import smf_kernels as K
 from pipeline.io.midi import read_midi
 from pipeline.io.npz import npy_header
 from pipeline.symbolic.lpd import family_of, to_pianoroll
+from tests_support import smf_from_events
 
 
 def _song(notes, program=0, tpq=96) -> bytes:
     """One instrument track; notes: (start_tick, end_tick, pitch, velocity)."""
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    meta = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0)])
-    mid.tracks.append(meta)
-    events = []
+    meta = [(0, 0, mido.MetaMessage("time_signature", numerator=4, denominator=4))]
+    events = [(0, 0, mido.Message("program_change", program=program))]
     for s, e, p, v in notes:
-        events += [(s, 1, mido.Message("note_on", note=p, velocity=v)), (e, 0, mido.Message("note_off", note=p))]
-    track = mido.MidiTrack([mido.Message("program_change", program=program, time=0)])
-    now = 0
-    for tick, _, msg in sorted(events, key=lambda x: (x[0], x[1])):
-        track.append(msg.copy(time=tick - now))
-        now = tick
-    mid.tracks.append(track)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+        events += [(s, 2, mido.Message("note_on", note=p, velocity=v)), (e, 1, mido.Message("note_off", note=p))]
+    return smf_from_events([meta, events], tpq=tpq)
 
 
 def _cells(pr):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 
 import mido
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from pipeline.errors import MidiError
 from pipeline.tokens import _m21_tables as T
 from pipeline.tokens.notes import NotesConfig, notes_fast, notes_music21, notes_music21_timed
+from tests_support import smf_from_events
 
 # small real files that music21 parses in well under a second each; between them they have
 # format 0 and 1, chords that music21 gathers twice (Macabre Waltz), triplets, ties over bar lines
@@ -35,22 +35,14 @@ CONFIGS = [NotesConfig(), NotesConfig(streams="tracks", durations=True, rests=Tr
 
 def _midi(tracks, tpq=480) -> bytes:
     """tracks: list of (channel, [(start_tick, end_tick, pitch), ...])."""
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0)]))
+    out = [[(0, 0, mido.MetaMessage("set_tempo", tempo=500000))]]
     for ch, notes in tracks:
         ev = []
         for s, e, p in notes:
             ev += [(s, 1, mido.Message("note_on", channel=ch, note=p, velocity=90)),
                    (e, 0, mido.Message("note_off", channel=ch, note=p, velocity=0))]
-        ev.sort(key=lambda x: (x[0], x[1]))
-        tr, now = mido.MidiTrack(), 0
-        for t, _, m in ev:
-            tr.append(m.copy(time=t - now))
-            now = t
-        mid.tracks.append(tr)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+        out.append(ev)
+    return smf_from_events(out, tpq=tpq)
 
 
 def test_tables_are_music21s():
