@@ -134,9 +134,24 @@ def build_vocab(
         raise typer.Exit(3)
 
 
-train_app = typer.Typer(no_args_is_help=True, help="Train a model family on the prepared shards.")
-sample_app = typer.Typer(no_args_is_help=True, help="Sample from a trained model family.")
-evaluate_app = typer.Typer(no_args_is_help=True, help="Evaluate a trained model family and its samples.")
+NativeNumericsOpt = Annotated[bool, typer.Option(
+    "--native-numerics", envvar="PIPELINE_NATIVE_NUMERICS",
+    help="Let torch, MKL and numpy pick this CPU's fastest kernels (the numbers may then differ on another "
+         "CPU); by default the kernels are pinned to AVX2 level, the same on every x86-64 CPU.")]
+
+
+def _pin_numerics(native_numerics: NativeNumericsOpt = False) -> None:
+    """Pinned CPU numerics before torch or numpy loads (pipeline.numerics), then torch's settings."""
+    from pipeline import numerics
+
+    numerics.pin(native_numerics)
+    numerics.configure_torch()
+
+
+train_app = typer.Typer(no_args_is_help=True, callback=_pin_numerics, help="Train a model family on the prepared shards.")
+sample_app = typer.Typer(no_args_is_help=True, callback=_pin_numerics, help="Sample from a trained model family.")
+evaluate_app = typer.Typer(no_args_is_help=True, callback=_pin_numerics,
+                           help="Evaluate a trained model family and its samples.")
 app.add_typer(train_app, name="train")
 app.add_typer(sample_app, name="sample")
 app.add_typer(evaluate_app, name="evaluate")
@@ -224,8 +239,12 @@ def report(
     out: Annotated[Path, typer.Option(help="Output folder (report.md + curve PNGs).")] = Path("datasets/report"),
     images: Annotated[int, typer.Option(help="Sample images shown per variant.")] = 2,
     links: Annotated[int, typer.Option(help="Sample files linked per variant.")] = 8,
+    native_numerics: NativeNumericsOpt = False,
 ) -> None:
     """One Markdown page: data summaries, and per model family the metrics, loss curves and samples."""
+    from pipeline import numerics
+
+    numerics.pin(native_numerics)
     from stages import report as stage
 
     s = stage.run(datasets=datasets, out=out, images_per_part=images, links_per_part=links)

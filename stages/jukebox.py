@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import numerics
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
 
@@ -379,7 +380,7 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
                "steps": len(hist), "first_train_bits": hist[0]["train_bits"] if hist else None,
                "last10_train_bits": float(np.mean(tail)) if tail else None, "uniform_bits": math.log2(cfg.bins),
                "vqvae": vq_digest}
-    _write_json(folder / "train.json", summary)
+    _write_json(folder / "train.json", {**summary, "numerics": numerics.record()})
     # wall time goes to the caller (and the CLI line), never into a tracked output
     return {**summary, "steps_run": res["steps_run"], "resumed_at": res["resumed_at"], "out": str(folder),
             "encode_seconds": round(encode_seconds, 2), "train_seconds": round(train_seconds, 2)}
@@ -595,7 +596,7 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
               "priors": models, "samples": samples}
     report = _clean(report)
     out = Path(models_dir)
-    _write_json(out / "evaluation.json", report)
+    _write_json(out / "evaluation.json", {**report, "numerics": numerics.record()})
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from pipeline import numerics
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.io.npz import atomic_write_bytes
 
@@ -183,7 +184,8 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
                "final_valid_loss": res["history"][-1]["valid_loss"] if res["history"] else None,
                "seconds": round(seconds, 2)}
     # wall time goes to the caller (and the CLI line), never into a tracked output
-    _write_json(out / "train.json", {k: v for k, v in summary.items() if k != "seconds"})
+    _write_json(out / "train.json", {**{k: v for k, v in summary.items() if k != "seconds"},
+                                     "numerics": numerics.record()})
     return summary
 
 
@@ -374,7 +376,7 @@ def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Para
                            "data_tokens": cut},
               "qn_min_steps": 3, "resolution": 24}
     out = Path(model_dir)
-    _write_json(out / "evaluation.json", report)
+    _write_json(out / "evaluation.json", {**report, "numerics": numerics.record()})
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

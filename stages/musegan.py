@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from pipeline import numerics
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes, write_npz
 
@@ -262,7 +263,8 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
                "parameters": {"generator": count_parameters(gen), "critic": count_parameters(critic)},
                **{k: v for k, v in res.items() if k != "history"}, "seconds": round(seconds, 2)}
     # wall time goes to the caller (and the CLI line), never into a tracked output
-    _write_json(out / "train.json", {k: v for k, v in summary.items() if k not in ("seconds", "resumed")})
+    _write_json(out / "train.json", {**{k: v for k, v in summary.items() if k not in ("seconds", "resumed")},
+                                     "numerics": numerics.record()})
     return summary
 
 
@@ -426,7 +428,7 @@ def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> di
             if log:
                 log(f"{definition}: {src} ({len(arr)} phrases)")
     root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / "evaluation.json", report)
+    _write_json(root / "evaluation.json", {**report, "numerics": numerics.record()})
     atomic_write_bytes(root / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import numerics
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
 
@@ -325,5 +326,6 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
                "final": {k: v for k, v in hist[-1].items()} if hist else None,
                "evaluation": evaluation}
     # tracked: neither wall time nor whether the run was resumed (a resumed run gives the same bytes)
-    _write_json(out / "train.json", {k: v for k, v in summary.items() if k != "resumed"})
+    _write_json(out / "train.json", {**{k: v for k, v in summary.items() if k != "resumed"},
+                                     "numerics": numerics.record()})
     return {**summary, "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_seconds, 2)}

@@ -1,7 +1,8 @@
 """A small, family-agnostic solver: seeding, the epoch loop, checkpoints, metrics, early stopping.
 
 - ``seed_everything``: ``torch.manual_seed`` and ``torch.use_deterministic_algorithms(True)``
-  (on CPU the same seed, params and thread count give the same numbers to the last digit).
+  (on CPU the same seed, params and thread count give the same numbers to the last digit; with
+  ``pipeline.numerics`` pinned, on every x86-64 CPU with AVX2).
 - ``fit``: per epoch, one pass over the (seeded, shuffled, optionally capped) training batches
   with the family's ``step`` (teacher forcing), then the validation loss; a checkpoint
   ``last.pt`` after every epoch and ``best.pt`` when the validation loss improves; stops after
@@ -30,11 +31,15 @@ from pipeline.io.npz import atomic_write_bytes
 
 
 def seed_everything(seed: int, *, threads: int = 0) -> None:
-    """Seed torch, and make CPU kernels deterministic. ``threads > 0`` fixes the thread count."""
+    """Seed torch, and make its kernels deterministic (``pipeline.numerics.configure_torch``: with
+    pinned numerics also oneDNN and NNPACK off). ``threads > 0`` fixes the intra-op thread count;
+    0 leaves torch's default, which is 1 under pinned numerics and the core count otherwise."""
+    from pipeline import numerics
+
     if threads > 0:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    numerics.configure_torch()
 
 
 def batches(data: np.ndarray, batch_size: int, *, seed: int | None = None, limit: int = 0) -> Iterator[torch.Tensor]:
