@@ -3,6 +3,10 @@
 # `dvc repro --force` (every stage recomputed, none taken from git or a cache; 1 worker in one
 # clone, 2 in the other), then every output file and metric is compared between the clones and
 # with the output hashes committed in dvc.lock.
+# The second clone also runs as a machine of another CPU would: every library is capped at AVX2
+# (ATen, MKL, oneDNN, numpy's dispatch, OpenBLAS) while the first runs with this CPU's native
+# kernels (AVX-512 where it has them), and on one core (taskset) where taskset exists. The model
+# stages pin their numerics (pipeline/numerics.py), so both must give the same bytes.
 # Usage: bash scripts/check_reproducible.sh [WORKDIR]   (exit 0 = identical, 1 = differences)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +21,15 @@ for n in 1 2; do
   # the shared/ folder sits beside each clone as beside this checkout
   [ -e "$work/shared" ] || { [ -d "$root/../shared" ] && ln -s "$root/../shared" "$work/shared"; } || true
   echo "clone $n: dvc repro with PIPELINE_WORKERS=$n"
-  (cd "$work/clone$n" && PIPELINE_WORKERS=$n PYTHONPATH="$work/clone$n" dvc repro --force -q >"$work/repro$n.log" 2>&1) \
+  other_cpu=()
+  if [ "$n" = 2 ]; then
+    other_cpu=(env ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+               "NPY_DISABLE_CPU_FEATURES=X86_V4 AVX512_ICL AVX512_SPR" OPENBLAS_CORETYPE=Haswell)
+    command -v taskset >/dev/null && other_cpu=(taskset -c 0 "${other_cpu[@]}")
+    echo "clone $n: as an AVX2 machine: ${other_cpu[*]}"
+  fi
+  (cd "$work/clone$n" && PIPELINE_WORKERS=$n PYTHONPATH="$work/clone$n" ${other_cpu[@]+"${other_cpu[@]}"} \
+     dvc repro --force -q >"$work/repro$n.log" 2>&1) \
     || { echo "clone $n: dvc repro failed, see $work/repro$n.log"; exit 1; }
 done
 digest() {  # every file under datasets/ (outputs and metrics), minus DVC's and our bookkeeping
