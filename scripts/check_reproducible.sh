@@ -18,6 +18,9 @@ mkdir -p "$work"
 for n in 1 2; do
   rm -rf "$work/clone$n"
   git clone -q "$root" "$work/clone$n"
+  # the compiled SMF kernels (pipeline/io/_smf.c) are built in each clone, which PYTHONPATH puts first
+  (cd "$work/clone$n" && "$root/.venv/bin/python" setup.py -q build_ext --inplace >/dev/null 2>&1) \
+    || { echo "clone $n: building the C extension failed"; exit 1; }
   # the shared/ folder sits beside each clone as beside this checkout
   [ -e "$work/shared" ] || { [ -d "$root/../shared" ] && ln -s "$root/../shared" "$work/shared"; } || true
   echo "clone $n: dvc repro with PIPELINE_WORKERS=$n"
