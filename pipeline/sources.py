@@ -37,9 +37,12 @@ RATIO_FLOOR_BYTES = 16 * 2**20  # the ratio limit never goes below this: tiny ar
 
 UNSAFE_NAME = "unsafe archive member name"
 NOT_REGULAR = "not a regular file"
+TOO_LARGE_MEMBER = "too large for the archive"
 
-# Stable manifest codes for the reasons an archive member is not read (see reason_code).
-REASON_CODES = {UNSAFE_NAME: "archive.unsafe_path", NOT_REGULAR: "archive.not_regular", "too large": "input.too_large"}
+# Stable manifest codes for the reasons an archive member is not read (see reason_code); the
+# first prefix that matches wins.
+REASON_CODES = {UNSAFE_NAME: "archive.unsafe_path", NOT_REGULAR: "archive.not_regular",
+                TOO_LARGE_MEMBER: "archive.too_large", "too large": "input.too_large"}
 
 _MSD_ID = re.compile(r"TR[A-Z0-9]{16}")
 
@@ -84,7 +87,8 @@ def reason_code(reason: str) -> str:
     """The stable manifest code of a ``reason`` from ``iter_payloads`` or ``read_input_file``.
 
     ``archive.unsafe_path`` (absolute or ``..`` member name), ``archive.not_regular`` (link,
-    device, fifo), ``input.too_large``; anything else (cannot read...) is ``input.unreadable``.
+    device, fifo), ``archive.too_large`` (a member over the archive's decompression budget),
+    ``input.too_large``; anything else (cannot read...) is ``input.unreadable``.
     """
     for prefix, code in REASON_CODES.items():
         if reason.startswith(prefix):
@@ -308,8 +312,15 @@ class _Budget:
             self.limit = max_total_bytes
             self.what = f"max_total_bytes={max_total_bytes} bytes once decompressed"
 
+        self.hard_limit = max_total_bytes  # skipping a member never takes the stream past this
+
     def error(self, where: str) -> SourceError:
         return SourceError(f"{self.path}: more than {self.what} ({where})")
+
+    def skip(self, member_size: int) -> None:
+        """A refused member is decompressed past, not read: its bytes do not count against the
+        members after it (up to ``hard_limit`` in all)."""
+        self.limit = min(self.limit + member_size, self.hard_limit)
 
 
 class _BudgetedReader:
@@ -370,12 +381,20 @@ def _scan_archive(path: Path, max_total_bytes: int, max_ratio: int = DEFAULT_MAX
             tar = stack.enter_context(tarfile.open(fileobj=reader, mode="r|"))
             for member in tar:
                 # offset_data is the member's position in the decompressed stream.
-                if member.offset_data + member.size > budget.limit:
-                    raise budget.error(f"at member {member.name!r}")
+                over = member.offset_data + member.size > budget.limit
+                if over:
+                    if member.offset_data + member.size > budget.hard_limit:
+                        raise budget.error(f"at member {member.name!r}")
+                    # one member over the budget (a bomb, or just huge): refused alone; the
+                    # stream is decompressed past it in bounded chunks, the next members are read
+                    budget.skip(member.size)
                 if member.isdir() or not is_midi_name(member.name):
                     continue
                 key = _member_key(member.name)
                 reason = None
+                if over:
+                    reason = (f"{TOO_LARGE_MEMBER}: a member of {member.size} bytes, more than "
+                              f"{budget.what}; skipped")
                 if key is None:
                     key, reason = member.name, UNSAFE_NAME
                 elif not member.isreg():
@@ -409,8 +428,10 @@ def open_source(source: Path, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
         Archives only: stop with SourceError once more than this many bytes have been
         decompressed (a guard against decompression bombs). Default 64 GiB.
     max_ratio : int, optional
-        Archives only: stop with SourceError once the decompressed stream exceeds this many
-        times the archive's size on disk (but never below 16 MiB). Default 200.
+        Archives only: the decompression budget is this many times the archive's size on disk
+        (but never below 16 MiB). Default 200. A member over the budget is listed with the
+        reason ``too large for the archive...`` (code ``archive.too_large``) and skipped; a tar
+        header over it stops the archive with SourceError.
 
     Returns
     -------

@@ -1,5 +1,6 @@
-"""Hostile archives: unsafe member names and links become manifest rows; decompression bombs
-(a huge member, a huge pax header) stop the whole archive with one line, before memory fills."""
+"""Hostile archives: unsafe member names, links and members over the decompression budget become
+manifest rows and the run goes on; a huge pax header, or a stream past max_total_bytes, stops the
+whole archive with one line, before memory fills."""
 
 from __future__ import annotations
 
@@ -41,19 +42,41 @@ def _one_line(path: Path, **kwargs) -> str:
     return message
 
 
-def test_member_bomb_is_refused_by_its_header(tmp_path):
-    """32 MiB of zeros compress to ~32 KB: over 200x, refused before the data is decompressed."""
-    archive = _zeros_archive(tmp_path / "bomb.tar.gz", "lmd_full/b/bomb.mid", 32 * MIB)
+def _bomb_then_song(path: Path, n: int) -> tuple[Path, bytes]:
+    song = make_song(5)
+    with tarfile.open(path, "w:gz") as tar:
+        tar.addfile(_info("ok.mid", 4), io.BytesIO(b"MThd"))
+        tar.addfile(_info("lmd_full/b/bomb.mid", n), io.BytesIO(bytes(n)))
+        tar.addfile(_info("lmd_full/c/after.mid", len(song)), io.BytesIO(song))
+    return path, song
+
+
+def test_member_bomb_becomes_a_row_and_the_next_member_is_read(tmp_path):
+    """32 MiB of zeros compress to ~32 KB: over 200x. That member alone is refused (a manifest
+    reason, archive.too_large), the stream is decompressed past it in 1 MiB steps, and the member
+    after it is read; memory stays bounded."""
+    archive, song = _bomb_then_song(tmp_path / "bomb.tar.gz", 32 * MIB)
     assert archive.stat().st_size < 100_000
     tracemalloc.start()
     try:
-        message = _one_line(archive)
+        got = [(item.key, data, reason) for item, data, reason in open_source(archive).iter_payloads(max_bytes=10**9)]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert "max_ratio=200" in message and f"its {archive.stat().st_size} bytes" in message
+    assert [k for k, _, _ in got] == ["ok.mid", "lmd_full/b/bomb.mid", "lmd_full/c/after.mid"]
+    _, data, reason = got[1]
+    assert data is None and reason_code(reason) == "archive.too_large"
+    assert f"a member of {32 * MIB} bytes" in reason and "max_ratio=200" in reason and "\n" not in reason
+    assert got[2][1] == song and got[2][2] is None
+    assert peak < 8 * MIB  # a 32 MiB member, decompressed past in 1 MiB steps
+
+
+def test_member_past_max_total_bytes_stops_the_archive(tmp_path):
+    """Past the absolute budget (max_total_bytes) nothing is decompressed: one line for the archive."""
+    archive, _ = _bomb_then_song(tmp_path / "bomb.tar.gz", 32 * MIB)
+    message = _one_line(archive, max_total_bytes=16 * MIB)
+    assert "max_total_bytes" in message or "max_ratio" in message
     assert "at member 'lmd_full/b/bomb.mid'" in message
-    assert peak < 4 * MIB
 
 
 def test_pax_header_bomb_is_stopped_in_the_stream(tmp_path):
@@ -86,7 +109,8 @@ def test_gnu_long_name_bomb_is_stopped(tmp_path):
 
 def test_the_ratio_limit_and_the_absolute_cap_are_options(tmp_path):
     archive = _zeros_archive(tmp_path / "z.tar.gz", "z.mid", 20 * MIB)
-    assert "max_ratio=200" in _one_line(archive)
+    reasons = {item.key: reason for item, _, reason in open_source(archive).iter_payloads(max_bytes=10**9)}
+    assert "max_ratio=200" in reasons["z.mid"] and reasons["ok.mid"] is None
     # A caller that expects such data may raise the ratio; the absolute cap still holds.
     assert len(open_source(archive, max_ratio=100_000)) == 2
     assert "max_total_bytes=1000000 bytes" in _one_line(archive, max_ratio=100_000, max_total_bytes=10**6)
@@ -125,6 +149,7 @@ def test_reason_codes():
     assert reason_code(sources.UNSAFE_NAME) == "archive.unsafe_path"
     assert reason_code("not a regular file (symlink)") == "archive.not_regular"
     assert reason_code("too large: 5 bytes > max_bytes=4") == "input.too_large"
+    assert reason_code("too large for the archive: a member of 5 bytes") == "archive.too_large"
     assert reason_code("too large: 5 bytes > max_file_bytes=4") == "input.too_large"
     assert reason_code("cannot read: Permission denied") == "input.unreadable"
 
@@ -178,12 +203,15 @@ def test_build_vocab_gets_the_same_rows(tmp_path):
     assert m.loc["lmd/link.mid", "code"] == "archive.not_regular"
 
 
-def test_stages_stop_on_a_bomb_with_one_line(tmp_path):
+def test_stages_write_a_row_for_a_bomb_member_and_go_on(tmp_path):
     from stages import build_lpd, build_vocab
 
-    archive = _zeros_archive(tmp_path / "bomb.tar.gz", "bomb.mid", 32 * MIB)
-    with pytest.raises(SourceError, match="max_ratio=200") as err:
-        build_lpd.run(source=archive, out=tmp_path / "lpd", params=build_lpd.Params(), workers=1)
-    assert "\n" not in str(err.value)
-    with pytest.raises(SourceError, match="max_ratio=200"):
-        build_vocab.run(source=archive, out=tmp_path / "v", kind="notes", params=build_vocab.Params(), workers=1)
+    archive, _ = _bomb_then_song(tmp_path / "bomb.tar.gz", 32 * MIB)
+    build_lpd.run(source=archive, out=tmp_path / "lpd", params=build_lpd.Params(), workers=1)
+    m = pd.read_parquet(tmp_path / "lpd" / "manifest.parquet").set_index("source")
+    assert m.loc["lmd_full/b/bomb.mid", "code"] == "archive.too_large"
+    assert m.loc["lmd_full/c/after.mid", "status"] == "ok"
+    build_vocab.run(source=archive, out=tmp_path / "v", kind="notes", params=build_vocab.Params(), workers=1)
+    m = pd.read_parquet(tmp_path / "v" / "manifest.parquet").set_index("source")
+    assert m.loc["lmd_full/b/bomb.mid", "code"] == "archive.too_large"
+    assert m.loc["lmd_full/c/after.mid", "status"] == "ok"

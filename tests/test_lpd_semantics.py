@@ -354,6 +354,32 @@ def test_tempo_change():
     assert pr.bar_starts.tolist() == [0, 96]  # 4/4: every 4 beats
 
 
+
+def test_zero_length_beat_gets_the_tempo_before_it(recwarn):
+    """Two time signatures at one tick put two equal beat times in the grid (pretty_midi's too):
+    that beat has no length, and takes the tempo of the beat before it instead of 60 / 0 = inf."""
+    m = mido.MetaMessage
+    meta = [(0, 0, m("set_tempo", tempo=500000)), (0, 1, m("time_signature", numerator=4, denominator=4)),
+            (960, 2, m("time_signature", numerator=3, denominator=4)),
+            (960, 3, m("time_signature", numerator=2, denominator=4))]
+    notes = [(0, 0, mido.Message("note_on", note=60, velocity=90)), (4000, 0, mido.Message("note_off", note=60))]
+    raw = smf_from_events([meta, notes], tpq=480)
+    assert pretty_midi.PrettyMIDI(io.BytesIO(raw)).get_beats()[:4].tolist() == [0.0, 0.5, 1.0, 1.0]
+    pr = to_pianoroll(read_midi(raw))
+    assert pr.beat_times[:4].tolist() == [0.0, 0.5, 1.0, 1.0]
+    assert np.isfinite(pr.tempo).all()
+    assert pr.tempo[2 * 24 : 3 * 24].tolist() == [120.0] * 24  # the zero-length beat: the tempo before it
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_beat_tempi_fills_zero_length_beats():
+    from pipeline.symbolic.lpd import beat_tempi
+
+    assert beat_tempi(np.array([0.0, 0.5, 1.5]), np.array([90.0])).tolist() == [120.0, 60.0]
+    assert beat_tempi(np.array([0.0, 0.5, 0.5, 1.5]), np.array([90.0])).tolist() == [120.0, 120.0, 60.0]
+    assert beat_tempi(np.array([0.0, 0.0, 1.0]), np.array([90.0])).tolist() == [60.0, 60.0]  # at the start: the next
+    assert beat_tempi(np.array([2.0, 2.0, 2.0]), np.array([90.0])).tolist() == [90.0, 90.0]  # none: the first tempo
+
 # ---------------------------------------------------------------------------------------------
 # 7. time signatures and downbeats
 # ---------------------------------------------------------------------------------------------

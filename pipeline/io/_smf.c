@@ -37,6 +37,8 @@
 #define F_LONG_VLQ (1 << 9)
 #define F_HEADER_LENGTH (1 << 10)
 #define F_MISNAMED_TRACK (1 << 11)
+#define F_EMPTY_TRACK (1 << 12)
+#define F_EXTRA_TRACKS (1 << 13)
 
 #define E_NONE 0
 #define E_NO_HEADER 1
@@ -94,7 +96,11 @@ static void scan_smf(const uint8_t *data, int64_t n, int64_t start, int32_t *ev_
     int64_t pos = start + 8 + hlen;
     int64_t ne = 0;
     int64_t tracks_read = 0;
-    while (tracks_read < ntracks) {
+    /* the declared tracks, then any complete MTrk chunks that follow them (a header that
+       under-declares its tracks; mido reads only the declared ones) */
+    while (tracks_read < ntracks || (pos + 8 <= n && is_mtrk_at(data, pos))) {
+        if (tracks_read >= ntracks)
+            flags |= F_EXTRA_TRACKS;
         if (pos + 8 > n) {
             if (pos < n)
                 flags |= F_TRUNCATED;
@@ -158,6 +164,7 @@ static void scan_smf(const uint8_t *data, int64_t n, int64_t start, int32_t *ev_
         int64_t p = body;
         int64_t tick = 0;
         int64_t running = -1;
+        int got = 0; /* a complete message was read from this track */
         while (p < end) {
             int64_t delta, nb;
             if (!vlq(data, &p, end, &delta, &nb)) {
@@ -338,7 +345,10 @@ static void scan_smf(const uint8_t *data, int64_t n, int64_t start, int32_t *ev_
                     ne++;
                 }
             }
+            got = 1;
         }
+        if (!got)
+            flags |= F_EMPTY_TRACK; /* mido gives an empty track, on which pretty_midi fails */
         pos = body + clen;
     }
     info[1] = fmt;

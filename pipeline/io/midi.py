@@ -29,6 +29,8 @@ REPAIRS = {
     K.F_LONG_VLQ: "over-long variable-length quantity",
     K.F_HEADER_LENGTH: "header chunk length is not 6",
     K.F_MISNAMED_TRACK: "track chunk with a damaged id read as a track",
+    K.F_EMPTY_TRACK: "empty track chunk (no events) read as an empty track",
+    K.F_EXTRA_TRACKS: "more track chunks than the header declares: the extra ones read",
 }
 
 #: how far into a file we look for 'MThd' after junk (MacBinary headers and the like)

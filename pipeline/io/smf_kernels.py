@@ -45,6 +45,8 @@ F_CHUNK_OVERRUN = 1 << 8  # an event runs past the end of its track chunk: track
 F_LONG_VLQ = 1 << 9  # a variable-length quantity longer than 4 bytes
 F_HEADER_LENGTH = 1 << 10  # MThd length is not 6
 F_MISNAMED_TRACK = 1 << 11  # a chunk with a damaged id, and no MTrk after it: read as a track
+F_EMPTY_TRACK = 1 << 12  # a track chunk with no complete message (pretty_midi fails on it): read as empty
+F_EXTRA_TRACKS = 1 << 13  # complete MTrk chunks after the declared number: read too (mido ignores them)
 
 # ---- fatal errors (returned in info[0]) ---------------------------------------------------
 E_NONE = 0

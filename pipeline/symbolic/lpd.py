@@ -11,7 +11,8 @@ Semantics (see the README, "Conversion"):
   truncated and exclusive;
 - drums are onsets only; within a track velocities merge by maximum, and tracks merge into
   families (LPD-5 or LPD-17) by maximum;
-- a per-step tempo (each beat's tempo repeated over its steps: LPD tiled the whole sequence)
+- a per-step tempo (each beat's tempo repeated over its steps: LPD tiled the whole sequence; always
+  finite: a zero-length beat of a damaged file's grid takes the tempo before it, ``beat_tempi``)
   and downbeats from every time signature (LPD marked only step 0).
 """
 
@@ -182,6 +183,29 @@ def downbeats(beat_times, ts_times, ts_num, ts_den, resolution: int) -> np.ndarr
     return down
 
 
+def beat_tempi(beat_times: np.ndarray, tempi: np.ndarray) -> np.ndarray:
+    """Tempo (BPM) of each beat from ``n + 1`` beat times: ``60 / (t[i + 1] - t[i])``, always finite.
+
+    A beat of zero length (two equal beat times, which the recovered beat grid of a damaged file can
+    hold) has no tempo of its own: it takes the tempo of the beat before it, or, at the start, of the
+    first beat with a length; where no beat has one, the file's first tempo (120 BPM if it has none).
+    """
+    d = np.diff(np.asarray(beat_times, np.float64))
+    good = d > 0
+    if good.all():
+        return 60.0 / d
+    bpm = np.empty(len(d), np.float64)
+    if not good.any():
+        bpm.fill(float(tempi[0]) if len(tempi) else 120.0)
+        return bpm
+    bpm[good] = 60.0 / d[good]
+    idx = np.where(good, np.arange(len(d)), -1)
+    np.maximum.accumulate(idx, out=idx)  # the last beat with a length at or before each beat
+    first = int(np.argmax(good))
+    idx[idx < 0] = first
+    return bpm[idx]
+
+
 def beat_grid(score: MidiScore, *, max_beats: int) -> tuple[float, np.ndarray]:
     """First beat time and beat times, as pypianoroll's 'normal' algorithm gets them."""
     if len(score.ts_times):
@@ -287,7 +311,7 @@ def to_pianoroll(
             raise MidiError("skip.too_dense", "", f"more than {MAX_CELLS} non-zero piano-roll cells")
         cap = min(cap * 2, MAX_CELLS)
 
-    bpm = 60.0 / np.diff(bt1)
+    bpm = beat_tempi(bt1, score.tempi)
     notes_per_track = np.bincount(fam_of_inst[inst], minlength=len(spec))
     return Pianoroll(
         resolution=resolution,
