@@ -280,3 +280,15 @@ def inputs_digest(keys, msd_ids) -> str:
     for key, msd in zip(keys, msd_ids):
         h.update(f"{key}\0{msd}\n".encode())
     return h.hexdigest()[:16]
+
+
+def warning_counts(rows) -> dict[str, int]:
+    """Files per coded warning (``code: text`` in a row's ``warnings``), for ``summary.json``; warnings
+    without a code (plain sentences) are not counted."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for r in rows:
+        codes = {w.split(":", 1)[0] for w in r.get("warnings") or () if ":" in w}
+        counts.update(c for c in codes if "." in c and " " not in c)
+    return dict(sorted(counts.items()))

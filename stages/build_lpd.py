@@ -22,7 +22,8 @@ from typing import Any, Literal
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError, StageError
 from pipeline.sources import reason_code
-from pipeline.stagekit import OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards
+from pipeline.stagekit import (OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards,
+                               warning_counts)
 
 STATE_DIR = ".state"
 
@@ -346,6 +347,7 @@ def _write_outputs(out: Path, params: Params, rows: list[dict]) -> dict:
         "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
         "codes": dict(sorted(codes.items())),
         "lpd_cleansed_criteria": sum(1 for r in converted if r["lpd_cleansed_criteria"]),
+        "warnings": warning_counts(rows),
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary

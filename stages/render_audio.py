@@ -32,7 +32,8 @@ from typing import Literal
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError
 from pipeline.sources import reason_code
-from pipeline.stagekit import OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards
+from pipeline.stagekit import (OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards,
+                               warning_counts)
 
 STATE_DIR = ".state"
 PARQUET_DIR = "parquet"  # the Parquet parts alone, so that a reader can take the whole folder
@@ -530,6 +531,7 @@ def write_outputs(out: Path, params, rows: list[dict], *, settings: dict, produc
         "peak_limited": sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0),
         "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
         "codes": dict(sorted(codes.items())),
+        "warnings": warning_counts(rows),
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary

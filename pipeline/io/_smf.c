@@ -39,6 +39,9 @@
 #define F_MISNAMED_TRACK (1 << 11)
 #define F_EMPTY_TRACK (1 << 12)
 #define F_EXTRA_TRACKS (1 << 13)
+/* not a repair: a warning that pretty_midi times this file differently (mido 1.3 builds an
+   UnknownMetaMessage without its delta time, so its ticks are lost for the rest of the track) */
+#define W_MIDO_META_TIME (1 << 20)
 
 #define E_NONE 0
 #define E_NO_HEADER 1
@@ -75,6 +78,7 @@ static void scan_smf(const uint8_t *data, int64_t n, int64_t start, int32_t *ev_
                      int8_t *ev_kind, int8_t *ev_ch, int32_t *ev_a, int32_t *ev_b, int64_t cap, int64_t *info)
 {
     int64_t flags = 0;
+    int64_t mido_lost_ticks = 0; /* ticks of unknown meta events, which mido reads as 0 */
     info[0] = E_NONE;
     if (start + 14 > n) {
         info[0] = E_SHORT_HEADER;
@@ -267,6 +271,14 @@ static void scan_smf(const uint8_t *data, int64_t n, int64_t start, int32_t *ev_
                     if (mlen < 5 || (data[p] >> 5) > 3 || data[p + 1] > 59 || data[p + 2] > 59 || data[p + 4] > 99)
                         flags |= F_BAD_META;
                 }
+                /* meta types mido 1.3 knows: 0x00-0x07, 0x09, 0x20, 0x21, 0x2F, 0x51, 0x54, 0x58,
+                   0x59, 0x7F; any other loses its delta time in mido */
+                if (delta > 0 && !(mtype <= 0x07 || mtype == 0x09 || mtype == 0x20 || mtype == 0x21 ||
+                                   mtype == 0x2F || mtype == 0x51 || mtype == 0x54 || mtype == 0x58 ||
+                                   mtype == 0x59 || mtype == 0x7F)) {
+                    flags |= W_MIDO_META_TIME;
+                    mido_lost_ticks += delta;
+                }
                 p += mlen;
             } else if (status == 0xF0 || status == 0xF7) {
                 int64_t slen;
@@ -357,6 +369,7 @@ static void scan_smf(const uint8_t *data, int64_t n, int64_t start, int32_t *ev_
     info[4] = tracks_read;
     info[5] = flags;
     info[6] = ne;
+    info[7] = mido_lost_ticks;
 }
 
 /* ---------------------------------------------------------------------------- pair_notes */

@@ -33,6 +33,10 @@ REPAIRS = {
     K.F_EXTRA_TRACKS: "more track chunks than the header declares: the extra ones read",
 }
 
+#: warning code (the text before the colon in ``MidiScore.warnings``): this file's timing differs from
+#: pretty_midi's (and LPD's) because mido 1.3 drops the delta time of unknown meta events
+WARN_MIDO_META_TIME = "timing.mido_unknown_meta"
+
 #: how far into a file we look for 'MThd' after junk (MacBinary headers and the like)
 HEADER_SEARCH_BYTES = 4096
 
@@ -142,6 +146,7 @@ class SmfEvents:
     channel: np.ndarray  # int8
     a: np.ndarray  # int32
     b: np.ndarray  # int32
+    warnings: tuple[str, ...] = ()
 
 
 def scan_events(raw: bytes, path: str = "<bytes>") -> SmfEvents:
@@ -176,7 +181,12 @@ def scan_events(raw: bytes, path: str = "<bytes>") -> SmfEvents:
         detail = "the header declares no tracks" if declared == 0 else "no track chunk could be read"
         raise MidiError("midi.no_tracks", path, detail)
     repairs += [words for bit, words in REPAIRS.items() if flags & bit]
-    return SmfEvents(division, tracks_read, tuple(repairs), *(a[:ne] for a in arrays))
+    warnings = []
+    if flags & K.W_MIDO_META_TIME:
+        warnings.append(f"{WARN_MIDO_META_TIME}: unknown meta events carry {int(info[7])} ticks that mido 1.3 reads "
+                        "as 0, so pretty_midi and LPD put the later events of their track that much earlier; "
+                        "the file's own times are kept here")
+    return SmfEvents(division, tracks_read, tuple(repairs), *(a[:ne] for a in arrays), warnings=tuple(warnings))
 
 
 def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
@@ -207,7 +217,7 @@ def read_midi(raw: bytes, path: str = "<bytes>") -> MidiScore:
 
     first = ev_track == 0
     meta_elsewhere = (~first) & (ev_kind >= K.K_TEMPO) & (ev_kind <= K.K_KEYSIG)  # tempo, time or key signature
-    warnings = []
+    warnings = list(events.warnings)
     if meta_elsewhere.any():
         warnings.append("tempo, key or time signature events outside the first track ignored (as pretty_midi does)")
 

@@ -47,13 +47,15 @@ F_HEADER_LENGTH = 1 << 10  # MThd length is not 6
 F_MISNAMED_TRACK = 1 << 11  # a chunk with a damaged id, and no MTrk after it: read as a track
 F_EMPTY_TRACK = 1 << 12  # a track chunk with no complete message (pretty_midi fails on it): read as empty
 F_EXTRA_TRACKS = 1 << 13  # complete MTrk chunks after the declared number: read too (mido ignores them)
+# ---- warnings (same flags word, not repairs) -------------------------------------------
+W_MIDO_META_TIME = 1 << 20  # unknown meta events with a delta time, which mido 1.3 drops (ticks in info[7])
 
 # ---- fatal errors (returned in info[0]) ---------------------------------------------------
 E_NONE = 0
 E_NO_HEADER = 1
 E_SHORT_HEADER = 2
 
-INFO_SIZE = 8  # error, format, declared tracks, division, tracks read, flags, n_events, -
+INFO_SIZE = 8  # error, format, declared tracks, division, tracks read, flags, n_events, mido-lost ticks
 
 
 def _out(arr: np.ndarray, dtype, name: str, n: int = 0) -> np.ndarray:
