@@ -252,6 +252,83 @@ def compare_file(path: Path, key: str, ref: np.ndarray | None, ref_err: str | No
 
 # ------------------------------------------------------------------------------------------- main
 
+def cpu_description() -> str:
+    """The CPU model and the widest vector level it offers (what a run's figures depend on)."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "unknown CPU", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    level = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE4.2 or less"
+    return f"{model} ({level}), {os.cpu_count()} cores"
+
+
+class PhaseTimer:
+    """Exclusive wall time per phase: functions wrapped in place; a wrapped call inside another
+    counts for itself only (its time is taken out of the caller's phase)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._stack: list[float] = []  # time spent in nested wrapped calls, per open call
+        self._undo: list = []
+
+    def wrap(self, owner, attr: str, phase: str) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*a, **k):
+            self._stack.append(0.0)
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                dt = time.perf_counter() - t0
+                nested = self._stack.pop()
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + dt - nested
+                self.calls[phase] = self.calls.get(phase, 0) + 1
+                if self._stack:
+                    self._stack[-1] += dt
+
+        setattr(owner, attr, timed)
+        self._undo.append((owner, attr, fn))
+
+    def restore(self) -> None:
+        for owner, attr, fn in reversed(self._undo):
+            setattr(owner, attr, fn)
+        self._undo.clear()
+
+
+def phase_breakdown(src: Path, out: Path, params) -> dict:
+    """One in-process ``build_lpd.run(workers=1)`` over ``src`` with every phase timed (exclusive)."""
+    import pipeline.io.manifest as manifest
+    import pipeline.io.npz as npz
+    import pipeline.io.tensor_shards as tensor_shards
+    import pipeline.sources as sources
+    import stages.build_lpd as stage
+
+    t = PhaseTimer()
+    t.wrap(sources, "open_source", "list the source")
+    t.wrap(stage, "read_input_file", "read input files")
+    t.wrap(stage, "convert_one", "convert (read_midi, to_pianoroll, to_bars)")
+    t.wrap(npz, "pianoroll_npz_bytes", "encode song NPZs")
+    t.wrap(npz, "atomic_write_bytes", "write files (songs, markers, schemas)")
+    t.wrap(tensor_shards, "write_tensor_shard", "tensor shards (Parquet + NPZ)")
+    t.wrap(manifest, "write_manifest", "manifest (Parquet)")
+    t0 = time.perf_counter()
+    try:
+        stage.run(source=src, out=out, params=params, workers=1)
+    finally:
+        total = time.perf_counter() - t0
+        t.restore()
+    phases = dict(t.seconds)
+    phases["other (hashing, rows, summary, bookkeeping)"] = total - sum(phases.values())
+    return {"total_seconds": total, "phases": phases, "calls": t.calls}
+
+
 def _row(name: str, files: int, ok: int, seconds: float) -> dict:
     return {"path": name, "files": files, "ok": ok, "failed": files - ok, "seconds": seconds,
             "files_per_s": files / seconds if seconds > 0 else float("nan")}
@@ -262,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", nargs="?", type=Path, default=ROOT.parent / "shared" / "midi",
                     help="folder of .mid/.midi/.rmi files (default: ../shared/midi from the project root)")
     ap.add_argument("--repeat", type=int, default=10, help="passes over the file list (default 10)")
-    ap.add_argument("--cli-runs", type=int, default=3, help="whole-process CLI runs; the median counts (default 3)")
+    ap.add_argument("--cli-runs", type=int, default=5, help="whole-process CLI runs; the median counts (default 5)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "build_lpd.json",
                     help="JSON result (default benchmarks/out/build_lpd.json)")
     args = ap.parse_args(argv)
@@ -287,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     from stages.build_lpd import Params
 
     params = load_section(Params, "build_lpd", ROOT / "params.yaml")
+    cpu = cpu_description()
+    print(f"CPU: {cpu}")
     print(f"{n} files from {folder}, {sum(p.stat().st_size for p in files) / 1e6:.2f} MB, repeat {reps}; "
           f"params: semantics={params.semantics}, tracks={params.tracks}, resolution={params.resolution}")
     result: dict = {
@@ -294,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": {"python": platform.python_version(), "numpy": np.__version__,
                 "pypianoroll": pypianoroll.__version__ if hasattr(pypianoroll, "__version__") else None,
                 "pretty_midi": getattr(pretty_midi, "__version__", None), "cpus": os.cpu_count(),
-                "machine": platform.machine(), "platform": platform.platform()},
+                "machine": platform.machine(), "platform": platform.platform(), "cpu": cpu},
         "params": dataclasses.asdict(params),
     }
     rows = []
@@ -332,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         last = runs[-1]["summary"] or {}
         result["ours_cli"] = {"runs_seconds": [r["seconds"] for r in runs], "rc": [r["rc"] for r in runs],
                               "stdout": runs[-1]["stdout"], "summary": last}
+
+        # where a whole run's time goes: the same files, in-process, every phase timed
+        result["phases"] = phase_breakdown(many, tmp / "out_phases", params)
 
         # context for 1.: the CLI's fixed cost per run (start, imports, outputs) on a one-file folder
         one = tmp / "one"
@@ -411,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_rate = rows[2]["files_per_s"]
     result["speedup_whole_process"] = rows[0]["files_per_s"] / ref_rate
     result["speedup_in_process"] = rows[1]["files_per_s"] / ref_rate
-    print(f"\nspeed-up (whole process, 1 core): {result['speedup_whole_process']:.1f}x")
+    print(f"\nCPU: {cpu}")
+    print(f"speed-up (whole process, 1 core): {result['speedup_whole_process']:.1f}x")
     print(f"speed-up (in-process conversion): {result['speedup_in_process']:.1f}x")
     common = [k for k in keys if k not in result["ours_inprocess"]["failures"] and k not in ref_fail]
     if common:
@@ -424,6 +507,13 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{s:.2f}s" for s in result["ours_cli"]["runs_seconds"]) + ")")
     print(f"CLI run on a one-file folder ({keys[0]}), median of 3: "
           f"{float(np.median(result['ours_cli']['one_file_run_seconds'])):.2f}s (mostly the fixed cost of a run)")
+    ph = result["phases"]
+    startup = float(np.median(result["ours_cli"]["one_file_run_seconds"]))
+    print(f"\nwhere the whole run goes ({n * reps} files; in-process build_lpd.run, exclusive times; "
+          f"the CLI adds its start-up, ~{startup:.2f}s on a one-file run):")
+    for name, sec in sorted(ph["phases"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<48s} {sec:6.2f}s  {100 * sec / ph['total_seconds']:5.1f}%")
+    print(f"  {'total':<48s} {ph['total_seconds']:6.2f}s; CLI median {cli_s:.2f}s")
     if last:
         print(f"CLI summary (one run): status {last['status']}, codes {last['codes']}")
     if result["ours_inprocess"]["failures"]:
