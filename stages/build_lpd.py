@@ -221,23 +221,21 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
             paths = tuple(str(p) if (p := src.path_of(it)) is not None else None for it in chunk)
             tasks.append(ShardTask(index=k, out=str(out), params=params, keys=tuple(it.key for it in chunk),
                                    msd_ids=tuple(it.msd_id for it in chunk), paths=paths))
-        rows_by_shard: dict[int, list[dict]] = {}
-        todo = []
-        for task in tasks:
-            rows = _marker_rows(out, task)
-            if rows is None:
-                todo.append(task)
-            else:
-                rows_by_shard[task.index] = rows
-        for index, rows in run_shards(convert_shard, todo, src, workers=workers, scheduler=scheduler,
-                                      description="build-lpd"):
-            rows_by_shard[index] = rows
+        # a shard's rows live in its marker file, not in this process: memory stays flat in the
+        # number of files (they are read back one shard at a time below)
+        todo = [task for task in tasks if _marker_rows(out, task) is None]
+        for _index, _rows in run_shards(convert_shard, todo, src, workers=workers, scheduler=scheduler,
+                                        description="build-lpd"):
+            pass
         _remove_stale(out, params, n_shards)
-        rows = [r for k in range(n_shards) for r in rows_by_shard[k]]
-        _mark_duplicates(out, params, rows)
-        _mark_lpd_subsets(rows, scores)
-        summary = _write_outputs(out, params, rows)
+        dups, subsets = _mark_duplicates(out, params, tasks, scores)
+        summary = _write_outputs(out, params, tasks, dups, subsets, scores)
     return summary
+
+
+def _shard_rows(out: Path, task: ShardTask) -> list[dict]:
+    """The rows of one finished shard, from its marker."""
+    return json.loads((out / STATE_DIR / f"shard-{task.index:05d}.json").read_text())["rows"]
 
 
 def _remove_stale(out: Path, params: Params, n_shards: int) -> None:
@@ -255,33 +253,75 @@ def _remove_stale(out: Path, params: Params, n_shards: int) -> None:
                 p.unlink()
 
 
-def _mark_duplicates(out: Path, params: Params, rows: list[dict]) -> None:
-    """Later copies of the same bytes become ``skipped: skip.duplicate``; their songs leave the shards."""
+def _mark_duplicates(out: Path, params: Params, tasks: list[ShardTask], scores: dict | None):
+    """Later copies of the same bytes become ``skipped: skip.duplicate`` (their songs leave the
+    shards), and LPD's matched and cleansed subsets are decided; one shard's rows at a time.
+
+    Returns ``(dups, subsets)``: ``dups[shard][row index] = source of the first copy``;
+    ``subsets[md5] = {lpd_matched, lpd_cleansed, match_msd_id}`` for the converted songs that the
+    match scores name (cleanser.py: per MSD id, the best-matching MIDI that converted; it is in
+    'cleansed' when it meets the cleansing criteria).
+    """
     from pipeline.io.tensor_shards import read_tensor_rows, write_tensor_shard
     from pipeline.symbolic.lpd import TRACK_SETS
 
-    first: dict[str, str] = {}
+    scored = {md5 for md5s in scores.values() for md5 in md5s} if scores else set()
+    first: dict[str, str] = {}  # song id -> source of its first file (~150 bytes a song)
+    dups: dict[int, dict[int, str]] = {}
     drop: dict[int, set[str]] = {}
-    for r in rows:
-        sid = r["id"]
-        if sid is None:
-            continue
-        if sid in first:
-            if r["status"] in ("ok", "recovered"):
-                drop.setdefault(r["shard"], set()).add(sid)
-            if r["code"] != "skip.duplicate" or r["message"] != f"same bytes as {first[sid]}":
-                for k in list(r):
-                    if k not in ("source", "id", "msd_id", "size_bytes"):
-                        r[k] = None
-            r.update(status="skipped", code="skip.duplicate", message=f"same bytes as {first[sid]}")
-        else:
-            first[sid] = r["source"]
+    criteria: dict[str, bool] = {}  # converted songs the scores name -> meets LPD's cleansing criteria
+    for task in tasks:
+        for i, r in enumerate(_shard_rows(out, task)):
+            sid = r["id"]
+            if sid is None:
+                continue
+            if sid in first:
+                if r["status"] in ("ok", "recovered"):
+                    drop.setdefault(r["shard"], set()).add(sid)
+                dups.setdefault(task.index, {})[i] = first[sid]
+            else:
+                first[sid] = r["source"]
+                if sid in scored and r["status"] in ("ok", "recovered"):
+                    criteria[sid] = bool(r["lpd_cleansed_criteria"])
+    del first
     for shard, sids in drop.items():
         pq_path, npz_path = shard_paths(out, params, shard)
         ids, tensors = read_tensor_rows(pq_path)
         keep = [i for i, s in enumerate(ids) if s not in sids]
         write_tensor_shard(pq_path, npz_path, [ids[i] for i in keep], [tensors[i] for i in keep],
                            bar_steps=params.tensor.bar_steps, n_tracks=len(TRACK_SETS[params.tracks]))
+    subsets: dict[str, dict] = {}
+    for msd_id in sorted(scores or {}):
+        md5s = sorted(scores[msd_id], key=lambda m: (-scores[msd_id][m], m))
+        for md5 in md5s:
+            if md5 in criteria:
+                subsets.setdefault(md5, {"lpd_matched": True, "lpd_cleansed": False, "match_msd_id": None})
+        for md5 in md5s:
+            if md5 in criteria:
+                if criteria[md5]:
+                    m = subsets[md5]
+                    m["lpd_cleansed"] = True
+                    m["match_msd_id"] = m["match_msd_id"] or msd_id
+                break
+    return dups, subsets
+
+
+def _final_rows(rows: list[dict], dups: dict[int, str], subsets: dict[str, dict], scores: dict | None) -> list[dict]:
+    """One shard's rows as the manifest has them: duplicates marked, LPD subsets filled in."""
+    for i, r in enumerate(rows):
+        if i in dups:
+            message = f"same bytes as {dups[i]}"
+            if r["code"] != "skip.duplicate" or r["message"] != message:
+                for k in list(r):
+                    if k not in ("source", "id", "msd_id", "size_bytes"):
+                        r[k] = None
+            r.update(status="skipped", code="skip.duplicate", message=message)
+        r["lpd_matched"] = None if scores is None else False
+        r["lpd_cleansed"] = None if scores is None else False
+        r["match_msd_id"] = None
+        if i not in dups and r["status"] in ("ok", "recovered") and r["id"] in subsets:
+            r.update(subsets[r["id"]])
+    return rows
 
 
 def _load_match_scores(path: Path) -> dict[str, dict[str, float]]:
@@ -296,58 +336,48 @@ def _load_match_scores(path: Path) -> dict[str, dict[str, float]]:
     return data
 
 
-def _mark_lpd_subsets(rows: list[dict], scores: dict | None) -> None:
-    """LPD's matched and cleansed subsets (cleanser.py): per MSD id, the best-matching MIDI that
-    converted; it is in 'cleansed' when it meets the cleansing criteria."""
-    converted = {r["id"]: r for r in rows if r["status"] in ("ok", "recovered")}
-    for r in rows:
-        r["lpd_matched"] = None if scores is None else False
-        r["lpd_cleansed"] = None if scores is None else False
-        r["match_msd_id"] = None
-    if scores is None:
-        return
-    for msd_id in sorted(scores):
-        md5s = sorted(scores[msd_id], key=lambda m: (-scores[msd_id][m], m))
-        for md5 in md5s:
-            if md5 in converted:
-                converted[md5]["lpd_matched"] = True
-        for md5 in md5s:
-            if md5 in converted:
-                r = converted[md5]
-                if r["lpd_cleansed_criteria"]:
-                    r["lpd_cleansed"] = True
-                    r["match_msd_id"] = r["match_msd_id"] or msd_id
-                break
-
-
-def _write_outputs(out: Path, params: Params, rows: list[dict]) -> dict:
-    from pipeline.io.manifest import manifest_schema, write_manifest
+def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict, subsets: dict,
+                   scores: dict | None) -> dict:
+    """The manifest (streamed, one shard's rows at a time), the schema files and the summary."""
+    from pipeline.io.manifest import ManifestWriter, manifest_schema
     from pipeline.io.npz import atomic_write_bytes
     from pipeline.io.tensor_shards import schema_document, song_schema_document
     from pipeline.symbolic.lpd import TRACK_SETS
 
     spec = TRACK_SETS[params.tracks]
     note_columns = [f"notes_{_snake(s[0])}" for s in spec]
-    write_manifest(out / "manifest.parquet", rows, note_columns=note_columns)
+    status: Counter = Counter()
+    codes: Counter = Counter()
+    warnings: Counter = Counter()
+    files = songs = bars = criteria = 0
+    with ManifestWriter(out / "manifest.parquet", note_columns=note_columns) as manifest:
+        for task in tasks:
+            rows = _final_rows(_shard_rows(out, task), dups.get(task.index, {}), subsets, scores)
+            manifest.write(rows)
+            files += len(rows)
+            status.update(r["status"] for r in rows)
+            codes.update(r["code"] for r in rows if r["code"])
+            warnings.update(warning_counts(rows))
+            converted = [r for r in rows if r["status"] in ("ok", "recovered")]
+            songs += len(converted)
+            bars += int(sum(r["n_bars"] for r in converted))
+            criteria += sum(1 for r in converted if r["lpd_cleansed_criteria"])
     schema = schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
                              bar_steps=params.tensor.bar_steps, resolution=params.resolution,
                              semantics=params.semantics, other_meters=params.tensor.other_meters,
                              manifest=manifest_schema(note_columns))
     atomic_write_bytes(out / "tensors" / "schema.json", json.dumps(schema, indent=2, sort_keys=True).encode())
-    songs = song_schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
-                                 resolution=params.resolution, semantics=params.semantics)
-    atomic_write_bytes(out / "songs" / "schema.json", json.dumps(songs, indent=2, sort_keys=True).encode())
-    status = Counter(r["status"] for r in rows)
-    codes = Counter(r["code"] for r in rows if r["code"])
-    converted = [r for r in rows if r["status"] in ("ok", "recovered")]
+    song_doc = song_schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
+                                    resolution=params.resolution, semantics=params.semantics)
+    atomic_write_bytes(out / "songs" / "schema.json", json.dumps(song_doc, indent=2, sort_keys=True).encode())
     summary = {
-        "files": len(rows),
-        "songs": len(converted),
-        "bars": int(sum(r["n_bars"] for r in converted)),
+        "files": files,
+        "songs": songs,
+        "bars": bars,
         "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
         "codes": dict(sorted(codes.items())),
-        "lpd_cleansed_criteria": sum(1 for r in converted if r["lpd_cleansed_criteria"]),
-        "warnings": warning_counts(rows),
+        "lpd_cleansed_criteria": criteria,
+        "warnings": dict(sorted(warnings.items())),
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -51,9 +52,61 @@ def manifest_schema(note_columns: Sequence[str]) -> pa.Schema:
     return pa.schema(BASE_FIELDS + [(c, pa.int64()) for c in note_columns] + TAIL_FIELDS)
 
 
+#: rows per Parquet row group of a manifest written in parts (``ManifestWriter``); a manifest of at
+#: most this many rows is one row group, the same bytes as ``write_manifest`` of all its rows
+ROW_GROUP_ROWS = 65536
+
+
 def write_manifest(path: Path, rows: list[dict], *, note_columns: Sequence[str]) -> None:
-    schema = manifest_schema(note_columns)
-    table = table_from_rows(rows, schema)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", write_statistics=False)
-    atomic_write_bytes(Path(path), sink.getvalue())
+    with ManifestWriter(path, note_columns=note_columns) as w:
+        w.write(rows)
+
+
+class ManifestWriter:
+    """A manifest written as rows arrive, in order: the caller holds one part of the rows at a time
+    and this holds at most ``ROW_GROUP_ROWS`` rows, as Arrow columns (a few hundred bytes a row,
+    against several KB as dicts). The file appears atomically on ``close()``."""
+
+    def __init__(self, path: Path, *, note_columns: Sequence[str], row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        self.path = Path(path)
+        self.schema = manifest_schema(note_columns)
+        self.row_group_rows = row_group_rows
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.part")
+        self._writer = pq.ParquetWriter(str(self._tmp), self.schema, compression="zstd", write_statistics=False)
+        self.rows = 0
+
+    def write(self, rows: Sequence[dict]) -> None:
+        if not rows:
+            return
+        self._pending.append(table_from_rows(rows, self.schema))
+        self._pending_rows += len(rows)
+        self.rows += len(rows)
+        while self._pending_rows >= self.row_group_rows:
+            self._flush(self.row_group_rows)
+
+    def _flush(self, n: int) -> None:
+        table = pa.concat_tables(self._pending).combine_chunks()
+        self._writer.write_table(table.slice(0, n), row_group_size=n)
+        rest = table.slice(n)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def close(self) -> None:
+        if self.rows == 0:
+            self._writer.write_table(table_from_rows([], self.schema))
+        elif self._pending_rows:
+            self._flush(self._pending_rows)
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+    def __enter__(self) -> "ManifestWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
+            self._tmp.unlink(missing_ok=True)
