@@ -61,6 +61,13 @@ def build_lpd(
         raise typer.Exit(3)
 
 
+def _num(x, digits: int = 4) -> str:
+    """A number for the console: rounded (the JSON outputs keep every digit); '-' for None."""
+    if x is None:
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
 def _audio_summary(summary: dict, out: Path) -> None:
     s = summary["status"]
     typer.echo(f"{summary['files']} files: {s['ok']} ok, {s['recovered']} recovered, {s['skipped']} skipped, "
@@ -181,7 +188,7 @@ def train_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None, mo
     s = stage.run_train(vocab_dir=vd, out=out, variant=variant, params=p, resume=not fresh, log=typer.echo,
                         device=device)
     typer.echo(f"{variant}: {s['epochs_run']} epochs ({s['train_windows']} train / {s['valid_windows']} valid windows), "
-               f"best {s['valid_source']} loss {s['best_loss']} at epoch {s['best_epoch']}, {s['seconds']} s -> {out}")
+               f"best {s['valid_source']} loss {_num(s['best_loss'])} at epoch {s['best_epoch']}, {_num(s['seconds'], 2)} s -> {out}")
 
 
 @sample_app.command("lstm")
@@ -199,7 +206,7 @@ def evaluate_lstm(variant: LstmVariant = "lstm", vocab_dir: LstmVocabDir = None,
     """Cross-entropy, perplexity, accuracy and UPC/QN/EB of an LSTM model (JSON + Markdown report)."""
     stage, p, vd, out = _lstm_setup(params, vocab_dir, models, variant)
     r = stage.run_evaluate(vocab_dir=vd, model_dir=out, variant=variant, params=p, device=device)
-    typer.echo(f"{variant}: valid ce {r['valid']['cross_entropy']}, test ce {r['test']['cross_entropy']} -> "
+    typer.echo(f"{variant}: valid ce {_num(r['valid']['cross_entropy'])}, test ce {_num(r['test']['cross_entropy'])} -> "
                f"{out / 'evaluation.json'}")
 
 
@@ -283,8 +290,8 @@ def train_vqvae(
     levels = ", ".join(f"hop {e['hop']}: SC {e['spectral_convergence_db']:.2f} dB, usage {e['codebook_usage']:.2f}"
                        for e in s["evaluation"].values())
     typer.echo(f"vqvae: {s['steps_run']} steps ({s['train_clips']} train / {s['heldout_clips']} held-out clips), "
-               f"best {s['valid_source']} loss {s['best_valid_loss']} at step {s['best_step']}; {levels}; "
-               f"{s['seconds']} s -> {out}")
+               f"best {s['valid_source']} loss {_num(s['best_valid_loss'])} at step {s['best_step']}; {levels}; "
+               f"{_num(s['seconds'], 2)} s -> {out}")
 
 
 JukeboxVqvae = Annotated[Path, typer.Option("--vqvae-dir", help="The trained VQ-VAE (`pipeline train vqvae`).")]
@@ -303,8 +310,8 @@ def _jukebox_params(params: Path):
 def _jukebox_trained(s: dict) -> None:
     bits = "-" if s["last10_train_bits"] is None else f"{s['last10_train_bits']:.4f}"
     typer.echo(f"{s['name']} (level {s['level']}, hop {s['hop_length']}): {s['steps_run']} steps run, {s['steps']} in all; "
-               f"{bits} bits/token over the last 10 (uniform {s['uniform_bits']:.2f}); encoding {s['encode_seconds']} s, "
-               f"training {s['train_seconds']} s -> {s['out']}")
+               f"{bits} bits/token over the last 10 (uniform {s['uniform_bits']:.2f}); encoding {_num(s['encode_seconds'], 2)} s, "
+               f"training {_num(s['train_seconds'], 2)} s -> {s['out']}")
 
 
 @train_app.command("prior")
@@ -381,7 +388,7 @@ def train_musegan(variant: MuseganVariant = "musegan", phrases: MuseganPhrases =
     w = "-" if s["final_wasserstein"] is None else f"{s['final_wasserstein']:.4f}"
     typer.echo(f"{variant}: {s['steps_run']} generator steps run{' (resumed)' if s['resumed'] else ''} on "
                f"{s['phrases']} phrases, G {s['parameters']['generator']} / D {s['parameters']['critic']} parameters, "
-               f"final E[D(real)] - E[D(fake)] {w}, {s['seconds']} s -> {out}")
+               f"final E[D(real)] - E[D(fake)] {w}, {_num(s['seconds'], 2)} s -> {out}")
 
 
 @sample_app.command("musegan")

@@ -76,7 +76,10 @@ def load_section(cls: type[T], section: str, path: Path | str = DEFAULT_PARAMS) 
         try:
             raw = yaml.load(path.read_text(), Loader=_SAFE_LOADER) or {}
         except yaml.YAMLError as exc:
-            raise ParamsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or exc.__class__.__name__
+            raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
         if not isinstance(raw, dict):
             raise ParamsError(f"{path}: the top level must be a mapping of sections")
     return from_dict(cls, raw.get(section), section=section)

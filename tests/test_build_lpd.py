@@ -212,3 +212,23 @@ def test_runs_on_a_dask_cluster(small_corpus, tmp_path):
                           dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
             build(small_corpus, tmp_path / "cluster", scheduler=cluster.scheduler_address, params=params)
     assert tree_digest(tmp_path / "local") == tree_digest(tmp_path / "cluster")
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_outputs_follow_the_process_umask(small_corpus, tmp_path, umask, mode):
+    """Others on a shared server can read the dataset: every file gets the umask's mode (mkstemp's
+    0600 used to leak through the atomic writes)."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    out = tmp_path / "lpd"
+    exe = Path(sys.executable).with_name("pipeline")
+    res = subprocess.run(["bash", "-c", f"umask {umask:03o}; exec {exe} build-lpd {small_corpus} --out {out} --workers 1"],
+                         capture_output=True, text=True, env={**os.environ, "PIPELINE_PROGRESS": "0"}, timeout=300)
+    assert res.returncode == 0, res.stderr
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert len(files) > 10
+    modes = {oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert modes == {oct(mode)}, {p.relative_to(out).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}

@@ -53,6 +53,11 @@ def test_bad_param_is_one_line(tmp_path, small_corpus):
     res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
     assert res.returncode == 1 and "unknown key(s) resolutoin" in res.stderr
 
+    params.write_text("build_lpd:\n  resolution: 24\n  tracks: [lpd5\n")
+    res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"error: {params}: not valid YAML at line 4, column 1: did not find expected ',' or ']'"
+
 
 def test_bad_option_exits_2():
     result = runner.invoke(app, ["build-lpd", "x", "--workers", "many"])

@@ -241,3 +241,13 @@ def test_aligned_bars_across_modalities(shards):
         assert c["start_bar"] < 1 and c["end_bar"] > 0 and c["audio"].shape == (131072,)
     with pytest.raises(ValueError):
         aligned(sid, 2, 2, lpd=lpd)
+
+
+def test_a_wrong_split_name_is_an_error(shards):
+    """A typo ('training') used to read as an empty split: 0 items and no word of why."""
+    from pipeline.data import TokenStream
+
+    for cls in (TokenWindows, TokenStream):
+        with pytest.raises(ValueError, match=r"split='training' is not a split.*train, valid, test"):
+            cls(shards["vocab"], length=32, stride=16, split="training")
+    TokenWindows(shards["vocab"], length=32, stride=16, split="valid")  # a real split still opens

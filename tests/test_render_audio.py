@@ -215,9 +215,13 @@ def test_cli_render_audio_and_one_line_errors(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**_env(), "FLUIDSYNTH": "/nope/fluidsynth"})
     assert res.returncode == 1 and res.stderr.strip().count("\n") == 0
     assert "apt-get install --no-install-recommends fluidsynth" in res.stderr
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(["bash", "-c", "umask 022; exec \"$0\" \"$@\"", *cmd], capture_output=True, text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr
     assert "1 files: 1 ok" in res.stdout and (tmp_path / "o" / "summary.json").exists()
+    # every shard part and file gets the umask's mode (0644), not mkstemp's 0600
+    files = [p for p in (tmp_path / "o").rglob("*") if p.is_file() and p.name != ".lock"]
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o644"}, [(p.name, oct(p.stat().st_mode & 0o777)) for p in files]
 
 
 def _env():

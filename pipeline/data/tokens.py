@@ -99,7 +99,9 @@ class TokenStream(IterableDataset):
         super().__init__()
         windows(np.zeros(0, np.int64), length, stride)
         self.schema, self.paths = checked_token_shards(folder)
-        self.length, self.stride, self.split, self.stream = length, stride, split, stream
+        from pipeline.tokens.shards import check_split
+
+        self.length, self.stride, self.split, self.stream = length, stride, check_split(split), stream
         self.seed, self.shuffle, self.epoch = seed, shuffle, 0
 
     def set_epoch(self, epoch: int) -> None:

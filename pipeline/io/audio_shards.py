@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
-from pipeline.io.npz import npy_header
+from pipeline.io.npz import FILE_MODE, npy_header
 
 SCHEMA_VERSION = shard_schema.version(shard_schema.AUDIO)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -176,11 +176,13 @@ class ShardWriter:
         name = f"{self.stem}-{len(self.parts):02d}"
         self._name = name
         fd, self._pq_tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".parquet.tmp")
+        os.fchmod(fd, FILE_MODE)  # the umask's mode, not mkstemp's 0600
         os.close(fd)
         self._writer = pq.ParquetWriter(self._pq_tmp, self.schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
                                         use_dictionary=False, write_statistics=False)
         if self.write_npz:
             fd, self._npz_tmp = tempfile.mkstemp(dir=self.npz_folder, prefix=f".{name}.", suffix=".npz.tmp")
+            os.fchmod(fd, FILE_MODE)  # the umask's mode, not mkstemp's 0600
             os.close(fd)
             self._zip = zipfile.ZipFile(self._npz_tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
             self._member = self._zip.open(_zinfo("audio.npy"), "w", force_zip64=True)
@@ -309,6 +311,7 @@ def filter_shard(folder: Path, part: str, drop_sources: set[str], *, row_group_b
     kept = table.filter(pa.array(keep))
     schema = table.schema
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{part}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)  # the umask's mode, not mkstemp's 0600
     os.close(fd)
     with pq.ParquetWriter(tmp, schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, use_dictionary=False,
                           write_statistics=False) as w:
@@ -337,6 +340,7 @@ def write_npz_stored(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """A deterministic uncompressed NPZ, written atomically (audio first, as ShardWriter does)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)  # the umask's mode, not mkstemp's 0600
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -85,10 +85,25 @@ def shard_vocab_hash(path: Path) -> str | None:
     return value.decode() if value else None
 
 
+#: the values of the ``split`` column
+SPLITS = ("train", "valid", "test")
+
+
+def check_split(split: str | None) -> str | None:
+    """``split`` itself, or ValueError naming the valid ones (a typo must not read as an empty split)."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split={split!r} is not a split of the token shards (use one of {', '.join(SPLITS)}, "
+                         "or None for all)")
+    return split
+
+
 def read_token_shards(folder: Path, *, split: str | None = None, vocab=None) -> pa.Table:
     """All shards of a folder as one table (optionally one split). With ``vocab`` (a
-    ``Vocabulary``), every shard's vocabulary hash must match it (``VocabError`` otherwise)."""
+    ``Vocabulary``), every shard's vocabulary hash must match it (``VocabError`` otherwise).
+    A ``split`` other than train, valid, test (or None) is a ValueError."""
     from pipeline.tokens.vocab import VocabError
+
+    check_split(split)
 
     paths = sorted(Path(folder).glob("*.parquet"))
     tables = []
