@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -21,6 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Lakh MIDI to training-ready shards, and the models that use them.",
 )
+
+#: the fixed choices of the options (tests/test_cli.py checks them against the stages' constants)
+VocabKind = Literal["notes", "remi", "midilike"]
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read the stage's section from.")]
 
@@ -115,7 +118,7 @@ def ingest_audio(
 @app.command("build-vocab")
 def build_vocab(
     source: Annotated[Path, typer.Argument(help="A folder of .mid/.midi/.rmi files (any Lakh layout).")],
-    kind: Annotated[str, typer.Option(help="Vocabulary: notes (the music21 recipe), remi or midilike.")] = "remi",
+    kind: Annotated[VocabKind, typer.Option(help="Vocabulary: notes (the music21 recipe), remi or midilike.")] = "remi",
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default datasets/vocab/<kind>).")] = None,
     workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
     scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
@@ -163,7 +166,8 @@ app.add_typer(train_app, name="train")
 app.add_typer(sample_app, name="sample")
 app.add_typer(evaluate_app, name="evaluate")
 
-LstmVariant = Annotated[str, typer.Option(help="lstm (stacked LSTM) or lstm_attention (+ attention over the window).")]
+LstmVariant = Annotated[Literal["lstm", "lstm_attention"],
+                        typer.Option(help="lstm (stacked LSTM) or lstm_attention (+ attention over the window).")]
 LstmVocabDir = Annotated[Optional[Path], typer.Option("--vocab-dir", help="Token shards folder (default datasets/vocab/<lstm.vocab>).")]
 LstmModels = Annotated[Path, typer.Option("--models", help="Models folder; this family writes <models>/lstm/<variant>.")]
 
@@ -261,7 +265,8 @@ def report(
 
 @app.command("fetch-lmd")
 def fetch_lmd(
-    variant: Annotated[str, typer.Option(help="full (LMD-full), matched, aligned or clean (clean_midi).")] = "full",
+    variant: Annotated[Literal["full", "matched", "aligned", "clean"],
+                       typer.Option(help="full (LMD-full), matched, aligned or clean (clean_midi).")] = "full",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/lmd"),
     url_base: Annotated[Optional[str], typer.Option(envvar="PIPELINE_LMD_URL", help="Server folder of the archives (default: LMD's own, http://hog.ee.columbia.edu/craffel/lmd/).")] = None,
     retries: Annotated[int, typer.Option(help="Resumptions after a dropped connection before giving up.")] = 3,
@@ -337,7 +342,8 @@ def train_upsampler(level: Annotated[int, typer.Option("--level", help="A level 
 
 
 @sample_app.command("jukebox")
-def sample_jukebox(mode: Annotated[str, typer.Option("--mode", help="ancestral, windowed or primed.")] = "ancestral",
+def sample_jukebox(mode: Annotated[Literal["ancestral", "windowed", "primed"],
+                                   typer.Option("--mode", help="ancestral, windowed or primed.")] = "ancestral",
                    prompt: Annotated[Optional[Path], typer.Option("--prompt", help="primed: an audio file to continue (default: jukebox.sample.prompt, else held-out clips).")] = None,
                    vqvae_dir: JukeboxVqvae = Path("datasets/models/vqvae"), audio_dir: JukeboxAudio = Path("datasets/audio"),
                    models: JukeboxModels = Path("datasets/models"), device: DeviceOpt = "cpu",
@@ -363,7 +369,8 @@ def evaluate_jukebox(vqvae_dir: JukeboxVqvae = Path("datasets/models/vqvae"), au
     typer.echo(f"held-out bits/token: {bits} -> {models / 'jukebox' / 'evaluation.json'}")
 
 
-MuseganVariant = Annotated[str, typer.Option(help="jamming, composer, hybrid, temporal, track_conditional or musegan.")]
+MuseganVariant = Annotated[Literal["jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan"],
+                           typer.Option(help="jamming, composer, hybrid, temporal, track_conditional or musegan.")]
 MuseganPhrases = Annotated[Path, typer.Option("--phrases", help="build-phrases' output folder (npz/<split>.npz, schema.json).")]
 MuseganModels = Annotated[Path, typer.Option("--models", help="Models folder; this family writes <models>/musegan/<variant>.")]
 
@@ -418,11 +425,23 @@ def evaluate_musegan(phrases: MuseganPhrases = Path("datasets/phrases"), models:
 
 
 def main() -> None:
+    """The console entry point: a user mistake is one line on stderr (exit 1 for a bad input or
+    param, 2 for a bad option or value), never a traceback; a bug keeps its traceback."""
+    usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as typer ships it
     try:
-        app()
+        rc = app(standalone_mode=False)
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except usage_error as exc:
+        message = " ".join(exc.format_message().split())
+        if message:  # (no arguments at all: the help was shown, and there is nothing more to say)
+            typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,28 @@ def test_good_run(tmp_path, small_corpus):
     assert res.returncode == 0, res.stderr
     assert "10 files: 8 ok, 0 recovered, 0 skipped, 2 errors -> 8 songs" in res.stdout
     assert (tmp_path / "o" / "manifest.parquet").exists()
+
+
+def test_fixed_choices_are_choices_in_help_and_match_the_stages():
+    """--kind, --variant and --mode list their values in --help, refuse others (exit 2), and the
+    lists are the stages' own constants."""
+    import typing
+
+    from pipeline import cli, fetch
+    from stages import build_vocab, jukebox, lstm, musegan
+
+    def choices(alias) -> tuple:
+        return typing.get_args(typing.get_args(alias)[0]) if typing.get_origin(alias) is typing.Annotated \
+            else typing.get_args(alias)
+
+    assert choices(cli.VocabKind) == build_vocab.KINDS
+    assert choices(cli.LstmVariant) == lstm.VARIANTS
+    assert choices(cli.MuseganVariant) == musegan.VARIANTS
+    hints = typing.get_type_hints(cli.sample_jukebox, include_extras=True)
+    assert choices(hints["mode"]) == jukebox.MODES
+    hints = typing.get_type_hints(cli.fetch_lmd, include_extras=True)
+    assert set(choices(hints["variant"])) == set(fetch.VARIANTS)
+    result = runner.invoke(app, ["train", "musegan", "--help"])
+    assert "<jamming|composer|" in result.output
+    result = runner.invoke(app, ["build-vocab", "x", "--kind", "bpe"])
+    assert result.exit_code == 2

@@ -281,5 +281,6 @@ def test_cli_checks_the_real_table(server, small_corpus, tmp_path):
 
 def test_cli_bad_variant_is_one_line(tmp_path):
     res = _cli("--variant", "huge", "--out", str(tmp_path / "lmd"))
-    assert res.returncode == 1
-    assert res.stderr.strip() == "error: --variant='huge' must be one of full, matched, aligned, clean"
+    assert res.returncode == 2  # a value outside the option's choices: a usage error, one line
+    assert res.stderr.strip() == ("error: Invalid value for '--variant': 'huge' is not one of 'full', 'matched', "
+                                  "'aligned', 'clean'.")

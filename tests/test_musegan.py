@@ -450,5 +450,6 @@ def test_cli_end_to_end_and_a_bad_variant(phrases, tmp_path):
     assert (tmp_path / "models/musegan/track_conditional/accompaniment" / ("a" + "0" * 31) / "sample_01.mid").exists()
     bad = subprocess.run([sys.executable, "-c", "from pipeline.cli import main; main()", "train", "musegan",
                           "--variant", "gru", *common], capture_output=True, text=True)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
-        "error: variant='gru' must be one of jamming, composer, hybrid, temporal, track_conditional, musegan"]
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: Invalid value for '--variant': 'gru' is not one of 'jamming', 'composer', 'hybrid', 'temporal', "
+        "'track_conditional', 'musegan'."]
