@@ -35,7 +35,6 @@ apply), next to the kind's own keys.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +88,6 @@ _TOKEN_KINDS = ("notes", "remi", "midilike")
 def version(kind: str) -> int:
     """The ``schema_version`` the writers of ``kind`` write now."""
     return KINDS[kind].version
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (the ``vocabulary.sha256`` of token shards)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def schema_path(folder: str | Path, kind: str) -> Path:

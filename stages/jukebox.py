@@ -596,7 +596,8 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
               "priors": models, "samples": samples}
     report = _clean(report)
     out = Path(models_dir)
-    _write_json(out / "evaluation.json", {**report, "numerics": numerics.record()})
+    report["numerics"] = numerics.record()
+    _write_json(out / "evaluation.json", report)
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -376,7 +376,8 @@ def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Para
                            "data_tokens": cut},
               "qn_min_steps": 3, "resolution": 24}
     out = Path(model_dir)
-    _write_json(out / "evaluation.json", {**report, "numerics": numerics.record()})
+    report["numerics"] = numerics.record()
+    _write_json(out / "evaluation.json", report)
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

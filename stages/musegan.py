@@ -428,7 +428,8 @@ def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> di
             if log:
                 log(f"{definition}: {src} ({len(arr)} phrases)")
     root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / "evaluation.json", {**report, "numerics": numerics.record()})
+    report["numerics"] = numerics.record()
+    _write_json(root / "evaluation.json", report)
     atomic_write_bytes(root / "evaluation.md", markdown_report(report).encode())
     return report
 

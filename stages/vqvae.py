@@ -164,9 +164,7 @@ def load_vqvae(model_dir: Path, device: str = "cpu"):
     """The trained VQ-VAE of ``model_dir`` (``datasets/models/vqvae``) in eval mode on ``device``:
     built from ``config.json``, weights from ``checkpoints/best.pt`` (else ``last.pt``); its
     ``sample_rate`` attribute is that of the training audio."""
-    import torch
-
-    from pipeline.training.solver import resolve_device
+    from pipeline.training.solver import load_checkpoint, resolve_device
 
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
@@ -180,8 +178,8 @@ def load_vqvae(model_dir: Path, device: str = "cpu"):
         model = build_model(cfg["model_kwargs"])
     except (ValueError, KeyError, TypeError) as exc:
         raise StageError(f"{cfg_path}: not a VQ-VAE config ({exc.__class__.__name__}: {exc})") from None
+    state = load_checkpoint(found[0])  # UnsafeFileError, one line, for a foreign or damaged file
     try:
-        state = torch.load(found[0], map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
     except Exception as exc:  # a truncated file, another model's weights
         raise StageError(f"{found[0]}: cannot load VQ-VAE weights ({exc.__class__.__name__}: "

@@ -397,7 +397,9 @@ def test_load_vqvae_and_evaluate(audio_dir, tmp_path):
         assert e["spectral_convergence_db"] == pytest.approx(am.spectral_convergence_db(x, y))
     # a damaged checkpoint is a clear error
     (tmp_path / "m" / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(StageError, match="cannot load VQ-VAE weights"):
+    from pipeline.errors import UnsafeFileError
+
+    with pytest.raises(UnsafeFileError, match="not a readable torch checkpoint"):
         stage.load_vqvae(tmp_path / "m")
 
 

@@ -37,7 +37,6 @@ from pipeline.errors import MidiError, StageError
 INSTALL_FLUIDSYNTH = "apt-get install --no-install-recommends fluidsynth"
 INSTALL_FLUIDR3 = "apt-get install fluid-soundfont-gm"
 FLUIDR3_PATH = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-SOUNDFONT_NAMES = ("timgm6mb", "fluidr3_gm")
 
 #: stdout pipe size asked for (Linux F_SETPIPE_SZ), read size, and the pause after a short read:
 #: FluidSynth writes 4 KiB at a time; reading each write as it comes costs a wake-up per write

@@ -89,12 +89,6 @@ def shard_paths(folder: Path, sub: str) -> list[Path]:
 COORDS = ("bar", "step", "pitch", "track", "velocity")
 
 
-def tensor_layout(folder: Path) -> tuple[int, int]:
-    """(bar_steps, n_tracks) from the shards' ``schema.json`` (checked: :func:`pipeline.schema.read_schema`)."""
-    doc = read_schema(folder, TENSORS)
-    return int(doc["bar_steps"]), len(doc["track_order"])
-
-
 def decode_row(table) -> dict[str, np.ndarray]:
     """Coordinates of a one-row tensor-shard table as numpy arrays (plus ``id`` and ``n_bars``)."""
     out = {name: table.column(name)[0].values.to_numpy(zero_copy_only=False) for name in COORDS}

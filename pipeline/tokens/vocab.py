@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -141,10 +140,3 @@ def load_vocabulary(path: Path, *, expect_hash: str | None = None,
         diff = sorted(k for k in set(config) | set(expect_config) if config.get(k) != expect_config.get(k))
         raise VocabError(f"{path}: vocabulary config differs from the expected one in {', '.join(diff)}")
     return vocab
-
-
-def count_tokens(sequences: Iterable[Iterable[str]]) -> Counter:
-    c: Counter = Counter()
-    for seq in sequences:
-        c.update(seq)
-    return c

@@ -133,7 +133,16 @@ def load_checkpoint(path: Path) -> dict:
 
     from pipeline.errors import UnsafeFileError
 
+    import zipfile
+
     path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise UnsafeFileError(path, f"not a readable torch checkpoint ({exc.strerror})") from None
+    if head != b"PK\x03\x04" or not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise UnsafeFileError(path, "not a readable torch checkpoint (not the zip archive torch.save writes)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused a global (or the pickle is broken)

@@ -261,7 +261,9 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
     resumed = False
     last = ckpt / "last.pt"
     if resume and last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        from pipeline.training.solver import load_checkpoint
+
+        state = load_checkpoint(last)  # weights_only, and one clear error for a damaged file
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
