@@ -22,6 +22,20 @@ app = typer.Typer(
     help="Lakh MIDI to training-ready shards, and the models that use them.",
 )
 
+WorkersOpt = Annotated[int, typer.Option(envvar="PIPELINE_WORKERS",
+                                         help="Local worker processes (0: one per core, 1: in this process).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS",
+                                                     help="Address of a running dask.distributed scheduler.")]
+
+
+def _exit_on_bugs(summary: dict) -> None:
+    """Exit 3 when files hit a bug (their rows say internal.bug): the run finished, but not cleanly."""
+    n = summary["codes"].get("internal.bug")
+    if n:
+        typer.echo(f"error: {n} file(s) hit a bug (code internal.bug in the manifest)", err=True)
+        raise typer.Exit(3)
+
+
 #: the fixed choices of the options (tests/test_cli.py checks them against the stages' constants)
 VocabKind = Literal["notes", "remi", "midilike"]
 
@@ -45,8 +59,8 @@ def corpus(
 def build_lpd(
     source: Annotated[Path, typer.Argument(help="A Lakh folder (lmd_full, lmd_matched, clean_midi...), any folder of .mid/.midi/.rmi files, or a .tar.gz of them.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/lpd"),
-    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
-    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    workers: WorkersOpt = 0,
+    scheduler: SchedulerOpt = None,
     match_scores: Annotated[Optional[Path], typer.Option(help="LMD's match_scores.json: marks LPD's matched and cleansed subsets.")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
@@ -59,9 +73,7 @@ def build_lpd(
     s = summary["status"]
     typer.echo(f"{summary['files']} files: {s['ok']} ok, {s['recovered']} recovered, {s['skipped']} skipped, "
                f"{s['error']} errors -> {summary['songs']} songs, {summary['bars']} bars in {out}")
-    if summary["codes"].get("internal.bug"):
-        typer.echo(f"error: {summary['codes']['internal.bug']} file(s) hit a bug (code internal.bug in the manifest)", err=True)
-        raise typer.Exit(3)
+    _exit_on_bugs(summary)
 
 
 def _num(x, digits: int = 4) -> str:
@@ -76,17 +88,15 @@ def _audio_summary(summary: dict, out: Path) -> None:
     typer.echo(f"{summary['files']} files: {s['ok']} ok, {s['recovered']} recovered, {s['skipped']} skipped, "
                f"{s['error']} errors -> {summary['songs']} songs, {summary['clips']} clips, "
                f"{summary['hours']} h of audio in {out}")
-    if summary["codes"].get("internal.bug"):
-        typer.echo(f"error: {summary['codes']['internal.bug']} file(s) hit a bug (code internal.bug in the manifest)", err=True)
-        raise typer.Exit(3)
+    _exit_on_bugs(summary)
 
 
 @app.command("render-audio")
 def render_audio(
     source: Annotated[Path, typer.Argument(help="A Lakh folder, any folder of .mid/.midi/.rmi files, or a .tar.gz of them.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/audio"),
-    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
-    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    workers: WorkersOpt = 0,
+    scheduler: SchedulerOpt = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Render MIDI to 44.1 kHz audio clips with FluidSynth (Parquet in the HF Audio layout + NPZ)."""
@@ -102,8 +112,8 @@ def render_audio(
 def ingest_audio(
     folder: Annotated[Path, typer.Argument(help="A folder of WAV/FLAC/MP3 files (any sample rate).")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/audio_ingest"),
-    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
-    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    workers: WorkersOpt = 0,
+    scheduler: SchedulerOpt = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Resample existing recordings to 44.1 kHz, downmix and write them as render-audio's shards."""
@@ -120,8 +130,8 @@ def build_vocab(
     source: Annotated[Path, typer.Argument(help="A folder of .mid/.midi/.rmi files (any Lakh layout).")],
     kind: Annotated[VocabKind, typer.Option(help="Vocabulary: notes (the music21 recipe), remi or midilike.")] = "remi",
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default datasets/vocab/<kind>).")] = None,
-    workers: Annotated[int, typer.Option(envvar="PIPELINE_WORKERS", help="Local worker processes (0: one per core, 1: in this process).")] = 0,
-    scheduler: Annotated[Optional[str], typer.Option(envvar="DASK_SCHEDULER_ADDRESS", help="Address of a running dask.distributed scheduler.")] = None,
+    workers: WorkersOpt = 0,
+    scheduler: SchedulerOpt = None,
     vocab: Annotated[Optional[Path], typer.Option(help="Apply this existing vocab.json instead of building one (unknown tokens -> UNK).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
@@ -139,9 +149,7 @@ def build_vocab(
     typer.echo(f"{summary['files']} files: {s['ok']} ok, {s['recovered']} recovered, {s['skipped']} skipped, "
                f"{s['error']} errors -> {summary['songs']} songs, {summary['tokens']} tokens, "
                f"{summary['vocab_size']} ids ({kind}) in {out}")
-    if summary["codes"].get("internal.bug"):
-        typer.echo(f"error: {summary['codes']['internal.bug']} file(s) hit a bug (code internal.bug in the manifest)", err=True)
-        raise typer.Exit(3)
+    _exit_on_bugs(summary)
 
 
 NativeNumericsOpt = Annotated[bool, typer.Option(

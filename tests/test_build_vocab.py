@@ -123,7 +123,8 @@ def test_cli(tmp_path, small_corpus):
     assert "10 files: 8 ok, 0 recovered, 0 skipped, 2 errors -> 8 songs" in res.stdout
     assert (tmp_path / "o" / "vocab.json").exists()
     res = _cli("build-vocab", str(small_corpus), "--kind", "bpe", "--out", str(tmp_path / "o"))
-    assert res.returncode == 1 and res.stderr.strip().count("\n") == 0 and "--kind='bpe'" in res.stderr
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0  # not one of the option's choices
+    assert "Invalid value for '--kind': 'bpe' is not one of 'notes', 'remi', 'midilike'" in res.stderr
     params = tmp_path / "params.yaml"
     params.write_text("build_vocab:\n  min_count: 0\n")
     res = _cli("build-vocab", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))

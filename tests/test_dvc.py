@@ -3,6 +3,7 @@ in under 30 minutes, a second run does nothing, a changed param reruns only the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -97,3 +98,13 @@ def test_repro_then_nothing_then_only_what_changed(clone):
     third = dvc("repro", cwd=clone).stdout
     variants = ["jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan"]
     assert ran(third) == {*(f"sample_musegan@{v}" for v in variants), "evaluate_musegan", "report"}
+
+    # a param that chooses inputs: lstm.vocab reaches dvc.yaml through templating (${lstm.vocab}), so
+    # changing it in params.yaml is all it takes: the LSTM stages read the remi shards, and only they rerun
+    params["lstm"]["vocab"] = "remi"
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fourth = dvc("repro", cwd=clone).stdout
+    lstm = [f"{step}_lstm@{v}" for step in ("train", "sample", "evaluate") for v in ("lstm", "lstm_attention")]
+    assert ran(fourth) == {*lstm, "report"}
+    doc = json.loads((clone / "datasets/models/lstm/lstm/train.json").read_text())
+    assert doc["vocab"] == "remi" and doc["numerics"]["pinned"] is True
