@@ -88,6 +88,16 @@ def test_repro_then_nothing_then_only_what_changed(clone):
     report = (clone / "datasets" / "report" / "report.md").read_text()
     assert "## MuseGAN family" in report and "## Jukebox VQ-VAE" in report and "## LSTM note models" in report
 
+    # every declared plot renders, with no error (rows of one metrics file must share their keys)
+    plots = json.loads(dvc("plots", "show", "--json", cwd=clone).stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    declared = set()
+    for st in yaml.safe_load((clone / "dvc.yaml").read_text())["stages"].values():
+        for p in st.get("do", st).get("plots", []):
+            path = next(iter(p)) if isinstance(p, dict) else p
+            declared |= {path.replace("${item}", str(i)) for i in st.get("foreach", [None])}
+    assert len(declared) == 12 and set(plots["data"]) == declared, (declared, set(plots["data"]))
+
     second = dvc("repro", cwd=clone).stdout
     assert "Running stage" not in second and "up to date" in second
 

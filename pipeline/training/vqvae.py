@@ -225,6 +225,15 @@ def _write_json(path: Path, doc) -> None:
     atomic_write_bytes(Path(path), (json.dumps(doc, indent=1) + "\n").encode())
 
 
+def uniform_rows(history: list[dict]) -> list[dict]:
+    """Every row with every key (null where a step has no held-out numbers): ``dvc plots`` fails on
+    rows whose keys differ ("argument of type 'NoneType' is not iterable")."""
+    keys: dict[str, None] = {}
+    for row in history:
+        keys.update(dict.fromkeys(row))
+    return [{k: row.get(k) for k in keys} for row in history]
+
+
 @torch.no_grad()
 def valid_loss(model, clips: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Mean losses (eval mode: codebooks untouched) over ``clips`` in batches."""
@@ -306,11 +315,11 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
                 log(f"step {step}: loss {row['loss']:.4f}" + (f", valid {row['valid_loss']:.4f}" if "valid_loss" in row else ""))
             if step % cfg.valid_every == 0:
                 save_last()
-                _write_json(out / "metrics.json", history)
+                _write_json(out / "metrics.json", uniform_rows(history))
     save_last()
     if not (ckpt / "best.pt").exists():  # no validation point reached: the final weights stand in
         _save(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
-    _write_json(out / "metrics.json", history)
+    _write_json(out / "metrics.json", uniform_rows(history))
     return {"steps_run": step, "best_step": best_step, "best_valid_loss": None if math.isinf(best) else best,
             "resumed": resumed, "history": history}
 
