@@ -214,5 +214,5 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
         tasks = make_tasks(src.items(), src, out, params, settings, shard_size=params.shard_size, task_cls=Task)
         results = execute(ingest_task, tasks, out, src, json.dumps(settings, sort_keys=True), workers=workers,
                           scheduler=scheduler, description="ingest-audio")
-        rows = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
-        return write_outputs(out, params, rows, settings=settings, producer="ingest_audio")
+        chunks = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
+        return write_outputs(out, params, chunks, settings=settings, producer="ingest_audio")

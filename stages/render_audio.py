@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,14 +412,23 @@ def execute(fn, tasks: list, out: Path, src, render_json: str, *, workers: int, 
         if data is None:
             todo.append(t)
         else:
-            results[t.index] = data
+            results[t.index] = {"parts": data["parts"]}
     for index, res in run_shards(fn, todo, src, workers=workers, scheduler=scheduler, description=description):
         results[index] = res
-    return [results[t.index] for t in tasks]
+    # the rows stay in the task markers (read back one task at a time): memory flat in the files
+    return [{"index": t.index, "parts": results[t.index]["parts"]} for t in tasks]
 
 
-def finish(out: Path, results: list[dict], *, row_group_bytes: int, index_of_task) -> list[dict]:
-    """Remove stale parts and markers, mark cross-task duplicates (dropping their clips); rows in order."""
+def task_rows(out: Path, index: int) -> list[dict]:
+    """The rows of one finished task, from its marker."""
+    return json.loads((out / STATE_DIR / f"task-{index:05d}.json").read_text())["rows"]
+
+
+def finish(out: Path, results: list[dict], *, row_group_bytes: int, index_of_task):
+    """Remove stale parts and markers, mark cross-task duplicates (dropping their clips).
+
+    Returns ``chunks()``: the rows in order, one task's list at a time, duplicates marked (read
+    back from the markers; only the duplicate decisions are held here)."""
     from pipeline.io.audio_shards import filter_shard
 
     keep = {p for r in results for p in r["parts"]}
@@ -434,27 +444,38 @@ def finish(out: Path, results: list[dict], *, row_group_bytes: int, index_of_tas
         for p in state.glob("task-*.json"):
             if int(p.stem.split("-")[1]) >= n_tasks:
                 p.unlink()
-    rows = [r for res in results for r in res["rows"]]
     first: dict[str, str] = {}
+    dups: dict[int, dict[int, str]] = {}
     drop: dict[int, set[str]] = {}
-    for r in rows:
-        sid = r["id"]
-        if sid is None or r["code"] == "skip.duplicate" and sid in first:
-            continue
-        if sid in first:
-            if r["status"] in ("ok", "recovered"):
-                drop.setdefault(r["shard"], set()).add(r["source"])
-            for k in list(r):
-                if k not in ("source", "id", "msd_id", "size_bytes"):
-                    r[k] = None
-            r.update(status="skipped", code="skip.duplicate", message=f"same bytes as {first[sid]}",
-                     repairs=[], warnings=[], n_clips=0)
-        else:
-            first[sid] = r["source"]
+    for res in results:
+        for i, r in enumerate(task_rows(out, res["index"])):
+            sid = r["id"]
+            if sid is None or r["code"] == "skip.duplicate" and sid in first:
+                continue
+            if sid in first:
+                if r["status"] in ("ok", "recovered"):
+                    drop.setdefault(r["shard"], set()).add(r["source"])
+                dups.setdefault(res["index"], {})[i] = first[sid]
+            else:
+                first[sid] = r["source"]
+    del first
     for shard, sources in drop.items():
         for part in results[index_of_task(shard)]["parts"]:
             filter_shard(out / PARQUET_DIR, part, sources, row_group_bytes=row_group_bytes, npz_folder=out / NPZ_DIR)
-    return rows
+
+    def chunks():
+        for res in results:
+            rows = task_rows(out, res["index"])
+            for i, source in dups.get(res["index"], {}).items():
+                r = rows[i]
+                for k in list(r):
+                    if k not in ("source", "id", "msd_id", "size_bytes"):
+                        r[k] = None
+                r.update(status="skipped", code="skip.duplicate", message=f"same bytes as {source}",
+                         repairs=[], warnings=[], n_clips=0)
+            yield rows
+
+    return chunks
 
 
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None) -> dict:
@@ -473,8 +494,8 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
         tasks = make_tasks(items, src, out, params, settings, shard_size=params.shard_size)
         results = execute(render_task, tasks, out, src, render_json, workers=workers, scheduler=scheduler,
                           description="render-audio")
-        rows = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
-        summary = write_outputs(out, params, rows, settings=settings.as_record(), producer="render_audio")
+        chunks = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
+        summary = write_outputs(out, params, chunks, settings=settings.as_record(), producer="render_audio")
     return summary
 
 
@@ -490,15 +511,15 @@ MANIFEST_FIELDS = [
 ]
 
 
-def write_outputs(out: Path, params, rows: list[dict], *, settings: dict, producer: str) -> dict:
-    """manifest.parquet (one row per input, plus the settings as constant columns), schema.json, summary.json."""
-    import io
-
+def write_outputs(out: Path, params, chunks, *, settings: dict, producer: str) -> dict:
+    """manifest.parquet (one row per input, plus the settings as constant columns; written as
+    ``chunks()`` yields each task's rows, in row groups of ``ROW_GROUP_ROWS``), schema.json, summary.json."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pipeline.io.audio_shards import schema_document
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.io.manifest import ROW_GROUP_ROWS
+    from pipeline.io.npz import FILE_MODE, atomic_write_bytes
 
     types = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
              "list<string>": pa.list_(pa.string())}
@@ -509,29 +530,62 @@ def write_outputs(out: Path, params, rows: list[dict], *, settings: dict, produc
                                else pa.float64() if isinstance(v, float) else pa.string()))
     fields.append(pa.field("downmix", pa.string()))
     schema = pa.schema(fields)
-    full = [{**r, **setting_cols, "downmix": params.downmix} for r in rows]
-    table = pa.table({f.name: pa.array([r.get(f.name) for r in full], f.type) for f in schema}, schema=schema)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", write_statistics=False)
-    atomic_write_bytes(out / "manifest.parquet", sink.getvalue())
+    status: Counter = Counter()
+    codes: Counter = Counter()
+    warnings: Counter = Counter()
+    files = songs = clips = peak_limited = 0
+    seconds = 0.0
+    tmp = out / ".manifest.parquet.part"
+    pending: list = []
+    n_pending = written = 0
+    with pq.ParquetWriter(str(tmp), schema, compression="zstd", write_statistics=False) as writer:
+        def flush(n: int) -> None:
+            nonlocal pending, n_pending
+            table = pa.concat_tables(pending).combine_chunks()
+            writer.write_table(table.slice(0, n), row_group_size=n)
+            rest = table.slice(n)
+            pending, n_pending = ([rest] if rest.num_rows else []), rest.num_rows
+
+        for rows in chunks():
+            full = [{**r, **setting_cols, "downmix": params.downmix} for r in rows]
+            if full:
+                pending.append(pa.table({f.name: pa.array([r.get(f.name) for r in full], f.type) for f in schema},
+                                        schema=schema))
+                n_pending += len(full)
+                written += len(full)
+            while n_pending >= ROW_GROUP_ROWS:
+                flush(ROW_GROUP_ROWS)
+            files += len(rows)
+            status.update(r["status"] for r in rows)
+            codes.update(r["code"] for r in rows if r["code"])
+            warnings.update(warning_counts(rows))
+            done = [r for r in rows if r["status"] in ("ok", "recovered")]
+            songs += len(done)
+            clips += int(sum(r["n_clips"] or 0 for r in done))
+            for r in done:  # one running sum in row order, as sum() over all rows gave
+                seconds += r["duration"] or 0.0
+            peak_limited += sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0)
+        if written == 0:
+            writer.write_table(schema.empty_table())
+        elif n_pending:
+            flush(n_pending)
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, out / "manifest.parquet")
     doc = schema_document(sample_rate=params.sample_rate, downmix=params.downmix, clip_samples=params.clip_samples,
                           producer=producer, settings={"params": _params_dict(params), "render": settings})
     from pipeline.schema import arrow_dtypes
 
     doc["manifest"] = {"file": "manifest.parquet", "row": "one input file", "dtypes": arrow_dtypes(schema)}
     atomic_write_bytes(out / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-    status = Counter(r["status"] for r in rows)
-    codes = Counter(r["code"] for r in rows if r["code"])
-    done = [r for r in rows if r["status"] in ("ok", "recovered")]
     summary = {
-        "files": len(rows),
-        "songs": len(done),
-        "clips": int(sum(r["n_clips"] or 0 for r in done)),
-        "hours": round(sum(r["duration"] or 0.0 for r in done) / 3600.0, 4),
-        "peak_limited": sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0),
+        "files": files,
+        "songs": songs,
+        "clips": clips,
+        "hours": round(seconds / 3600.0, 4),
+        "peak_limited": peak_limited,
         "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
         "codes": dict(sorted(codes.items())),
-        "warnings": warning_counts(rows),
+        "warnings": dict(sorted(warnings.items())),
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary
