@@ -446,10 +446,20 @@ def main() -> None:
         if message:  # (no arguments at all: the help was shown, and there is nothing more to say)
             typer.echo(f"error: {message}", err=True)
         sys.exit(2)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        rc = 130
+    if rc == 130:  # Ctrl-C (typer turns it into this exit code)
+        _interrupted()
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _interrupted() -> None:
+    from pipeline.progress import close_all
+
+    where = "; ".join(f"{b.description.split(' (')[0]} stopped at {b.done} of {b.total}" for b in close_all())
+    typer.echo(f"interrupted{': ' + where if where else ''}. Run the same command again: training resumes "
+               "from its last checkpoint, and the data stages from their finished shards.", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipeline.progress import training_bar
 from pipeline.errors import StageError
 from pipeline.io.npz import atomic_write_bytes
 from pipeline.models.musegan import MuseGANCritic, MuseGANGenerator
@@ -163,6 +164,7 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
     gen.train()
     critic.train()
     groups = critic.groups
+    bar = training_bar("musegan", cfg.steps, start - 1, log)
     for step in range(start, cfg.steps + 1):
         d_losses, gps, dists = [], [], []
         for p in critic.parameters():
@@ -195,6 +197,7 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
         opt_g.step()
         history.append({"step": step, "d_loss": float(np.mean(d_losses)), "g_loss": float(g_loss.detach()),
                         "gp": float(np.mean(gps)), "wasserstein": float(np.mean(dists))})
+        bar.step(note=f"g_loss {history[-1]['g_loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint(step)
         if log and (step == start or step % 10 == 0 or step == cfg.steps):
@@ -203,6 +206,7 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
                 f"gp {h['gp']:.4f}, W {h['wasserstein']:.4f}")
     for p in critic.parameters():
         p.requires_grad_(True)
+    bar.close()
     if not ckpt.exists():  # zero steps asked: keep the initial weights
         checkpoint(0)
     write_metrics(out / "metrics.json", history)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from pipeline.progress import training_bar
 from pipeline.models.jukebox_prior import JukeboxPrior
 from pipeline.training.solver import load_checkpoint, model_device, save_checkpoint, write_metrics
 
@@ -139,6 +140,7 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
         write_metrics(out / "metrics.json", history)
 
     model.train()
+    bar = training_bar(out.name, cfg.steps, start, log)
     for step in range(start + 1, cfg.steps + 1):
         rng = np.random.default_rng([cfg.seed, step])
         x, c = crop_batch(codes, upper, context=ctx, ratio=r, batch=cfg.batch_size, rng=rng)
@@ -151,10 +153,12 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         history.append({"step": step, "train_bits": float(loss.detach())})
+        bar.step(note=f"{history[-1]['train_bits']:.3f} bits")
         if log and (step % max(cfg.steps // 10, 1) == 0 or step == cfg.steps):
             log(f"step {step}/{cfg.steps}: {history[-1]['train_bits']:.4f} bits per token")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint(step)
+    bar.close()
     if not ckpt.exists():  # zero steps asked: keep the initial weights
         checkpoint(0)
     write_metrics(out / "metrics.json", history)

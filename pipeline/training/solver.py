@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from pipeline.progress import training_bar
 from pipeline.io.npz import atomic_write_bytes
 
 
@@ -207,6 +208,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         history, best_epoch = list(state["history"]), int(state["best_epoch"])
         resumed = True
     stopped_early = False
+    bar = training_bar(Path(out).name, cfg.epochs, start - 1, log, unit="epoch")
     for epoch in range(start, cfg.epochs + 1):
         if bad >= cfg.patience:
             stopped_early = True
@@ -227,6 +229,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": ev["loss"],
                "valid_perplexity": ev["perplexity"], "valid_accuracy": ev["accuracy"]}
         history.append(row)
+        bar.step(note=f"valid {ev['loss']:.3f}" if ev["loss"] is not None else None)
         watch = ev["loss"] if ev["loss"] is not None else train_loss
         if watch < best:
             best, bad, best_epoch = watch, 0, epoch
@@ -240,6 +243,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         if log:
             log(f"epoch {epoch}: train {train_loss:.4f}, valid "
                 + ("-" if ev["loss"] is None else f"{ev['loss']:.4f}"))
+    bar.close()
     if not (ckpt_dir / "best.pt").exists():  # zero epochs asked: keep the initial weights
         save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "epoch": 0})
     write_metrics(out / "metrics.json", history)

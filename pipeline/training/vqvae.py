@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipeline.progress import training_bar
 from pipeline.errors import StageError
 from pipeline.io.npz import atomic_write_bytes
 
@@ -287,6 +288,7 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
                      "acc": acc, "acc_n": acc_n})
 
     model.train()
+    bar = training_bar("vqvae", cfg.steps, step, log)
     while step < cfg.steps:
         step += 1
         x = step_batch(bank, step=step, batch_size=cfg.batch_size, samples=cfg.crop_samples, seed=cfg.seed).to(device)
@@ -301,6 +303,7 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
         for k, v in metrics.items():
             acc[k] = acc.get(k, 0.0) + float(v)
         acc_n += 1
+        bar.step(note=f"loss {float(losses['loss'].detach()):.3f}")
         if step % cfg.log_every == 0:
             row = {"step": step, **{k: v / acc_n for k, v in sorted(acc.items())}}
             acc, acc_n = {}, 0
@@ -316,6 +319,7 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
             if step % cfg.valid_every == 0:
                 save_last()
                 _write_json(out / "metrics.json", uniform_rows(history))
+    bar.close()
     save_last()
     if not (ckpt / "best.pt").exists():  # no validation point reached: the final weights stand in
         _save(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
