@@ -16,14 +16,15 @@ Selection rules (all params, in this order, per song):
    are drawn without replacement by ``np.random.default_rng([seed, int(song_id[:8], 16)])``;
    the others get reason ``not_drawn``.
 
-The split of a song is fixed by ``sha256(song_id)``: its first 8 hex digits / 16**8 below
-test_fraction -> test, below test_fraction + valid_fraction -> valid, else train.
+The split of a song is fixed by ``sha256(song_id)`` (``pipeline.splits``, the rule every stage uses):
+its first 8 bytes / 2**64 below test_fraction -> test, below test_fraction + valid_fraction -> valid,
+else train. (Before 2026-12-06 this stage read 8 hex digits, 4 bytes: the same split except for a
+song within 2**-32 of a boundary.)
 Input shards are read one at a time; nothing written depends on timing or host.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -81,13 +82,10 @@ class Params:
 
 
 def split_of(song_id: str, params: Params) -> str:
-    """train / valid / test from a hash of the song id (never from order)."""
-    u = int(hashlib.sha256(song_id.encode()).hexdigest()[:8], 16) / 16**8
-    if u < params.test_fraction:
-        return "test"
-    if u < params.test_fraction + params.valid_fraction:
-        return "valid"
-    return "train"
+    """train / valid / test from a hash of the song id (never from order): ``pipeline.splits``."""
+    from pipeline import splits
+
+    return splits.split_of(song_id, [("test", params.test_fraction), ("valid", params.valid_fraction)], rest="train")
 
 
 @dataclass

@@ -14,7 +14,6 @@ starts: the ``Bar`` tokens of REMI / MIDI-like, the first token at or after the 
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Sequence
@@ -41,13 +40,10 @@ SCHEMA = pa.schema(
 
 
 def split_of(song_id: str, *, valid_fraction: float, test_fraction: float) -> str:
-    """train / valid / test from the first 8 bytes of sha256(id): stable, order-free."""
-    u = int.from_bytes(hashlib.sha256(song_id.encode()).digest()[:8], "big") / 2.0**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + valid_fraction:
-        return "valid"
-    return "train"
+    """train / valid / test by ``pipeline.splits`` (the first 8 bytes of sha256(id)): stable, order-free."""
+    from pipeline import splits
+
+    return splits.split_of(song_id, [("test", test_fraction), ("valid", valid_fraction)], rest="train")
 
 
 def token_shard_bytes(rows: Sequence[dict], *, vocab_hash: str) -> bytes:

@@ -47,8 +47,9 @@ SPLITS = ("train", "heldout")
 
 def split_of(song_id: str, heldout_fraction: float) -> str:
     """``heldout`` when ``sha256(id)[:8] / 2**64 < heldout_fraction``, else ``train``."""
-    u = int.from_bytes(hashlib.sha256(song_id.encode()).digest()[:8], "big") / 2.0**64
-    return "heldout" if u < heldout_fraction else "train"
+    from pipeline import splits
+
+    return splits.split_of(song_id, [("heldout", heldout_fraction)], rest="train")
 
 
 # ---------------------------------------------------------------------------------------------
