@@ -92,7 +92,7 @@ def opted_out(native: bool | None = None) -> bool:
     return os.environ.get(OPT_OUT, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-_state: dict = {"pinned": False, "late": []}
+_state: dict = {"late": []}  # libraries loaded before pin() (their kernels were already chosen)
 
 
 def pin(native: bool | None = None) -> bool:
@@ -104,12 +104,10 @@ def pin(native: bool | None = None) -> bool:
     """
     if opted_out(native):
         os.environ[OPT_OUT] = "1"  # child processes (dask workers, torchrun ranks) follow
-        _state["pinned"] = False
         return False
     os.environ.pop(OPT_OUT, None)
     late = [m for m in ("numpy", "torch") if m in sys.modules]
     os.environ.update(pinned_env())
-    _state["pinned"] = True
     _state["late"] = late
     return not late
 

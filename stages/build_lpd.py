@@ -350,7 +350,7 @@ def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict
     codes: Counter = Counter()
     warnings: Counter = Counter()
     files = songs = bars = criteria = 0
-    with ManifestWriter(out / "manifest.parquet", note_columns=note_columns) as manifest:
+    with ManifestWriter(out / "manifest.parquet", manifest_schema(note_columns)) as manifest:
         for task in tasks:
             rows = _final_rows(_shard_rows(out, task), dups.get(task.index, {}), subsets, scores)
             manifest.write(rows)

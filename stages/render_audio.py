@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -515,11 +514,10 @@ def write_outputs(out: Path, params, chunks, *, settings: dict, producer: str) -
     """manifest.parquet (one row per input, plus the settings as constant columns; written as
     ``chunks()`` yields each task's rows, in row groups of ``ROW_GROUP_ROWS``), schema.json, summary.json."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from pipeline.io.audio_shards import schema_document
-    from pipeline.io.manifest import ROW_GROUP_ROWS
-    from pipeline.io.npz import FILE_MODE, atomic_write_bytes
+    from pipeline.io.manifest import ManifestWriter
+    from pipeline.io.npz import atomic_write_bytes
 
     types = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
              "list<string>": pa.list_(pa.string())}
@@ -530,31 +528,19 @@ def write_outputs(out: Path, params, chunks, *, settings: dict, producer: str) -
                                else pa.float64() if isinstance(v, float) else pa.string()))
     fields.append(pa.field("downmix", pa.string()))
     schema = pa.schema(fields)
+
+    def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:  # rows plus the constant setting columns
+        full = [{**r, **setting_cols, "downmix": params.downmix} for r in rows]
+        return pa.table({f.name: pa.array([r.get(f.name) for r in full], f.type) for f in schema}, schema=schema)
+
     status: Counter = Counter()
     codes: Counter = Counter()
     warnings: Counter = Counter()
     files = songs = clips = peak_limited = 0
     seconds = 0.0
-    tmp = out / ".manifest.parquet.part"
-    pending: list = []
-    n_pending = written = 0
-    with pq.ParquetWriter(str(tmp), schema, compression="zstd", write_statistics=False) as writer:
-        def flush(n: int) -> None:
-            nonlocal pending, n_pending
-            table = pa.concat_tables(pending).combine_chunks()
-            writer.write_table(table.slice(0, n), row_group_size=n)
-            rest = table.slice(n)
-            pending, n_pending = ([rest] if rest.num_rows else []), rest.num_rows
-
+    with ManifestWriter(out / "manifest.parquet", schema, to_table=to_table) as manifest:
         for rows in chunks():
-            full = [{**r, **setting_cols, "downmix": params.downmix} for r in rows]
-            if full:
-                pending.append(pa.table({f.name: pa.array([r.get(f.name) for r in full], f.type) for f in schema},
-                                        schema=schema))
-                n_pending += len(full)
-                written += len(full)
-            while n_pending >= ROW_GROUP_ROWS:
-                flush(ROW_GROUP_ROWS)
+            manifest.write(rows)
             files += len(rows)
             status.update(r["status"] for r in rows)
             codes.update(r["code"] for r in rows if r["code"])
@@ -565,12 +551,6 @@ def write_outputs(out: Path, params, chunks, *, settings: dict, producer: str) -
             for r in done:  # one running sum in row order, as sum() over all rows gave
                 seconds += r["duration"] or 0.0
             peak_limited += sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0)
-        if written == 0:
-            writer.write_table(schema.empty_table())
-        elif n_pending:
-            flush(n_pending)
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, out / "manifest.parquet")
     doc = schema_document(sample_rate=params.sample_rate, downmix=params.downmix, clip_samples=params.clip_samples,
                           producer=producer, settings={"params": _params_dict(params), "render": settings})
     from pipeline.schema import arrow_dtypes

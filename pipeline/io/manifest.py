@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io.arrow_arrays import table_from_rows
-from pipeline.io.npz import atomic_write_bytes
 
 BASE_FIELDS = [
     ("source", pa.string()),  # path inside the source folder or archive
@@ -58,18 +56,23 @@ ROW_GROUP_ROWS = 65536
 
 
 def write_manifest(path: Path, rows: list[dict], *, note_columns: Sequence[str]) -> None:
-    with ManifestWriter(path, note_columns=note_columns) as w:
+    with ManifestWriter(path, manifest_schema(note_columns)) as w:
         w.write(rows)
 
 
 class ManifestWriter:
     """A manifest written as rows arrive, in order: the caller holds one part of the rows at a time
     and this holds at most ``ROW_GROUP_ROWS`` rows, as Arrow columns (a few hundred bytes a row,
-    against several KB as dicts). The file appears atomically on ``close()``."""
+    against several KB as dicts). The file appears atomically on ``close()``.
 
-    def __init__(self, path: Path, *, note_columns: Sequence[str], row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    ``to_table(rows, schema)`` turns one part of the rows into a table of exactly ``schema``
+    (default: ``table_from_rows``)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, *, to_table=table_from_rows,
+                 row_group_rows: int = ROW_GROUP_ROWS) -> None:
         self.path = Path(path)
-        self.schema = manifest_schema(note_columns)
+        self.schema = schema
+        self._to_table = to_table
         self.row_group_rows = row_group_rows
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -80,7 +83,7 @@ class ManifestWriter:
     def write(self, rows: Sequence[dict]) -> None:
         if not rows:
             return
-        self._pending.append(table_from_rows(rows, self.schema))
+        self._pending.append(self._to_table(rows, self.schema))
         self._pending_rows += len(rows)
         self.rows += len(rows)
         while self._pending_rows >= self.row_group_rows:
@@ -95,7 +98,7 @@ class ManifestWriter:
 
     def close(self) -> None:
         if self.rows == 0:
-            self._writer.write_table(table_from_rows([], self.schema))
+            self._writer.write_table(self._to_table([], self.schema))
         elif self._pending_rows:
             self._flush(self._pending_rows)
         self._writer.close()
