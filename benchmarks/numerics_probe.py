@@ -119,7 +119,7 @@ def _vqvae(params_path: Path):
     stft = tuple(zip(t.stft_n_fft, t.stft_hop, t.stft_window))
     stats = fam.data_stats(bank, stft, samples=t.crop_samples, crops=4, seed=t.seed)
     seed_everything(t.seed, threads=t.threads)
-    model = stage.build_model(stage.model_kwargs(p))
+    model = fam.build_model(stage.model_kwargs(p))
     model.set_data_stats(stats["data_var"], stats["spec_rms"])
     return p, fam, bank, model
 

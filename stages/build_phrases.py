@@ -195,6 +195,7 @@ def _phrase_table(rows: list[tuple[str, int, str, int, np.ndarray, np.ndarray]])
 def schema_document(params: Params, in_steps: int, input_tracks: str = "lpd5",
                     in_resolution: int | None = None) -> dict:
     from pipeline import schema as shard_schema
+    from pipeline.parquet_schemas import parquet_schema
 
     S, P = params.steps_per_bar, params.phrase_bars
     fields = {"id": "song id: MD5 of the MIDI file (the LMD id)", "first_bar": "first bar of the phrase in the song "
@@ -206,7 +207,7 @@ def schema_document(params: Params, in_steps: int, input_tracks: str = "lpd5",
               "pitch": f"pitch index (MIDI pitch - {params.lowest_pitch})", "track": "index into track_order"}
     uniform = shard_schema.uniform(
         shard_schema.PHRASES, fields=fields,
-        dtypes={"parquet": shard_schema.arrow_dtypes(shard_schema.parquet_schema(shard_schema.PHRASES)),
+        dtypes={"parquet": shard_schema.arrow_dtypes(parquet_schema(shard_schema.PHRASES)),
                 "npz": {"shape": "int64", "nonzero": "uint16 (uint32 beyond 65535 phrases)", "ids": "<U32",
                         "first_bar": "int32"}},
         shapes={"item": [P, S, params.n_pitches, len(TRACKS)],

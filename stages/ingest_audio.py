@@ -5,11 +5,12 @@ peak-limited (a peak over full scale is scaled down, the factor recorded), downm
 seeded fixed-length clips (no bars: ``start_bar``/``end_bar`` are null), written by the same
 shard writer as render_audio. A file that cannot be decoded is a manifest row
 (``audio.undecodable``), never a crash. Same tasks, markers, duplicates and outputs as
-render_audio.
+render_audio (both run :mod:`pipeline.audio.shard_stage`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.audio import AudioError
+from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks, make_writer, manifest_row,
+                                       write_marker, write_outputs)
 from pipeline.errors import MidiError, ParamsError, StageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aif", ".aiff")
@@ -152,14 +155,14 @@ def load_one(path: str, key: str, params: Params):
 def ingest_task(task: Task) -> dict:
     from pipeline.audio.downmix import downmix
     from pipeline.config import params_digest
-    from pipeline.io.npz import atomic_write_bytes
     from pipeline.sources import reason_code
     from pipeline.stagekit import read_input_file
-    from stages.render_audio import STATE_DIR, _inputs_digest, _row, emit_clips, make_writer
 
     out = Path(task.out)
     params = task.params
-    writer = make_writer(out, task.index, params)
+    writer = make_writer(out, task.index, sample_rate=params.sample_rate,
+                         row_group_bytes=int(params.row_group_mb * 2**20), shard_bytes=int(params.shard_mb * 2**20),
+                         write_npz=params.write_npz)
     rows: list[dict] = []
     seen: dict[str, str] = {}
     try:
@@ -167,7 +170,7 @@ def ingest_task(task: Task) -> dict:
             path = task.paths[i]
             raw, reason = read_input_file(path, params.max_file_bytes)
             song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
-            row = _row(key, None, len(raw) if raw is not None else 0, song_id)
+            row = manifest_row(key, None, len(raw) if raw is not None else 0, song_id)
             rows.append(row)
             if raw is None:
                 row.update(status="error", code=reason_code(reason), message=reason)
@@ -186,7 +189,9 @@ def ingest_task(task: Task) -> dict:
             rec = dict(task.settings, source_sample_rate=info["source_sample_rate"],
                        source_channels=info["source_channels"], source_format=info["source_format"])
             audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
-            n = emit_clips(writer, audio, song_id=song_id, source=key, params=params, bar_times=None,
+            n = emit_clips(writer, audio, song_id=song_id, source=key, sample_rate=params.sample_rate,
+                           clip_samples=params.clip_samples, clip_offset=params.clip_offset, seed=params.seed,
+                           clips_per_song=params.clips_per_song, downmix=params.downmix, bar_times=None,
                            gain=info["gain_scale"], gain_scale=info["gain_scale"],
                            render_json=json.dumps(rec, sort_keys=True), downmix_weight=m)
             row.update(info)
@@ -196,23 +201,25 @@ def ingest_task(task: Task) -> dict:
         writer.abort()
         raise
     result = {"rows": rows, "parts": parts}
-    marker = {"params": params_digest(params), "settings": json.dumps(task.settings, sort_keys=True),
-              "inputs": _inputs_digest(task), **result}
-    atomic_write_bytes(out / STATE_DIR / f"task-{task.index:05d}.json", json.dumps(marker, sort_keys=True).encode())
+    write_marker(out, task, params_digest=params_digest(params),
+                 settings_json=json.dumps(task.settings, sort_keys=True), result=result)
     return result
 
 
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None) -> dict:
     """Ingest every audio file under ``source`` into ``out``; return the summary (also written)."""
+    from pipeline.config import params_digest
     from pipeline.stagekit import OutputLock
-    from stages.render_audio import execute, finish, make_tasks, write_outputs
 
     settings = settings_record(params)
     src = _Folder(Path(source))
     out = Path(out)
     with OutputLock(out):
         tasks = make_tasks(src.items(), src, out, params, settings, shard_size=params.shard_size, task_cls=Task)
-        results = execute(ingest_task, tasks, out, src, json.dumps(settings, sort_keys=True), workers=workers,
+        results = execute(ingest_task, tasks, out, src, json.dumps(settings, sort_keys=True),
+                          params_digest=params_digest(params), write_npz=params.write_npz, workers=workers,
                           scheduler=scheduler, description="ingest-audio")
         chunks = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
-        return write_outputs(out, params, chunks, settings=settings, producer="ingest_audio")
+        return write_outputs(out, chunks, params_record=dataclasses.asdict(params), sample_rate=params.sample_rate,
+                             downmix=params.downmix, clip_samples=params.clip_samples, settings=settings,
+                             producer="ingest_audio")

@@ -1,6 +1,7 @@
 """Stages train_prior / train_upsampler / sample_jukebox / evaluate_jukebox: the Jukebox prior, its
 upsamplers, three ways to sample, and one report (Dhariwal et al. 2020), over the codes of the
-VQ-VAE that stage ``vqvae`` trains (``stages.vqvae``: ``load_vqvae``, ``load_clips``, ``evaluate_vqvae``).
+VQ-VAE that stage ``vqvae`` trains (read through :mod:`pipeline.training.vqvae`: ``load_vqvae``,
+``load_clips``, ``evaluate_vqvae``).
 
 One params section ``jukebox`` (``prior``, ``upsampler``, ``train``, ``sample``, ``evaluate``);
 outputs under ``<models>/jukebox/``:
@@ -180,7 +181,7 @@ def _clean(x):
 
 
 def _vqvae(vqvae_dir: Path, device: str):
-    from stages.vqvae import load_vqvae
+    from pipeline.training.vqvae import load_vqvae
 
     return load_vqvae(Path(vqvae_dir), device=device)
 
@@ -208,7 +209,7 @@ def vqvae_meta(vqvae_dir: Path) -> dict:
 
 
 def _clips(audio_dir: Path, *, split: str, samples: int, n: int, seed: int, meta: dict):
-    from stages.vqvae import load_clips
+    from pipeline.training.vqvae import load_clips
 
     return load_clips(Path(audio_dir), split=split, samples=samples, n=n, seed=seed,
                       heldout_fraction=meta["heldout_fraction"])
@@ -557,7 +558,7 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
     ``<models_dir>/evaluation.json`` + ``evaluation.md``."""
     from pipeline.training import prior as fam
     from pipeline.training.solver import seed_everything
-    from stages.vqvae import evaluate_vqvae
+    from pipeline.training.vqvae import evaluate_vqvae
 
     e = params.evaluate
     seed_everything(e.seed, threads=params.train.threads)

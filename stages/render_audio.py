@@ -7,7 +7,8 @@ Data flow: ``open_source`` lists the inputs in a fixed order -> they are cut int
 (``read_midi``), renders it (see below), trims, limits the peak, downmixes, cuts fixed-length clips with their bars and streams them
 into its own shard parts, then writes a marker with its manifest rows -> the main process marks
 duplicates, writes the manifest, ``schema.json`` and the summary metric. A rerun skips the tasks
-whose marker matches; nothing written depends on timing, host or worker count.
+whose marker matches; nothing written depends on timing, host or worker count. The tasks, markers,
+duplicates and the manifest are :mod:`pipeline.audio.shard_stage`'s (shared with ingest_audio).
 
 What is rendered (``rendered_from`` in the manifest): ``original``: the file's own bytes;
 ``first_track_tempo``: the same bytes without the tempo events outside the first track (pretty_midi
@@ -22,22 +23,20 @@ Outputs: ``parquet/audio-<task>-<part>.parquet``, ``npz/audio-<task>-<part>.npz`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks, make_writer, manifest_row,
+                                       write_marker, write_outputs)
 from pipeline.config import params_digest
 from pipeline.errors import MidiError, ParamsError
 from pipeline.sources import reason_code
-from pipeline.stagekit import (OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards,
-                               warning_counts)
+from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file
 
-STATE_DIR = ".state"
-PARQUET_DIR = "parquet"  # the Parquet parts alone, so that a reader can take the whole folder
-NPZ_DIR = "npz"
 MAX_PERIOD = 1024
 #: FluidSynth's player silently refuses a file of more tracks (it renders silence, exit code 0)
 FLUIDSYNTH_MAX_TRACKS = 127
@@ -141,10 +140,6 @@ class Task:
     msd_ids: tuple[str | None, ...]
     paths: tuple[str | None, ...]
     payloads: tuple = ()  # archive sources: (bytes | None, reason | None) per item
-
-
-def shard_stem(index: int) -> str:
-    return f"audio-{index:05d}"
 
 
 def sanitize_reason(score) -> str | None:
@@ -268,58 +263,17 @@ def _bar_times(score):
         return None
 
 
-def emit_clips(writer, audio, *, song_id: str, source: str, params: Params, bar_times, gain: float,
-               gain_scale: float, render_json: str, downmix_weight) -> int:
-    """Cut one song's (downmixed) audio into clips and add them to ``writer``; returns the count."""
-    import numpy as np
-
-    from pipeline.audio.clips import cut, plan_clips
-    from pipeline.audio.downmix import song_rng
-
-    sr = params.sample_rate
-    L = params.clip_samples
-    clips = plan_clips(len(audio), L, offset=params.clip_offset, rng=song_rng(params.seed, song_id, 1),
-                       bar_times=bar_times, sample_rate=sr, clips_per_song=params.clips_per_song)
-    channels = 1 if audio.ndim == 1 else audio.shape[1]
-    rows = []
-    for c in clips:
-        x = cut(audio, c, L)
-        rows.append((x, {
-            "id": song_id, "source": source, "clip": c.index, "sample_rate": sr, "channels": channels,
-            "samples": L, "valid_samples": c.valid, "duration": L / sr, "start_sample": c.start,
-            "start_time": c.start / sr, "start_bar": c.start_bar, "end_bar": c.end_bar,
-            "song_duration": len(audio) / sr, "peak": float(np.abs(x).max()) if x.size else 0.0,
-            "gain": gain, "gain_scale": gain_scale, "downmix": params.downmix,
-            "downmix_weight": downmix_weight, "render": render_json,
-        }))
-    for x, meta in rows:  # all computed first: a failure above leaves no partial song in the shard
-        writer.add(x, meta)
-    return len(clips)
-
-
-def make_writer(out: Path, index: int, params):
-    from pipeline.io.audio_shards import ShardWriter
-
-    return ShardWriter(out / PARQUET_DIR, shard_stem(index), sample_rate=params.sample_rate,
-                       row_group_bytes=int(params.row_group_mb * 2**20), shard_bytes=int(params.shard_mb * 2**20),
-                       write_npz=params.write_npz, npz_folder=out / NPZ_DIR)
-
-
-def _row(key: str, msd_id: str | None, size: int, song_id: str | None) -> dict:
-    return {"source": key, "id": song_id, "msd_id": msd_id, "size_bytes": size, "status": None, "code": None,
-            "message": None, "repairs": [], "warnings": [], "shard": None, "n_clips": 0}
-
-
 def render_task(task: Task) -> dict:
     """Worker: render one task's files into its shard parts, write the marker; return rows + parts."""
     from pipeline.audio.downmix import downmix
-    from pipeline.io.npz import atomic_write_bytes
 
     out = Path(task.out)
     params = task.params
     settings = task.settings
     render_json = json.dumps(settings.as_record(), sort_keys=True)
-    writer = make_writer(out, task.index, params)
+    writer = make_writer(out, task.index, sample_rate=params.sample_rate,
+                         row_group_bytes=int(params.row_group_mb * 2**20), shard_bytes=int(params.shard_mb * 2**20),
+                         write_npz=params.write_npz)
     rows: list[dict] = []
     seen: dict[str, str] = {}
     try:
@@ -329,7 +283,7 @@ def render_task(task: Task) -> dict:
             else:
                 raw, reason = read_input_file(task.paths[i], params.max_file_bytes)
             song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
-            row = _row(key, task.msd_ids[i], len(raw) if raw is not None else 0, song_id)
+            row = manifest_row(key, task.msd_ids[i], len(raw) if raw is not None else 0, song_id)
             rows.append(row)
             if raw is None:
                 row.update(status="error", code=reason_code(reason), message=reason)
@@ -341,7 +295,9 @@ def render_task(task: Task) -> dict:
             try:
                 (score, stereo), info = call_with_time_limit(render_one, raw, key, params, settings, key=key)
                 audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
-                n = emit_clips(writer, audio, song_id=song_id, source=key, params=params,
+                n = emit_clips(writer, audio, song_id=song_id, source=key, sample_rate=params.sample_rate,
+                               clip_samples=params.clip_samples, clip_offset=params.clip_offset, seed=params.seed,
+                               clips_per_song=params.clips_per_song, downmix=params.downmix,
                                bar_times=_bar_times(score), gain=settings.gain * info["gain_scale"],
                                gain_scale=info["gain_scale"], render_json=render_json, downmix_weight=m)
             except MidiError as exc:
@@ -364,117 +320,8 @@ def render_task(task: Task) -> dict:
         writer.abort()
         raise
     result = {"rows": rows, "parts": parts}
-    marker = {"params": params_digest(params), "settings": render_json, "inputs": _inputs_digest(task), **result}
-    atomic_write_bytes(out / STATE_DIR / f"task-{task.index:05d}.json", json.dumps(marker, sort_keys=True).encode())
+    write_marker(out, task, params_digest=params_digest(params), settings_json=render_json, result=result)
     return result
-
-
-def _inputs_digest(task: Task) -> str:
-    return inputs_digest(task.keys, task.msd_ids)
-
-
-def _marker(out: Path, task: Task, render_json: str) -> dict | None:
-    path = out / STATE_DIR / f"task-{task.index:05d}.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if (data.get("params") != params_digest(task.params) or data.get("inputs") != _inputs_digest(task)
-            or data.get("settings") != render_json):
-        return None
-    for part in data["parts"]:
-        if not (out / PARQUET_DIR / part).exists() or (
-                task.params.write_npz and not (out / NPZ_DIR / Path(part).with_suffix(".npz").name).exists()):
-            return None
-    return data
-
-
-def make_tasks(items, src, out: Path, params: Params, settings, *, shard_size: int, task_cls=None) -> list:
-    task_cls = task_cls or Task
-    tasks = []
-    for k in range(0, len(items), shard_size):
-        chunk = items[k : k + shard_size]
-        paths = tuple(str(p) if (p := src.path_of(it)) is not None else None for it in chunk)
-        tasks.append(task_cls(index=k // shard_size, out=str(out), params=params, settings=settings,
-                              keys=tuple(it.key for it in chunk), msd_ids=tuple(it.msd_id for it in chunk),
-                              paths=paths))
-    return tasks
-
-
-def execute(fn, tasks: list, out: Path, src, render_json: str, *, workers: int, scheduler: str | None,
-            description: str) -> list[dict]:
-    """Run the tasks that have no valid marker (streaming archives), return every task's result in order."""
-    results: dict[int, dict] = {}
-    todo = []
-    for t in tasks:
-        data = _marker(out, t, render_json)
-        if data is None:
-            todo.append(t)
-        else:
-            results[t.index] = {"parts": data["parts"]}
-    for index, res in run_shards(fn, todo, src, workers=workers, scheduler=scheduler, description=description):
-        results[index] = res
-    # the rows stay in the task markers (read back one task at a time): memory flat in the files
-    return [{"index": t.index, "parts": results[t.index]["parts"]} for t in tasks]
-
-
-def task_rows(out: Path, index: int) -> list[dict]:
-    """The rows of one finished task, from its marker."""
-    return json.loads((out / STATE_DIR / f"task-{index:05d}.json").read_text())["rows"]
-
-
-def finish(out: Path, results: list[dict], *, row_group_bytes: int, index_of_task):
-    """Remove stale parts and markers, mark cross-task duplicates (dropping their clips).
-
-    Returns ``chunks()``: the rows in order, one task's list at a time, duplicates marked (read
-    back from the markers; only the duplicate decisions are held here)."""
-    from pipeline.io.audio_shards import filter_shard
-
-    keep = {p for r in results for p in r["parts"]}
-    keep |= {Path(p).with_suffix(".npz").name for p in keep}
-    for folder in (out / PARQUET_DIR, out / NPZ_DIR):
-        if folder.exists():
-            for p in folder.glob("audio-*"):
-                if p.name not in keep:
-                    p.unlink()
-    state = out / STATE_DIR
-    n_tasks = len(results)
-    if state.exists():
-        for p in state.glob("task-*.json"):
-            if int(p.stem.split("-")[1]) >= n_tasks:
-                p.unlink()
-    first: dict[str, str] = {}
-    dups: dict[int, dict[int, str]] = {}
-    drop: dict[int, set[str]] = {}
-    for res in results:
-        for i, r in enumerate(task_rows(out, res["index"])):
-            sid = r["id"]
-            if sid is None or r["code"] == "skip.duplicate" and sid in first:
-                continue
-            if sid in first:
-                if r["status"] in ("ok", "recovered"):
-                    drop.setdefault(r["shard"], set()).add(r["source"])
-                dups.setdefault(res["index"], {})[i] = first[sid]
-            else:
-                first[sid] = r["source"]
-    del first
-    for shard, sources in drop.items():
-        for part in results[index_of_task(shard)]["parts"]:
-            filter_shard(out / PARQUET_DIR, part, sources, row_group_bytes=row_group_bytes, npz_folder=out / NPZ_DIR)
-
-    def chunks():
-        for res in results:
-            rows = task_rows(out, res["index"])
-            for i, source in dups.get(res["index"], {}).items():
-                r = rows[i]
-                for k in list(r):
-                    if k not in ("source", "id", "msd_id", "size_bytes"):
-                        r[k] = None
-                r.update(status="skipped", code="skip.duplicate", message=f"same bytes as {source}",
-                         repairs=[], warnings=[], n_clips=0)
-            yield rows
-
-    return chunks
 
 
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None) -> dict:
@@ -490,88 +337,12 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
     items = src.items()
     out = Path(out)
     with OutputLock(out):
-        tasks = make_tasks(items, src, out, params, settings, shard_size=params.shard_size)
-        results = execute(render_task, tasks, out, src, render_json, workers=workers, scheduler=scheduler,
+        tasks = make_tasks(items, src, out, params, settings, shard_size=params.shard_size, task_cls=Task)
+        results = execute(render_task, tasks, out, src, render_json, params_digest=params_digest(params),
+                          write_npz=params.write_npz, workers=workers, scheduler=scheduler,
                           description="render-audio")
         chunks = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
-        summary = write_outputs(out, params, chunks, settings=settings.as_record(), producer="render_audio")
+        summary = write_outputs(out, chunks, params_record=dataclasses.asdict(params), sample_rate=params.sample_rate,
+                                downmix=params.downmix, clip_samples=params.clip_samples,
+                                settings=settings.as_record(), producer="render_audio")
     return summary
-
-
-MANIFEST_FIELDS = [
-    ("source", "string"), ("id", "string"), ("msd_id", "string"), ("size_bytes", "int64"),
-    ("status", "string"), ("code", "string"), ("message", "string"),
-    ("repairs", "list<string>"), ("warnings", "list<string>"), ("shard", "int32"),
-    ("rendered_from", "string"), ("n_notes", "int64"), ("midi_end_time", "float64"),
-    ("rendered_frames", "int64"), ("trimmed_frames", "int64"), ("frames", "int64"), ("duration", "float64"),
-    ("render_peak", "float64"), ("gain_scale", "float64"), ("downmix_weight", "float64"), ("n_clips", "int32"),
-    # ingest-audio
-    ("source_sample_rate", "int32"), ("source_channels", "int32"), ("source_format", "string"),
-]
-
-
-def write_outputs(out: Path, params, chunks, *, settings: dict, producer: str) -> dict:
-    """manifest.parquet (one row per input, plus the settings as constant columns; written as
-    ``chunks()`` yields each task's rows, in row groups of ``ROW_GROUP_ROWS``), schema.json, summary.json."""
-    import pyarrow as pa
-
-    from pipeline.io.audio_shards import schema_document
-    from pipeline.io.manifest import ManifestWriter
-    from pipeline.io.npz import atomic_write_bytes
-
-    types = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
-             "list<string>": pa.list_(pa.string())}
-    fields = [pa.field(n, types[t]) for n, t in MANIFEST_FIELDS]
-    setting_cols = {f"render_{k}": v for k, v in sorted(settings.items())}
-    for k, v in setting_cols.items():
-        fields.append(pa.field(k, pa.bool_() if isinstance(v, bool) else pa.int64() if isinstance(v, int)
-                               else pa.float64() if isinstance(v, float) else pa.string()))
-    fields.append(pa.field("downmix", pa.string()))
-    schema = pa.schema(fields)
-
-    def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:  # rows plus the constant setting columns
-        full = [{**r, **setting_cols, "downmix": params.downmix} for r in rows]
-        return pa.table({f.name: pa.array([r.get(f.name) for r in full], f.type) for f in schema}, schema=schema)
-
-    status: Counter = Counter()
-    codes: Counter = Counter()
-    warnings: Counter = Counter()
-    files = songs = clips = peak_limited = 0
-    seconds = 0.0
-    with ManifestWriter(out / "manifest.parquet", schema, to_table=to_table) as manifest:
-        for rows in chunks():
-            manifest.write(rows)
-            files += len(rows)
-            status.update(r["status"] for r in rows)
-            codes.update(r["code"] for r in rows if r["code"])
-            warnings.update(warning_counts(rows))
-            done = [r for r in rows if r["status"] in ("ok", "recovered")]
-            songs += len(done)
-            clips += int(sum(r["n_clips"] or 0 for r in done))
-            for r in done:  # one running sum in row order, as sum() over all rows gave
-                seconds += r["duration"] or 0.0
-            peak_limited += sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0)
-    doc = schema_document(sample_rate=params.sample_rate, downmix=params.downmix, clip_samples=params.clip_samples,
-                          producer=producer, settings={"params": _params_dict(params), "render": settings})
-    from pipeline.schema import arrow_dtypes
-
-    doc["manifest"] = {"file": "manifest.parquet", "row": "one input file", "dtypes": arrow_dtypes(schema)}
-    atomic_write_bytes(out / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-    summary = {
-        "files": files,
-        "songs": songs,
-        "clips": clips,
-        "hours": round(seconds / 3600.0, 4),
-        "peak_limited": peak_limited,
-        "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
-        "codes": dict(sorted(codes.items())),
-        "warnings": dict(sorted(warnings.items())),
-    }
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    return summary
-
-
-def _params_dict(params) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(params)

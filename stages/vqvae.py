@@ -3,17 +3,17 @@
 One params section ``vqvae`` (model sizes, training, the held-out fraction); outputs under
 ``<models>/vqvae/`` (``datasets/models/vqvae``):
 
-- ``config.json``: everything :func:`load_vqvae` needs to rebuild the model (``model_kwargs``),
-  the params, the data statistics that normalise the losses, the split, and the digest that a
-  resume must match.
+- ``config.json``: everything ``pipeline.training.vqvae.load_vqvae`` needs to rebuild the model
+  (``model_kwargs``), the params, the data statistics that normalise the losses, the split, and
+  the digest that a resume must match.
 - ``checkpoints/last.pt`` (model, optimizer, step, restart-generator state, history; a run
   resumes from it) and ``checkpoints/best.pt`` (the weights with the lowest held-out loss).
 - ``metrics.json`` (one row per ``log_every`` steps: mean training losses per level, codebook
   statistics, and the held-out losses every ``valid_every`` steps; ``dvc plots`` reads it),
   ``loss.png``, ``train.json`` (summary + the held-out evaluation of ``best.pt`` per level).
 
-Interface for the prior / upsampler stages: :func:`load_vqvae`, :func:`load_clips`,
-:func:`evaluate_vqvae` (and ``VQVAE.encode`` / ``VQVAE.decode``).
+Interface for the prior / upsampler stages, in :mod:`pipeline.training.vqvae`: ``load_vqvae``,
+``load_clips``, ``evaluate_vqvae`` (and ``VQVAE.encode`` / ``VQVAE.decode``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pipeline import numerics
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
 
-#: the held-out fraction of params.yaml's default (``load_clips`` uses it unless told otherwise)
+#: the held-out fraction of params.yaml's default
 HELDOUT_FRACTION = 0.1
 
 
@@ -132,15 +132,6 @@ def model_kwargs(params: Params) -> dict:
             "stft": [list(r) for r in zip(t.stft_n_fft, t.stft_hop, t.stft_window)]}
 
 
-def build_model(kwargs: dict):
-    from pipeline.models.vqvae import VQVAE
-
-    kw = dict(kwargs)
-    kw["hop_lengths"] = tuple(kw["hop_lengths"])
-    kw["stft"] = tuple(tuple(r) for r in kw["stft"])
-    return VQVAE(**kw)
-
-
 def _finite(doc):
     """NaN and infinities -> None (strict JSON has no such numbers)."""
     if isinstance(doc, float):
@@ -154,104 +145,6 @@ def _finite(doc):
 
 def _write_json(path: Path, doc) -> None:
     atomic_write_bytes(Path(path), (json.dumps(_finite(doc), indent=2, sort_keys=True) + "\n").encode())
-
-
-# ---------------------------------------------------------------------------------------------
-# interface for the prior and upsamplers
-
-
-def load_vqvae(model_dir: Path, device: str = "cpu"):
-    """The trained VQ-VAE of ``model_dir`` (``datasets/models/vqvae``) in eval mode on ``device``:
-    built from ``config.json``, weights from ``checkpoints/best.pt`` (else ``last.pt``); its
-    ``sample_rate`` attribute is that of the training audio."""
-    from pipeline.training.solver import load_checkpoint, resolve_device
-
-    model_dir = Path(model_dir)
-    cfg_path = model_dir / "config.json"
-    ckpts = [model_dir / "checkpoints" / n for n in ("best.pt", "last.pt")]
-    found = [p for p in ckpts if p.exists()]
-    if not cfg_path.exists() or not found:
-        raise StageError(f"{model_dir}: no trained VQ-VAE (config.json and checkpoints/best.pt or last.pt); "
-                         f"run `pipeline train vqvae` first")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        model = build_model(cfg["model_kwargs"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StageError(f"{cfg_path}: not a VQ-VAE config ({exc.__class__.__name__}: {exc})") from None
-    state = load_checkpoint(found[0])  # UnsafeFileError, one line, for a foreign or damaged file
-    try:
-        model.load_state_dict(state["model"])
-    except Exception as exc:  # a truncated file, another model's weights
-        raise StageError(f"{found[0]}: cannot load VQ-VAE weights ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0][:200]})") from None
-    model.sample_rate = int(cfg.get("sample_rate", 44100))  # of the audio it was trained on
-    model.to(resolve_device(device))
-    model.eval()
-    return model
-
-
-def load_clips(audio_dir: Path, *, split: str, samples: int, n: int | None, seed: int,
-               heldout_fraction: float = HELDOUT_FRACTION):
-    """Seeded mono crops of one split of the audio shards -> float32 tensor ``(N, samples)``.
-
-    ``split``: ``train`` or ``heldout`` (songs whose ``sha256(id)[:8] / 2**64 < heldout_fraction``;
-    pass ``params.heldout_fraction`` when it is not the default 0.1). ``n``: None takes every clip
-    of the split once (sorted by song id and clip); otherwise ``n`` crops of a seeded order of
-    the clips (cycling when ``n`` exceeds them). Starts are drawn inside the real audio of each
-    clip; stereo clips are mixed down with Jukebox's random weight (per song, clip and round,
-    as ``AudioClips``). The same arguments always give the same tensor.
-    """
-    from pipeline.training.vqvae import SPLITS, fixed_crops, read_clips
-
-    if split not in SPLITS:
-        raise ParamsError(f"split={split!r} must be one of {', '.join(SPLITS)}")
-    if samples < 1 or (n is not None and n < 0):
-        raise ParamsError(f"samples={samples} must be positive and n={n} >= 0 (or None)")
-    bank = read_clips(audio_dir, split=split, heldout_fraction=heldout_fraction)
-    if not len(bank) and n != 0:
-        raise StageError(f"{audio_dir}: no {split} clips (heldout_fraction={heldout_fraction})")
-    return fixed_crops(bank, samples=samples, n=n, seed=seed)
-
-
-def evaluate_vqvae(model, clips, *, batch_size: int = 8) -> dict:
-    """Per level, on ``clips`` ``(N, T)`` (T a multiple of the largest hop):
-
-    ``{"level_<l>": {"level", "hop", "clips", "samples", "spectral_convergence_db", "recon_mse",
-    "recon_l2_normalised", "codebook_usage", "perplexity", "codes_used"}}`` — spectral convergence
-    pooled over the clips at Jukebox's STFT (2048 / 256 / 1536), MSE, MSE over the training
-    data's variance, fraction of the codebook used, and ``exp`` of the entropy of the codes.
-    """
-    import torch
-
-    from pipeline.metrics import audio as am
-
-    clips = torch.as_tensor(clips, dtype=torch.float32)
-    if clips.dim() != 2 or not len(clips):
-        raise ParamsError(f"clips must be a non-empty (N, T) tensor, got shape {tuple(clips.shape)}")
-    codes: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
-    recon: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
-    with torch.no_grad():
-        for i in range(0, len(clips), batch_size):
-            zs = model.encode(clips[i:i + batch_size])
-            for l, z in enumerate(zs):
-                codes[l].append(z.cpu().numpy())
-                recon[l].append(model.decode(z, l).cpu().numpy())
-    x = clips.numpy().astype(np.float64)
-    var = float(model.data_var)
-    out = {}
-    for l, hop in enumerate(model.hop_lengths):
-        y = np.concatenate(recon[l]).astype(np.float64)
-        c = np.concatenate(codes[l])
-        out[f"level_{l}"] = {
-            "level": l, "hop": int(hop), "clips": int(len(x)), "samples": int(x.shape[1]),
-            "spectral_convergence_db": am.spectral_convergence_db(x, y),
-            "recon_mse": am.reconstruction_mse(x, y),
-            "recon_l2_normalised": am.normalised_l2(x, y, data_var=var),
-            "codebook_usage": am.codebook_usage(c, model.codebook_size),
-            "perplexity": am.code_perplexity(c, model.codebook_size),
-            "codes_used": int(np.count_nonzero(am.code_histogram(c, model.codebook_size))),
-        }
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +197,7 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
                                      "heldout_fraction": params.heldout_fraction,
                                      "train_clips": len(train_bank), "heldout_clips": len(held_bank)}})
     seed_everything(t.seed, threads=t.threads)
-    model = build_model(kwargs)
+    model = fam.build_model(kwargs)
     model.set_data_stats(stats["data_var"], stats["spec_rms"])
     model.to(dev)
     t0 = time.perf_counter()
@@ -315,8 +208,8 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
     if res["history"]:
         fam.plot_history(out / "loss.png", res["history"],
                          title=f"VQ-VAE hops {'/'.join(map(str, params.model.hop_lengths))}, width {params.model.width}")
-    best = load_vqvae(out, device=device)
-    evaluation = evaluate_vqvae(best, valid, batch_size=t.batch_size)
+    best = fam.load_vqvae(out, device=device)
+    evaluation = fam.evaluate_vqvae(best, valid, batch_size=t.batch_size)
     hist = res.pop("history")
     summary = {"parameters": sum(p.numel() for p in model.parameters()), "hop_lengths": list(params.model.hop_lengths),
                "train_clips": len(train_bank), "heldout_clips": len(held_bank), "valid_source": valid_source,

@@ -277,7 +277,7 @@ def test_sample_stage_writes_audio_and_repeats(audio_dir, vqvae_dir, trained, tm
 
 
 def test_primed_from_a_prompt_file_keeps_its_codes(audio_dir, vqvae_dir, trained, tmp_path):
-    from stages.vqvae import load_vqvae
+    from pipeline.training.vqvae import load_vqvae
 
     wav = tmp_path / "prompt.wav"
     sf.write(wav, _recording(np.random.default_rng(7), 0.2)[::2], SR // 2)  # 22.05 kHz: resampled

@@ -259,11 +259,11 @@ def test_load_clips_is_seeded_and_splits_by_song(audio_dir):
     assert len(train) + len(held) == 10 and len(train) and len(held)
     assert not set(train.ids) & set(held.ids)
     assert all(fam.split_of(i, 0.3) == "heldout" for i in held.ids)
-    a = stage.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=1, heldout_fraction=0.3)
-    b = stage.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=1, heldout_fraction=0.3)
-    c = stage.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=2, heldout_fraction=0.3)
+    a = fam.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=1, heldout_fraction=0.3)
+    b = fam.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=1, heldout_fraction=0.3)
+    c = fam.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=2, heldout_fraction=0.3)
     assert a.shape == (5, 1024) and a.dtype == torch.float32 and torch.equal(a, b) and not torch.equal(a, c)
-    every = stage.load_clips(audio_dir, split="train", samples=4096, n=None, seed=0, heldout_fraction=0.3)
+    every = fam.load_clips(audio_dir, split="train", samples=4096, n=None, seed=0, heldout_fraction=0.3)
     assert every.shape == (len(train), 4096)
     # a whole clip is the stored FLAC, as soundfile reads it (pcm / 32768)
     from pipeline.data.audio import AudioClips
@@ -273,7 +273,7 @@ def test_load_clips_is_seeded_and_splits_by_song(audio_dir):
     assert torch.equal(every[0], ds[first])
     # crops lie inside the clips: each crop equals a slice of its clip
     for row in a:
-        assert any((x.unfold(0, 1024, 1) == row).all(1).any() for x in stage.load_clips(
+        assert any((x.unfold(0, 1024, 1) == row).all(1).any() for x in fam.load_clips(
             audio_dir, split="heldout", samples=4096, n=None, seed=0, heldout_fraction=0.3))
 
 
@@ -283,7 +283,7 @@ def test_stereo_clips_are_mixed_with_the_seeded_random_weight(stereo_dir):
 
     bank = fam.read_clips(stereo_dir, split="train", heldout_fraction=0.0)
     assert len(bank) == 4 and all(p.shape[0] == 2 for p in bank.pcm)
-    x = stage.load_clips(stereo_dir, split="train", samples=4096, n=None, seed=7, heldout_fraction=0.0)
+    x = fam.load_clips(stereo_dir, split="train", samples=4096, n=None, seed=7, heldout_fraction=0.0)
     st = AudioClips(stereo_dir, mono=False)
     for j in range(4):
         i = next(k for k, m in enumerate(st.meta) if m["id"] == bank.ids[j])
@@ -299,16 +299,16 @@ def test_stereo_clips_are_mixed_with_the_seeded_random_weight(stereo_dir):
 
 def test_missing_or_bad_audio_is_a_stage_error(tmp_path):
     with pytest.raises(StageError, match="no audio folder"):
-        stage.load_clips(tmp_path / "nothing", split="train", samples=1024, n=2, seed=0)
+        fam.load_clips(tmp_path / "nothing", split="train", samples=1024, n=2, seed=0, heldout_fraction=0.1)
     (tmp_path / "empty" / "parquet").mkdir(parents=True)
     with pytest.raises(StageError, match="no audio shards"):
-        stage.load_clips(tmp_path / "empty", split="train", samples=1024, n=2, seed=0)
+        fam.load_clips(tmp_path / "empty", split="train", samples=1024, n=2, seed=0, heldout_fraction=0.1)
     (tmp_path / "bad" / "parquet").mkdir(parents=True)
     (tmp_path / "bad" / "parquet" / "part-0.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(StageError, match="not an audio shard"):
-        stage.load_clips(tmp_path / "bad", split="train", samples=1024, n=2, seed=0)
+        fam.load_clips(tmp_path / "bad", split="train", samples=1024, n=2, seed=0, heldout_fraction=0.1)
     with pytest.raises(ParamsError, match="'valid'"):
-        stage.load_clips(tmp_path, split="valid", samples=1024, n=2, seed=0)
+        fam.load_clips(tmp_path, split="valid", samples=1024, n=2, seed=0, heldout_fraction=0.1)
 
 
 def test_bad_params_echo_the_value():
@@ -374,16 +374,16 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(audio_dir, tmp_path):
 
 def test_load_vqvae_and_evaluate(audio_dir, tmp_path):
     with pytest.raises(StageError, match="no trained VQ-VAE"):
-        stage.load_vqvae(tmp_path / "none")
+        fam.load_vqvae(tmp_path / "none")
     p = tiny()
     stage.run_train(audio_dir=audio_dir, out=tmp_path / "m", params=p)
-    model = stage.load_vqvae(tmp_path / "m")
+    model = fam.load_vqvae(tmp_path / "m")
     assert not model.training and model.hop_lengths == (4, 16, 64) and model.codebook_size == 16 and model.levels == 3
     best = torch.load(tmp_path / "m" / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
-    clips = stage.load_clips(audio_dir, split="heldout", samples=1024, n=4, seed=0, heldout_fraction=0.3)
-    r1 = stage.evaluate_vqvae(model, clips)
-    assert r1 == stage.evaluate_vqvae(stage.load_vqvae(tmp_path / "m"), clips)  # deterministic
+    clips = fam.load_clips(audio_dir, split="heldout", samples=1024, n=4, seed=0, heldout_fraction=0.3)
+    r1 = fam.evaluate_vqvae(model, clips)
+    assert r1 == fam.evaluate_vqvae(fam.load_vqvae(tmp_path / "m"), clips)  # deterministic
     for l, hop in enumerate((4, 16, 64)):
         e = r1[f"level_{l}"]
         assert e["hop"] == hop and e["clips"] == 4 and e["samples"] == 1024
@@ -400,7 +400,7 @@ def test_load_vqvae_and_evaluate(audio_dir, tmp_path):
     from pipeline.errors import UnsafeFileError
 
     with pytest.raises(UnsafeFileError, match="not a readable torch checkpoint"):
-        stage.load_vqvae(tmp_path / "m")
+        fam.load_vqvae(tmp_path / "m")
 
 
 def test_cli_train_vqvae(audio_dir, tmp_path, monkeypatch, capsys):

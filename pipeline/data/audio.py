@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 
 from pipeline.audio.downmix import song_rng
 from pipeline.data.pianoroll import LazyParquet, shard_paths
-from pipeline.schema import AUDIO, check_parquet, read_schema
+from pipeline.parquet_schemas import check_parquet
+from pipeline.schema import AUDIO, read_schema
 
 #: metadata read at ``__init__`` (everything but the FLAC bytes and the render JSON)
 META = ("id", "clip", "sample_rate", "channels", "samples", "valid_samples", "start_sample", "start_bar",

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.schema import TENSORS, check_parquet, read_schema
+from pipeline.parquet_schemas import check_parquet
+from pipeline.schema import TENSORS, read_schema
 
 # -- per-process lazy Parquet handles and a row cache (used by every dataset here) ----------------
 

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from pipeline.data.pianoroll import shard_paths
-from pipeline.schema import TOKENS, check_parquet, read_schema
+from pipeline.parquet_schemas import check_parquet
+from pipeline.schema import TOKENS, read_schema
 from pipeline.tokens.shards import read_token_shards, windows
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from pipeline.progress import training_bar
-from pipeline.errors import StageError
+from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
 
 SPLITS = ("train", "heldout")
@@ -351,3 +351,106 @@ def plot_history(path: Path, history: list[dict], title: str = "") -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# a trained VQ-VAE, fixed crops of one split, evaluation (stages vqvae and jukebox)
+
+
+def build_model(kwargs: dict):
+    """A ``VQVAE`` from the JSON-friendly keyword arguments that ``config.json`` stores (``model_kwargs``)."""
+    from pipeline.models.vqvae import VQVAE
+
+    kw = dict(kwargs)
+    kw["hop_lengths"] = tuple(kw["hop_lengths"])
+    kw["stft"] = tuple(tuple(r) for r in kw["stft"])
+    return VQVAE(**kw)
+
+
+def load_vqvae(model_dir: Path, device: str = "cpu"):
+    """The trained VQ-VAE of ``model_dir`` (``datasets/models/vqvae``) in eval mode on ``device``:
+    built from ``config.json``, weights from ``checkpoints/best.pt`` (else ``last.pt``); its
+    ``sample_rate`` attribute is that of the training audio."""
+    from pipeline.training.solver import load_checkpoint, resolve_device
+
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / "config.json"
+    ckpts = [model_dir / "checkpoints" / n for n in ("best.pt", "last.pt")]
+    found = [p for p in ckpts if p.exists()]
+    if not cfg_path.exists() or not found:
+        raise StageError(f"{model_dir}: no trained VQ-VAE (config.json and checkpoints/best.pt or last.pt); "
+                         f"run `pipeline train vqvae` first")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        model = build_model(cfg["model_kwargs"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StageError(f"{cfg_path}: not a VQ-VAE config ({exc.__class__.__name__}: {exc})") from None
+    state = load_checkpoint(found[0])  # UnsafeFileError, one line, for a foreign or damaged file
+    try:
+        model.load_state_dict(state["model"])
+    except Exception as exc:  # a truncated file, another model's weights
+        raise StageError(f"{found[0]}: cannot load VQ-VAE weights ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+    model.sample_rate = int(cfg.get("sample_rate", 44100))  # of the audio it was trained on
+    model.to(resolve_device(device))
+    model.eval()
+    return model
+
+
+def load_clips(audio_dir: Path, *, split: str, samples: int, n: int | None, seed: int, heldout_fraction: float):
+    """Seeded mono crops of one split of the audio shards -> float32 tensor ``(N, samples)``.
+
+    ``split``: ``train`` or ``heldout`` (songs whose ``sha256(id)[:8] / 2**64 < heldout_fraction``,
+    the ``vqvae.heldout_fraction`` the VQ-VAE was trained with). ``n``: None takes every clip
+    of the split once (sorted by song id and clip); otherwise ``n`` crops of a seeded order of
+    the clips (cycling when ``n`` exceeds them). Starts are drawn inside the real audio of each
+    clip; stereo clips are mixed down with Jukebox's random weight (per song, clip and round,
+    as ``AudioClips``). The same arguments always give the same tensor.
+    """
+    if split not in SPLITS:
+        raise ParamsError(f"split={split!r} must be one of {', '.join(SPLITS)}")
+    if samples < 1 or (n is not None and n < 0):
+        raise ParamsError(f"samples={samples} must be positive and n={n} >= 0 (or None)")
+    bank = read_clips(audio_dir, split=split, heldout_fraction=heldout_fraction)
+    if not len(bank) and n != 0:
+        raise StageError(f"{audio_dir}: no {split} clips (heldout_fraction={heldout_fraction})")
+    return fixed_crops(bank, samples=samples, n=n, seed=seed)
+
+
+def evaluate_vqvae(model, clips, *, batch_size: int = 8) -> dict:
+    """Per level, on ``clips`` ``(N, T)`` (T a multiple of the largest hop):
+
+    ``{"level_<l>": {"level", "hop", "clips", "samples", "spectral_convergence_db", "recon_mse",
+    "recon_l2_normalised", "codebook_usage", "perplexity", "codes_used"}}`` — spectral convergence
+    pooled over the clips at Jukebox's STFT (2048 / 256 / 1536), MSE, MSE over the training
+    data's variance, fraction of the codebook used, and ``exp`` of the entropy of the codes.
+    """
+    from pipeline.metrics import audio as am
+
+    clips = torch.as_tensor(clips, dtype=torch.float32)
+    if clips.dim() != 2 or not len(clips):
+        raise ParamsError(f"clips must be a non-empty (N, T) tensor, got shape {tuple(clips.shape)}")
+    codes: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
+    recon: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
+    with torch.no_grad():
+        for i in range(0, len(clips), batch_size):
+            zs = model.encode(clips[i:i + batch_size])
+            for l, z in enumerate(zs):
+                codes[l].append(z.cpu().numpy())
+                recon[l].append(model.decode(z, l).cpu().numpy())
+    x = clips.numpy().astype(np.float64)
+    var = float(model.data_var)
+    out = {}
+    for l, hop in enumerate(model.hop_lengths):
+        y = np.concatenate(recon[l]).astype(np.float64)
+        c = np.concatenate(codes[l])
+        out[f"level_{l}"] = {
+            "level": l, "hop": int(hop), "clips": int(len(x)), "samples": int(x.shape[1]),
+            "spectral_convergence_db": am.spectral_convergence_db(x, y),
+            "recon_mse": am.reconstruction_mse(x, y),
+            "recon_l2_normalised": am.normalised_l2(x, y, data_var=var),
+            "codebook_usage": am.codebook_usage(c, model.codebook_size),
+            "perplexity": am.code_perplexity(c, model.codebook_size),
+            "codes_used": int(np.count_nonzero(am.code_histogram(c, model.codebook_size))),
+        }
+    return out
