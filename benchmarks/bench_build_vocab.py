@@ -6,13 +6,15 @@
 FOLDER (default ``../shared/midi`` from the project root) is any folder of .mid/.midi/.rmi files.
 Everything runs on one core (thread pools pinned to 1).
 
-1. The seed's recipe (``vocab: notes``, default config: merged non-drum tracks, no rests or
-   durations): ``pipeline.tokens.notes.notes_music21`` (music21 10 parses the MIDI; each file in a
-   forked child capped at ``--timeout`` seconds, the time of the call measured in the child, music21
-   imported beforehand) against ``notes_fast`` (in-process, after a warm-up, best of ``--repeat``
-   passes) on the files music21 parses; both outputs are compared token for token, and every file
-   music21 refuses or where the strings differ is listed with the reason. Also timed: the
-   ``durations + rests`` config.
+1. The seed's recipe (``vocab: notes``, merged non-drum tracks, no rests or durations), in both
+   tie modes: ``ties: merge`` (one token per note) and ``ties: split`` (one per tied fragment in
+   music21's order: the recipe's exact stream). ``pipeline.tokens.notes.notes_music21_many``
+   (music21 10 parses the MIDI once and gives both; each file in a forked child capped at
+   ``--timeout`` seconds, the time of the call measured in the child, music21 imported beforehand)
+   against ``notes_fast`` (in-process, after a warm-up, best of ``--repeat`` passes) on the files
+   music21 parses; the outputs are compared token for token per mode, and every file music21
+   refuses or where the strings differ is listed with the first difference. Also timed: the
+   ``tracks + durations + rests`` config.
 2. Event tokens: our REMI (``pipeline.tokens.events.encode``: bytes -> read_midi -> build-lpd grid
    -> token codes) against MidiTok's ``REMI()`` with its default config (``symusic.Score.from_midi``
    on the same bytes, then the tokenizer), on the files both read; notes/s = the notes of those files
@@ -55,33 +57,33 @@ def bench_notes(files: list[Path], *, repeat: int, timeout: float) -> dict:
     from pipeline.tokens.notes import NotesConfig, notes_fast, notes_music21_timed
 
     cfg = NotesConfig()
+    modes = {"merge": cfg, "split": NotesConfig(ties="split")}
     raws = {p: p.read_bytes() for p in files}
-    ref_seconds, parsed, refused, timeouts, differ, same = 0.0, [], {}, [], {}, 0
+    ref_seconds, parsed, refused, timeouts = 0.0, [], {}, []
     ref_out = {}
     for p in files:
-        status, result, seconds = notes_music21_timed(raws[p], p.name, config=cfg, timeout=timeout)
+        status, result, seconds = notes_music21_timed(raws[p], p.name, config=list(modes.values()), timeout=timeout)
         if status == "ok":
             ref_seconds += seconds
             parsed.append(p)
-            ref_out[p] = result
+            ref_out[p] = dict(zip(modes, result))
         elif status == "error":
             refused[p.name] = result
         else:
             timeouts.append(p.name)
-    fast_out = {}
-    for p in parsed:  # warm-up (numba cache load)
-        try:
-            fast_out[p] = notes_fast(raws[p], p.name, config=cfg)
-        except MidiError as exc:
-            fast_out[p] = f"MidiError {exc.code}"
-    for p in parsed:
-        if fast_out[p] == ref_out[p]:
-            same += 1
-        else:
-            a, b = ref_out[p], fast_out[p]
-            differ[p.name] = (f"fast path: {b}" if isinstance(b, str) else
-                              f"streams {sorted(a)} vs {sorted(b)}; tokens {sum(map(len, a.values()))} vs "
-                              f"{sum(map(len, b.values()))}")
+    same = {m: 0 for m in modes}
+    differ: dict[str, dict[str, str]] = {m: {} for m in modes}
+    for mode, config in modes.items():
+        for p in parsed:  # the first pass also warms up (numba cache load)
+            try:
+                b = notes_fast(raws[p], p.name, config=config)
+            except MidiError as exc:
+                b = f"MidiError {exc.code}"
+            a = ref_out[p][mode]
+            if a == b:
+                same[mode] += 1
+            else:
+                differ[mode][p.name] = f"fast path: {b}" if isinstance(b, str) else _first_difference(a, b)
     fast_refused = {}
     for name in refused:
         p = next(q for q in files if q.name == name)
@@ -104,10 +106,12 @@ def bench_notes(files: list[Path], *, repeat: int, timeout: float) -> dict:
         return best
 
     fast_seconds = timed(cfg)
+    fast_split = timed(modes["split"])
     fast_full = timed(NotesConfig(streams="tracks", durations=True, rests=True))
     n = len(parsed)
     return {
         "files": len(files), "music21_parsed": n, "identical": same, "differ": differ,
+        "fast_seconds_split": fast_split, "ratio_split": ref_seconds / fast_split if fast_split else None,
         "music21_refused": {k: f"{v} | {fast_refused[k]}" for k, v in refused.items()},
         "music21_timeouts": timeouts,
         "music21_seconds": ref_seconds, "fast_seconds": fast_seconds, "fast_seconds_tracks_durations_rests": fast_full,
@@ -116,6 +120,17 @@ def bench_notes(files: list[Path], *, repeat: int, timeout: float) -> dict:
         "ratio": ref_seconds / fast_seconds if fast_seconds else None,
         "ratio_tracks_durations_rests": ref_seconds / fast_full if fast_full else None,
     }
+
+
+def _first_difference(a: dict, b: dict) -> str:
+    """Where two {stream: tokens} first part: the stream, the index and a few tokens of each."""
+    for name in sorted(set(a) | set(b)):
+        x, y = a.get(name, []), b.get(name, [])
+        if x != y:
+            i = next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+            return (f"stream {name}: {len(x)} vs {len(y)} tokens, first difference at {i}: "
+                    f"music21 {x[i:i + 3]} fast {y[i:i + 3]}")
+    return "same"
 
 
 def bench_remi(files: list[Path], *, repeat: int) -> dict:
@@ -191,10 +206,13 @@ def main() -> None:
     print(f"  music21 path   {n['music21_files_per_s']:10.2f} files/s  ({n['music21_seconds']:.1f} s)")
     print(f"  fast path      {n['fast_files_per_s']:10.1f} files/s  ({n['fast_seconds'] * 1000:.1f} ms)"
           f"   ratio {n['ratio']:.0f}x")
+    print(f"  fast path, ties: split: ratio {n['ratio_split']:.0f}x "
+          f"({n['music21_parsed'] / n['fast_seconds_split']:.1f} files/s)")
     print(f"  fast path, tracks + durations + rests: ratio {n['ratio_tracks_durations_rests']:.0f}x")
-    print(f"  identical strings: {n['identical']} of {n['music21_parsed']} files")
-    for name, why in sorted(n["differ"].items()):
-        print(f"  DIFFERENT {name}: {why}")
+    for mode in ("merge", "split"):
+        print(f"  identical strings, ties: {mode}: {n['identical'][mode]} of {n['music21_parsed']} files")
+        for name, why in sorted(n["differ"][mode].items()):
+            print(f"  DIFFERENT ({mode}) {name}: {why}")
     for name, why in sorted(n["music21_refused"].items()):
         print(f"  music21 cannot read {name}: {why}")
     for name in n["music21_timeouts"]:

@@ -44,6 +44,7 @@ class NotesParams:
     streams: Literal["merged", "tracks"] = "merged"
     durations: bool = False
     rests: bool = False
+    ties: Literal["merge", "split"] = "merge"  # split: one token per tied fragment (the recipe's stream)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +98,8 @@ def token_config(kind: str, params: Params) -> dict:
     if kind not in KINDS:
         raise ParamsError(f"kind={kind!r} must be one of {', '.join(KINDS)}")
     sub = asdict(getattr(params, kind))
+    if kind == "notes" and sub["ties"] == "merge":  # the default: the config (and hash) of before
+        del sub["ties"]
     cfg = {"kind": kind, **sub, "min_count": params.min_count, "max_size": params.max_size}
     if kind == "notes":
         from pipeline.tokens._m21_tables import MUSIC21_VERSION
@@ -153,7 +156,7 @@ def tokenize_one(raw: bytes, key: str, kind: str, params: Params) -> SongTokens:
 
             p = params.notes
             streams, _ = notes_fast_ticks(raw, key, config=NotesConfig(streams=p.streams, durations=p.durations,
-                                                                        rests=p.rests))
+                                                                        rests=p.rests, ties=p.ties))
             if not streams:
                 raise MidiError("skip.no_notes", key, "no pitched notes (drums only, or none)")
             grid = bar_grid(score, resolution=1, max_beats=params.max_beats)
@@ -369,37 +372,17 @@ def _run(*, source: Path, out: Path, kind: str, params: Params, workers: int,
                        paths=tuple(str(p) if p is not None else None for p in paths[k * n:(k + 1) * n]),
                        out=str(out))
              for k in range((len(items) + n - 1) // n)]
-    results: dict[int, tuple] = {}
-    for idx, res in _run_pass(count_shard, tasks, src, archive, workers=workers, scheduler=scheduler,
-                              description=f"build-vocab {kind}: count"):
-        results[idx] = res
-    # duplicates across shards (the same bytes under two names): the later copies leave the
-    # manifest's songs and the shards, and their counts (re-counted here: rare) leave the totals
-    rows, totals = [], Counter()
-    first: dict[str, str] = {}
-    skip: dict[int, set] = {}
-    recount: list[tuple[int, int]] = []
-    for k in range(len(tasks)):
-        shard_rows, shard_counts = results.pop(k)
+    # pass 1 keeps only the token counts here: each shard's manifest rows stay in its marker
+    # file and are read back one shard at a time (memory flat in the number of files)
+    totals = Counter()
+    for _, (_rows, shard_counts) in _run_pass(count_shard, tasks, src, archive, workers=workers,
+                                              scheduler=scheduler, description=f"build-vocab {kind}: count"):
         totals.update(shard_counts)
-        for j, row in enumerate(shard_rows):
-            rows.append(row)
-            sid = row["id"]
-            if sid is None:
-                continue
-            if sid in first and row["code"] != "skip.duplicate":
-                if row["status"] in ("ok", "recovered"):
-                    skip.setdefault(k, set()).add(row["source"])
-                    recount.append((k, j))
-                for f in ("repairs", "n_notes", "n_bars", "notes_dropped", "n_streams", "n_tokens", "shard"):
-                    row[f] = None
-                row.update(status="skipped", code="skip.duplicate", message=f"same bytes as {first[sid]}")
-                continue
-            if row["code"] == "skip.duplicate":
-                row["message"] = f"same bytes as {first.get(sid, 'an earlier file')}"
-                continue
-            first.setdefault(sid, row["source"])
-    if recount:
+    dups, recount = _mark_duplicates(tasks)
+    skip: dict[int, set] = {}
+    for k, j in recount:
+        skip.setdefault(k, set()).add(tasks[k].keys[j])
+    if recount:  # duplicates across shards (rare): their counts leave the totals
         keys = {tasks[k].keys[j]: (k, j) for k, j in recount}
         if archive:
             blobs = {item.key: raw for item, raw, _ in src.iter_payloads(set(keys), max_bytes=params.max_file_bytes)}
@@ -411,19 +394,73 @@ def _run(*, source: Path, out: Path, kind: str, params: Params, workers: int,
     vocab.save(out / "vocab.json")
     enc_tasks = [ShardTask(**{**t.__dict__, "vocab_tokens": vocab.tokens, "vocab_hash": vocab.hash,
                               "skip_keys": frozenset(skip.get(t.index, ()))}) for t in tasks]
-    unk: dict[str, int] = {}
-    for _, res in _run_pass(encode_shard, enc_tasks, src, archive, workers=workers, scheduler=scheduler,
-                            description=f"build-vocab {kind}: encode"):
-        unk.update(res)
+    for _ in _run_pass(encode_shard, enc_tasks, src, archive, workers=workers, scheduler=scheduler,
+                       description=f"build-vocab {kind}: encode"):
+        pass  # each shard's UNK counts stay in its marker, read back with its rows
     for p in [*(out / "shards").glob(f"{kind}-*.parquet"), *(out / STATE_DIR).glob(f"{kind}-*-*.json")]:
         if int(p.stem.rsplit("-", 1)[1]) >= len(tasks):  # shards and markers of a larger earlier run
             p.unlink()
-    for row in rows:
-        row["n_unk"] = unk.get(row["source"]) if row["status"] in ("ok", "recovered") else None
     bpe_info = None
     if kind != "notes" and getattr(params, kind).bpe_vocab_size > 0:
         bpe_info = _learn_bpe(out, kind, getattr(params, kind).bpe_vocab_size, vocab, len(tasks))
-    return _write_outputs(out, kind, params, vocab, rows, bpe_info)
+    return _write_outputs(out, kind, params, vocab, enc_tasks, dups, bpe_info)
+
+
+def _finished(task: ShardTask, pass_name: str):
+    result = _read_marker(task, pass_name)
+    if result is None:  # written by this run's own task a moment ago: gone or damaged since
+        raise StageError(f"{_marker(task, pass_name)}: the marker of a finished shard is missing or damaged; "
+                         "run the stage again")
+    return result
+
+
+_CLEARED = ("repairs", "n_notes", "n_bars", "notes_dropped", "n_streams", "n_tokens", "shard")
+
+
+def _mark_duplicates(tasks: list[ShardTask]) -> tuple[dict[int, dict[int, tuple[bool, str]]], list[tuple[int, int]]]:
+    """Songs whose bytes were seen earlier (in shard order, then file order), from the count
+    markers one shard at a time. Returns ``dups[shard][row] = (across, source of the first copy)``
+    (``across``: the copy was tokenised in its own shard and leaves the shards and the totals) and
+    the ``(shard, row)`` of each such tokenised copy."""
+    first: dict[str, str] = {}  # song id -> source of its first file (~150 bytes a song)
+    dups: dict[int, dict[int, tuple[bool, str]]] = {}
+    recount: list[tuple[int, int]] = []
+    for task in tasks:
+        rows, _ = _finished(task, "count")
+        for j, row in enumerate(rows):
+            sid = row["id"]
+            if sid is None:
+                continue
+            if row["code"] == "skip.duplicate":  # a repeat inside its own shard
+                dups.setdefault(task.index, {})[j] = (False, first.get(sid, "an earlier file"))
+            elif sid in first:
+                dups.setdefault(task.index, {})[j] = (True, first[sid])
+                if row["status"] in ("ok", "recovered"):
+                    recount.append((task.index, j))
+            else:
+                first[sid] = row["source"]
+    return dups, recount
+
+
+def _final_rows(task: ShardTask, dups: dict[int, tuple[bool, str]], params: Params) -> list[dict]:
+    """One shard's manifest rows as written: duplicates marked, UNK counts and splits filled in."""
+    from pipeline.tokens.shards import split_of
+
+    rows, _ = _finished(task, "count")
+    unk = _finished(task, "encode")
+    for j, row in enumerate(rows):
+        if j in dups:
+            across, source = dups[j]
+            if across:
+                for f in _CLEARED:
+                    row[f] = None
+                row.update(status="skipped", code="skip.duplicate")
+            row["message"] = f"same bytes as {source}"
+        ok = row["status"] in ("ok", "recovered")
+        row["n_unk"] = unk.get(row["source"]) if ok else None
+        row["split"] = split_of(row["id"], valid_fraction=params.valid_fraction,
+                                test_fraction=params.test_fraction) if ok else None
+    return rows
 
 
 def _run_pass(fn, tasks: list[ShardTask], src, archive: bool, *, workers: int, scheduler: str | None,
@@ -494,35 +531,42 @@ def _manifest_schema():
     ])
 
 
-def _write_outputs(out: Path, kind: str, params: Params, vocab, rows: list[dict], bpe_info: dict | None = None) -> dict:
+def _manifest_table(rows: list[dict], schema):
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    return pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in schema}, schema=schema)
+
+
+def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[ShardTask], dups: dict,
+                   bpe_info: dict | None = None) -> dict:
+    from pipeline.io.manifest import ManifestWriter
     from pipeline.io.npz import atomic_write_bytes
-    from pipeline.tokens.shards import schema_document, split_of
+    from pipeline.tokens.shards import schema_document
 
-    for r in rows:
-        ok = r["status"] in ("ok", "recovered")
-        r["split"] = split_of(r["id"], valid_fraction=params.valid_fraction,
-                              test_fraction=params.test_fraction) if ok else None
-    schema = _manifest_schema()
-    table = pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in schema}, schema=schema)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", write_statistics=False)
-    atomic_write_bytes(out / "manifest.parquet", sink.getvalue())
-    converted = [r for r in rows if r["status"] in ("ok", "recovered")]
-    splits = Counter(r["split"] for r in converted)
-    status = Counter(r["status"] for r in rows)
-    codes = Counter(r["code"] for r in rows if r["code"])
-    n_tokens = int(sum(r["n_tokens"] or 0 for r in converted))
-    n_unk = int(sum(r["n_unk"] or 0 for r in converted))
+    files = songs = n_streams = n_tokens = n_unk = 0
+    splits, status, codes = Counter(), Counter(), Counter()
+    with ManifestWriter(out / "manifest.parquet", _manifest_schema(), to_table=_manifest_table) as manifest:
+        for task in tasks:
+            rows = _final_rows(task, dups.get(task.index, {}), params)
+            manifest.write(rows)
+            files += len(rows)
+            for r in rows:
+                status[r["status"]] += 1
+                if r["code"]:
+                    codes[r["code"]] += 1
+                if r["status"] in ("ok", "recovered"):
+                    songs += 1
+                    splits[r["split"]] += 1
+                    n_streams += r["n_streams"] or 0
+                    n_tokens += r["n_tokens"] or 0
+                    n_unk += r["n_unk"] or 0
     summary = {
         "kind": kind,
-        "files": len(rows),
-        "songs": len(converted),
-        "streams": int(sum(r["n_streams"] or 0 for r in converted)),
-        "tokens": n_tokens,
-        "unk_tokens": n_unk,
+        "files": files,
+        "songs": songs,
+        "streams": int(n_streams),
+        "tokens": int(n_tokens),
+        "unk_tokens": int(n_unk),
         "vocab_size": len(vocab),
         "vocab_hash": vocab.hash,
         "splits": {s: splits.get(s, 0) for s in ("train", "valid", "test")},

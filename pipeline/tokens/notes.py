@@ -31,6 +31,7 @@ everything before and the next onset (from offset 0).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from fractions import Fraction
@@ -44,6 +45,7 @@ from pipeline.io import smf_kernels as K
 from pipeline.tokens._m21_tables import NORMAL_ORDER, PITCH_NAMES
 
 Streams = Literal["merged", "tracks"]
+Ties = Literal["merge", "split"]
 UNITS = 12  # time units per quarter note: lcm of music21's default quantisation divisors (4, 3)
 DIVISORS = (4, 3)
 
@@ -53,6 +55,7 @@ class NotesConfig:
     streams: Streams = "merged"  # merged: one stream "all"; tracks: one per MIDI track ("track03")
     durations: bool = False
     rests: bool = False
+    ties: Ties = "merge"  # merge: one token per note; split: one per tied fragment (the recipe's stream)
 
 
 def stream_name(track: int | None) -> str:
@@ -62,7 +65,7 @@ def stream_name(track: int | None) -> str:
 @lru_cache(maxsize=4096)
 def duration_text(units: int) -> str:
     """Quarter length as an exact fraction: 1/4, 1/3, 3/2, 2."""
-    return str(Fraction(int(units), UNITS))
+    return str(Fraction(units) / UNITS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,11 +105,12 @@ def _pair_m21(ev_track, ev_tick, ev_kind, ev_ch, ev_a, n_tracks, on_tick, off_ti
 
 
 @njit(cache=True)
-def _group_m21(on_tick, off_tick, track, tol, mem_group, mem_note, first_of):
+def _group_m21(on_tick, off_tick, track, tol, mem_group, mem_note, first_of, voices_required):
     """music21 ``midiTrackToStream`` chord gathering (notes in note-on order, track by track).
     Emits (group, note) member pairs: as in music21, a note already gathered into a chord can be
-    gathered again by a later one (only the opening note is checked). Returns (groups, pairs), or
-    (-1, -1) when ``mem_*`` are too small."""
+    gathered again by a later one (only the opening note is checked). Sets
+    ``voices_required[track]`` where music21 sets its ``voicesRequired`` (a note starting with a
+    chord but ending elsewhere). Returns (groups, pairs), or (-1, -1) when ``mem_*`` are too small."""
     n = on_tick.shape[0]
     cap = mem_group.shape[0]
     gathered = np.zeros(n, np.bool_)
@@ -125,6 +129,7 @@ def _group_m21(on_tick, off_tick, track, tol, mem_group, mem_note, first_of):
             if track[j] != track[i] or abs(on_tick[j] - on_tick[i]) >= tol:
                 break
             if abs(off_tick[j] - off_tick[i]) > tol:
+                voices_required[track[i]] = True
                 continue
             if m >= cap:
                 return -1, -1
@@ -228,6 +233,15 @@ class NoteGroups:
     top: np.ndarray  # highest pitch
     size: np.ndarray  # number of notes
     drum: np.ndarray  # Unpitched / PercussionChord
+    voices_required: np.ndarray  # per MIDI track: music21 makes voices in its measures
+    note_tracks: np.ndarray  # the MIDI tracks with a note-on (music21's parts, in order)
+    ts_track: np.ndarray  # time signatures: MIDI track, quantised offset (1/12 units),
+    ts_offset: np.ndarray  # numerator and denominator
+    ts_num: np.ndarray
+    ts_den: np.ndarray
+    meta_track: np.ndarray  # the meta events music21 puts in a part: MIDI track, quantised offset,
+    meta_offset: np.ndarray  # and whether a conductor part passes it on (time signature, key, tempo)
+    meta_conductor: np.ndarray
 
 
 def note_groups(raw: bytes, path: str = "<bytes>", *, durations: bool = False) -> NoteGroups:
@@ -242,7 +256,8 @@ def note_groups(raw: bytes, path: str = "<bytes>", *, durations: bool = False) -
         mem_group = np.empty(cap, np.int64)
         mem_note = np.empty(cap, np.int64)
         first_of = np.empty(n, np.int64)
-        g, nm = _group_m21(on, off, track, tpq / max(DIVISORS), mem_group, mem_note, first_of)
+        voices_required = np.zeros(max(n_tracks, 1), np.bool_)
+        g, nm = _group_m21(on, off, track, tpq / max(DIVISORS), mem_group, mem_note, first_of, voices_required)
         if g >= 0:
             break
         cap *= 2
@@ -269,8 +284,15 @@ def note_groups(raw: bytes, path: str = "<bytes>", *, durations: bool = False) -
         duration = quantize_durations(dur_ql, gaps)
     else:
         duration = np.zeros(g, np.int64)
+    ts = ev_kind == K.K_TIMESIG
+    meta = np.isin(ev_kind, _META_KINDS)
     return NoteGroups(tpq=tpq, track=g_track, tick=g_tick, offset=offset, duration=duration, mask=mask,
-                      pitch=low, top=top, size=size, drum=drum)
+                      pitch=low, top=top, size=size, drum=drum, voices_required=voices_required,
+                      note_tracks=np.unique(ev_track[ev_kind == K.K_NOTE_ON]), ts_track=ev_track[ts],
+                      ts_offset=quantize_offsets(ev_tick[ts] / tpq) if ts.any() else np.zeros(0, np.int64),
+                      ts_num=ev_a[ts], ts_den=_ev_b[ts], meta_track=ev_track[meta],
+                      meta_offset=quantize_offsets(ev_tick[meta] / tpq) if meta.any() else np.zeros(0, np.int64),
+                      meta_conductor=np.isin(ev_kind[meta], (K.K_TEMPO, K.K_TIMESIG, K.K_KEYSIG)))
 
 
 _META_KINDS = (K.K_TEMPO, K.K_TIMESIG, K.K_KEYSIG, K.K_TRACKNAME, K.K_PROGRAM)
@@ -290,6 +312,218 @@ def _gaps(g_track, offset, tpq, ev_track, ev_tick, ev_kind) -> np.ndarray:
     nxt_key = keys[np.minimum(nxt, len(keys) - 1)]
     same_track = has & (nxt_key // big == g_track)
     return np.where(same_track, nxt_key - mine, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# ties: split (the recipe's exact stream)
+
+
+def _meter(ng: NoteGroups, part: int, conductor: set[int]) -> list[tuple[int, Fraction]]:
+    """music21's time signatures for the part of MIDI track ``part``: those of the tracks without
+    notes read before it (its conductor part) or, when they have none, the part's own; 4/4 at 0
+    when none is at 0. ``(offset, bar length)`` in 1/12 units, sorted by offset (stable)."""
+    rows = list(zip(ng.ts_track.tolist(), ng.ts_offset.tolist(), ng.ts_num.tolist(), ng.ts_den.tolist()))
+    mine = [r for r in rows if r[0] in conductor and r[0] < part] or [r for r in rows if r[0] == part]
+    meter = sorted(((o, Fraction(4 * UNITS * n, d)) for _, o, n, d in mine), key=lambda x: x[0])
+    if not meter or meter[0][0] > 0:
+        meter.insert(0, (0, Fraction(4 * UNITS)))
+    return meter
+
+
+def _bar_starts(meter: list[tuple[int, Fraction]], end) -> tuple[list, list]:
+    """music21 ``makeMeasures``: a bar starts where the last one ends; its length is that of the
+    time signature at or before its start. Bars until ``end`` is covered (and one more)."""
+    starts, lengths = [], []
+    o = Fraction(0)
+    k = 0
+    while True:
+        while k + 1 < len(meter) and meter[k + 1][0] <= o:
+            k += 1
+        starts.append(o)
+        lengths.append(meter[k][1])
+        if o > end:
+            return starts, lengths
+        o += meter[k][1]
+
+
+class _Voice(list):
+    """A music21 Voice made by ``makeVoices``: its elements, the highest end time it had then
+    (``high``) and whether music21 still holds that value in its cache (``cached``: set when
+    makeVoices asks for it and passes the voice over, when the second voice goes into the measure
+    (for the first) and when a note is inserted into the measure itself; an insertion into the
+    voice or a split Note clears it, a split Chord does not: music21 10's own stale cache)."""
+
+    high = 0
+    cached = False
+
+
+class _Measure:
+    __slots__ = ("level", "voices", "cached", "high")
+
+    def __init__(self) -> None:
+        self.level: list[list] = []  # elements in the measure itself
+        self.voices: list[list[list]] | None = None  # music21 Voice objects, in order
+        self.cached = False  # as _Voice.cached, for the measure's own elements
+        self.high = 0
+
+
+def _sorted(container: list[list]) -> list[list]:
+    """A music21 container's iteration order: offset, grace notes first, then insertion order."""
+    return [it for _, it in sorted(enumerate(container), key=lambda p: (p[1][0], p[1][1] > 0, p[0]))]
+
+
+def _highest_time(meas: "_Measure | None", start, length):
+    """A measure's ``highestTime`` when makeRests moves the measures (relative to its start)."""
+    if meas is None:
+        return length
+    h = max([length] + [it[0] + it[1] - start for it in meas.level])
+    if meas.voices is None and meas.cached and meas.level and not _has_gap(meas.level, start):
+        h = max(h, meas.high - start)
+    full = [v for v in meas.voices or () if v]
+    if len(full) < 2:
+        return max([h] + [it[0] + it[1] - start for v in full for it in v])
+    for k, v in enumerate(full):
+        end = max(it[0] + it[1] for it in v)
+        # makeRests clears a voice's cache only when it inserts a rest (a gap from the bar line on)
+        stale = v.cached and not _has_gap(v, start)
+        h = max(h, (v.high if stale else end) - start)
+    return h
+
+
+def _has_gap(v: list, start) -> bool:
+    reach = start
+    for it in sorted(v, key=lambda it: it[0]):
+        if it[0] > reach:
+            return True
+        reach = max(reach, it[0] + it[1])
+    return False
+
+
+def split_elements(ng: NoteGroups) -> list[tuple]:
+    """Every element music21 10's MIDI import leaves in the score, split at bar lines into tied
+    fragments as its ``makeMeasures`` / ``makeVoices`` / ``makeTies`` split them, in the order of
+    ``score.flatten()``: ``(sort key, group, offset, duration)`` with offsets and durations in
+    1/12 units (``Fraction`` where a bar line falls off that grid), sorted. The sort key is
+    (offset, not a grace note, part, container, place in the container): a voice of a measure
+    comes before the next voice and before the notes tied into the measure itself."""
+    conductor = set(range(int(ng.voices_required.shape[0]))) - set(ng.note_tracks.tolist())
+    out = []
+    for part in ng.note_tracks.tolist():
+        gs = np.flatnonzero(ng.track == part)
+        if not len(gs):
+            continue
+        items = [[int(ng.offset[g]), int(ng.duration[g]), int(g)] for g in gs.tolist()]
+        items.sort(key=lambda it: (it[0], it[1] > 0, it[2]))  # makeMeasures' order
+        end = max(it[0] + it[1] for it in items)
+        starts, lengths = _bar_starts(_meter(ng, part, conductor), end)
+        measures: dict[int, _Measure] = {}
+        for it in items:
+            m = bisect_right(starts, it[0]) - 1
+            measures.setdefault(m, _Measure()).level.append(it)
+        # a zero-length object (a meta event: time signature, key, tempo, track name, program)
+        # at the very end is stored at the part's end, which measures every measure: music21
+        # then holds each measure's highest time in its cache
+        meta = ng.meta_offset[(ng.meta_track == part) | (np.isin(ng.meta_track, list(conductor)) &
+                                                        (ng.meta_track < part) & ng.meta_conductor)]
+        cached = bool(len(meta)) and int(meta.max()) >= end
+        for meas in measures.values():
+            meas.cached = cached
+            meas.high = max(it[0] + it[1] for it in meas.level)
+        if ng.voices_required[part]:  # makeVoices in every measure: first fit by highest time
+            for meas in measures.values():
+                voices: list[_Voice] = []
+                for it in meas.level:
+                    for v in voices:
+                        if v.high <= it[0]:
+                            break
+                        v.cached = True  # asked for its highest time, and passed over
+                    else:
+                        v = _Voice()
+                        v.high = it[0]
+                        voices.append(v)
+                    v.append(it)
+                    v.high = max(v.high, it[0] + it[1])
+                    v.cached = False
+                if len(voices) > 1:
+                    meas.voices, meas.level = voices, []
+                    voices[0].cached = True  # inserting the second voice into the sorted measure measures the first
+        m = 0
+        while m <= max(measures):  # makeTies, measure by measure (a tie may add a measure at the end)
+            cur = measures.get(m)
+            m += 1
+            if cur is None:
+                continue
+            while m >= len(starts):
+                starts.append(starts[-1] + lengths[-1])
+                lengths.append(lengths[-1])
+            nxt = measures.get(m)
+            next_has_voices = nxt is not None and nxt.voices is not None
+            bar_end = starts[m]
+            for cont in (cur.voices if cur.voices is not None else [cur.level]):
+                for it in _sorted(cont):
+                    if it[0] + it[1] <= bar_end or it[0] >= bar_end:
+                        continue
+                    rest = [bar_end, it[0] + it[1] - bar_end, it[2]]
+                    it[1] = bar_end - it[0]
+                    if ng.size[it[2]] == 1:  # a split Note clears its container's cache
+                        if isinstance(cont, _Voice):
+                            cont.cached = False
+                        else:
+                            cur.cached = False
+                    nxt = measures.setdefault(m, _Measure())
+                    if next_has_voices:
+                        dst = nxt.level if cur.voices is not None else nxt.voices[0]
+                    elif cur.voices is not None:  # moveNotesToVoices(next measure), then its first voice
+                        if nxt.voices is None:
+                            nxt.voices, nxt.level = [_Voice(nxt.level)], []
+                        dst = nxt.voices[0]
+                    else:
+                        dst = nxt.level
+                    dst.append(rest)
+                    if isinstance(dst, _Voice):
+                        dst.cached = False
+                    else:  # inserting into a measure measures its voices
+                        nxt.cached = False
+                        for v in nxt.voices or ():
+                            v.cached = True
+        # makeRests then moves every measure to where the one before ends (its highest time): a
+        # voice's cached highest time from makeVoices outlives the tie that shortened it, and a
+        # note tied into a measure with voices is never shortened, so some bars end late
+        top = max(measures)
+        while top >= len(starts):
+            starts.append(starts[-1] + lengths[-1])
+            lengths.append(lengths[-1])
+        moved = [Fraction(0)] * (top + 1)
+        for m in range(top):
+            moved[m + 1] = moved[m] + _highest_time(measures.get(m), starts[m], lengths[m])
+        for m, meas in measures.items():
+            shift = moved[m] - starts[m]
+            rows = []
+            if meas.voices is not None:
+                full = [v for v in meas.voices if v]
+                if len(full) == 1:  # flattenUnnecessaryVoices
+                    meas.level += _sorted(full[0])
+                    full = []
+                for k, v in enumerate(full):
+                    rows += [(k, i, it) for i, it in enumerate(v)]
+                rank = len(full) and 1 << 30
+            else:
+                rank = 0
+            rows += [(rank, i, it) for i, it in enumerate(meas.level)]
+            out += [((it[0] + shift, it[1] > 0, part, k, i), it[2], it[0] + shift, it[1]) for k, i, it in rows]
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def _split_streams(ng: NoteGroups, config: "NotesConfig") -> dict:
+    rows = [r for r in split_elements(ng) if not ng.drum[r[1]]]
+    groups = [r[1] for r in rows]
+    chord = ng.size[groups] > 1 if rows else np.zeros(0, bool)
+    strings = [NORMAL_ORDER[ng.mask[g]] if c else PITCH_NAMES[ng.pitch[g]] for g, c in zip(groups, chord.tolist())]
+    offset = [r[2] for r in rows]
+    ticks = [int(ng.tick[g]) + round((o - int(ng.offset[g])) * ng.tpq / UNITS) for g, o in zip(groups, offset)]
+    return _assemble(ng.track[groups] if rows else np.zeros(0, np.int64), np.array(offset, object),
+                     np.array([r[3] for r in rows], object), strings, config, ticks)
 
 
 def _tokens_of(offset, duration, strings, ticks=None, *, durations: bool, rests: bool):
@@ -321,7 +555,9 @@ def notes_fast(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = Notes
 def notes_fast_ticks(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = NotesConfig()):
     """``({stream: (tokens, onset ticks)}, NoteGroups)``: the tick of each token's element (a
     rest takes the tick of the element after it), to find bar lines."""
-    ng = note_groups(raw, path, durations=config.durations or config.rests)
+    ng = note_groups(raw, path, durations=config.durations or config.rests or config.ties == "split")
+    if config.ties == "split":
+        return _split_streams(ng, config), ng
     keep = ~ng.drum
     idx = np.flatnonzero(keep)
     # the recipe's order: offset, track, onset tick, pitches (lowest, set, highest, size)
@@ -354,13 +590,38 @@ def _assemble(track, offset, duration, strings, config: NotesConfig, ticks=None)
 
 def notes_music21(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = NotesConfig()) -> dict[str, list[str]]:
     """The same token strings through music21 (slow: 0.1-2 files/s)."""
-    from music21 import chord, midi, note, percussion
+    return notes_music21_many(raw, path, configs=(config,))[0]
+
+
+def notes_music21_many(raw: bytes, path: str = "<bytes>", *, configs=(NotesConfig(),)) -> list[dict[str, list[str]]]:
+    """``notes_music21`` for several configs from one music21 parse."""
+    from music21 import midi
 
     mf = midi.MidiFile()
     mf.readstr(raw)
     tpq = mf.ticksPerQuarterNote
     track_of_part = [i for i, mt in enumerate(mf.tracks) if mt.hasNotes()]
     score = midi.translate.midiFileToStream(mf)
+    return [_from_score(score, tpq, track_of_part, c) for c in configs]
+
+
+def _from_score(score, tpq: int, track_of_part: list[int], config: NotesConfig) -> dict[str, list[str]]:
+    from music21 import chord, note, percussion
+
+    if config.ties == "split":  # the recipe itself: every Note and Chord of the flattened score
+        parts = [("all", score)] if config.streams == "merged" else \
+            [(stream_name(track_of_part[k]), part) for k, part in enumerate(score.parts)]
+        out = {}
+        for name, s in parts:
+            els = [el for el in s.flatten().notes if isinstance(el, (note.Note, chord.Chord))]
+            if not els:
+                continue
+            strings = [str(el.pitch) if isinstance(el, note.Note) else ".".join(str(n) for n in el.normalOrder)
+                       for el in els]
+            offset = np.array([Fraction(el.offset) * UNITS for el in els], object)
+            duration = np.array([Fraction(el.quarterLength) * UNITS for el in els], object)
+            out[name] = _tokens_of(offset, duration, strings, durations=config.durations, rests=config.rests)[0]
+        return out
     rows = []
     for k, part in enumerate(score.parts):
         chains: dict[tuple, list] = {}  # a tied element's continuations add to its duration
@@ -443,7 +704,10 @@ def _m21_child(conn, raw, path, config) -> None:  # pragma: no cover - runs in a
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     try:
-        result = notes_music21(raw, path, config=config)
+        if isinstance(config, NotesConfig):
+            result = notes_music21(raw, path, config=config)
+        else:
+            result = notes_music21_many(raw, path, configs=tuple(config))
         conn.send(("ok", result, time.perf_counter() - t0))
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         conn.send(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", time.perf_counter() - t0))
@@ -452,7 +716,8 @@ def _m21_child(conn, raw, path, config) -> None:  # pragma: no cover - runs in a
 
 def notes_music21_timed(raw: bytes, path: str = "<bytes>", *, config: NotesConfig = NotesConfig(),
                         timeout: float = 30.0) -> tuple[str, object, float]:
-    """``notes_music21`` in a child process capped at ``timeout`` seconds.
+    """``notes_music21`` in a child process capped at ``timeout`` seconds (``config`` may be a
+    list of configs: one parse, a list of results).
 
     Returns ``(status, result, seconds)``: ``("ok", tokens, s)``, ``("error", message, s)`` (music21
     cannot read the file) or ``("timeout", None, timeout)``; ``s`` is the time of the music21 call
