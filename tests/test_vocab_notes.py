@@ -99,6 +99,19 @@ def test_split_ties_hand_made():
             assert notes_fast(raw, config=cfg) == notes_music21(raw, config=cfg)
 
 
+def test_split_ties_refuses_a_note_of_millions_of_bars():
+    # one note of 2**28 - 1 quarters (the largest delta time): 67 million bar lines in 4/4, a
+    # damaged-file shape; merge gives its one token, split refuses it in bounded time and memory
+    raw = _midi([(0, [(0, 0x0FFFFFFF, 60)])], tpq=1)
+    assert notes_fast(raw) == {"all": ["C4"]}
+    with pytest.raises(MidiError) as err:
+        notes_fast(raw, config=NotesConfig(ties="split"))
+    assert err.value.code == "skip.too_long"
+    # a sparse file (two notes 10 million bars apart) costs nothing: bars are arithmetic runs
+    raw = _midi([(0, [(0, 1, 60), (40_000_000, 40_000_001, 62)])], tpq=1)
+    assert notes_fast(raw, config=NotesConfig(ties="split", rests=True)) == {"all": ["C4", "rest", "D4"]}
+
+
 SPLIT_CONFIGS = (NotesConfig(ties="split"), NotesConfig(ties="split", streams="tracks", durations=True, rests=True),
                  NotesConfig(streams="tracks", durations=True))
 

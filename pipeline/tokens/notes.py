@@ -31,6 +31,7 @@ everything before and the next onset (from offset 0).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
@@ -330,20 +331,39 @@ def _meter(ng: NoteGroups, part: int, conductor: set[int]) -> list[tuple[int, Fr
     return meter
 
 
-def _bar_starts(meter: list[tuple[int, Fraction]], end) -> tuple[list, list]:
-    """music21 ``makeMeasures``: a bar starts where the last one ends; its length is that of the
-    time signature at or before its start. Bars until ``end`` is covered (and one more)."""
-    starts, lengths = [], []
-    o = Fraction(0)
-    k = 0
-    while True:
-        while k + 1 < len(meter) and meter[k + 1][0] <= o:
-            k += 1
-        starts.append(o)
-        lengths.append(meter[k][1])
-        if o > end:
-            return starts, lengths
-        o += meter[k][1]
+class _Bars:
+    """music21 ``makeMeasures``' bar lines: a bar starts where the last one ends; its length is
+    that of the time signature at or before its start. Held as arithmetic runs (one per change of
+    length), so that a sparse file far longer than its notes costs nothing."""
+
+    def __init__(self, meter: list[tuple[int, int]]) -> None:
+        self.runs: list[tuple[int, int, int]] = []  # (start, bar length, index of its first bar)
+        o = idx = k = 0
+        while True:
+            while k + 1 < len(meter) and meter[k + 1][0] <= o:
+                k += 1
+            length = meter[k][1]
+            self.runs.append((o, length, idx))
+            if k + 1 == len(meter):
+                break
+            n = max(1, -(-(meter[k + 1][0] - o) // length))  # bars until one starts at or after the change
+            o += n * length
+            idx += n
+        self._starts = [r[0] for r in self.runs]
+        self._firsts = [r[2] for r in self.runs]
+
+    def index(self, t: int) -> int:
+        start, length, first = self.runs[bisect_right(self._starts, t) - 1]
+        return first + (t - start) // length
+
+    def bar(self, m: int) -> tuple[int, int]:
+        start, length, first = self.runs[bisect_right(self._firsts, m) - 1]
+        return start + (m - first) * length, length
+
+
+#: ``ties: split`` refuses a file whose notes would be cut into more fragments than this (a
+#: damaged file can hold a note of billions of bars); build_vocab records it as skip.too_long
+MAX_FRAGMENTS = 2_000_000
 
 
 class _Voice(list):
@@ -399,7 +419,7 @@ def _has_gap(v: list, start) -> bool:
     return False
 
 
-def split_elements(ng: NoteGroups) -> list[tuple]:
+def split_elements(ng: NoteGroups, path: str = "<bytes>") -> list[tuple]:
     """Every element music21 10's MIDI import leaves in the score, split at bar lines into tied
     fragments as its ``makeMeasures`` / ``makeVoices`` / ``makeTies`` split them, in the order of
     ``score.flatten()``: ``(sort key, group, offset, duration)`` with offsets and durations in
@@ -407,25 +427,36 @@ def split_elements(ng: NoteGroups) -> list[tuple]:
     (offset, not a grace note, part, container, place in the container): a voice of a measure
     comes before the next voice and before the notes tied into the measure itself."""
     conductor = set(range(int(ng.voices_required.shape[0]))) - set(ng.note_tracks.tolist())
+    crossings = 0
+    meters = {part: _meter(ng, part, conductor) for part in ng.note_tracks.tolist()}
+    # integers throughout: times in 1/(12 scale) quarter, scale making every bar length whole (1 unless
+    # a time signature's bar is off the 1/12 grid, e.g. 3/32)
+    scale = 1
+    for meter in meters.values():
+        for _, length in meter:
+            scale = math.lcm(scale, length.denominator)
     out = []
-    for part in ng.note_tracks.tolist():
+    for part, meter in meters.items():
         gs = np.flatnonzero(ng.track == part)
         if not len(gs):
             continue
-        items = [[int(ng.offset[g]), int(ng.duration[g]), int(g)] for g in gs.tolist()]
+        items = [[int(ng.offset[g]) * scale, int(ng.duration[g]) * scale, int(g)] for g in gs.tolist()]
         items.sort(key=lambda it: (it[0], it[1] > 0, it[2]))  # makeMeasures' order
         end = max(it[0] + it[1] for it in items)
-        starts, lengths = _bar_starts(_meter(ng, part, conductor), end)
+        bars = _Bars([(o * scale, int(length * scale)) for o, length in meter])
+        crossings += sum(bars.index(it[0] + it[1] - 1) - bars.index(it[0]) for it in items if it[1] > 0)
+        if crossings > MAX_FRAGMENTS:
+            raise MidiError("skip.too_long", path, f"ties: split would cut its notes at more than "
+                                                   f"{MAX_FRAGMENTS:,} bar lines")
         measures: dict[int, _Measure] = {}
         for it in items:
-            m = bisect_right(starts, it[0]) - 1
-            measures.setdefault(m, _Measure()).level.append(it)
+            measures.setdefault(bars.index(it[0]), _Measure()).level.append(it)
         # a zero-length object (a meta event: time signature, key, tempo, track name, program)
         # at the very end is stored at the part's end, which measures every measure: music21
         # then holds each measure's highest time in its cache
         meta = ng.meta_offset[(ng.meta_track == part) | (np.isin(ng.meta_track, list(conductor)) &
                                                         (ng.meta_track < part) & ng.meta_conductor)]
-        cached = bool(len(meta)) and int(meta.max()) >= end
+        cached = bool(len(meta)) and int(meta.max()) * scale >= end
         for meas in measures.values():
             meas.cached = cached
             meas.high = max(it[0] + it[1] for it in meas.level)
@@ -447,18 +478,15 @@ def split_elements(ng: NoteGroups) -> list[tuple]:
                 if len(voices) > 1:
                     meas.voices, meas.level = voices, []
                     voices[0].cached = True  # inserting the second voice into the sorted measure measures the first
-        m = 0
-        while m <= max(measures):  # makeTies, measure by measure (a tie may add a measure at the end)
-            cur = measures.get(m)
-            m += 1
-            if cur is None:
-                continue
-            while m >= len(starts):
-                starts.append(starts[-1] + lengths[-1])
-                lengths.append(lengths[-1])
-            nxt = measures.get(m)
+        keys = sorted(measures)
+        i = 0
+        while i < len(keys):  # makeTies, measure by measure (a tie may add the next measure)
+            m = keys[i]
+            i += 1
+            cur = measures[m]
+            nxt = measures.get(m + 1)
             next_has_voices = nxt is not None and nxt.voices is not None
-            bar_end = starts[m]
+            bar_end = bars.bar(m + 1)[0]
             for cont in (cur.voices if cur.voices is not None else [cur.level]):
                 for it in _sorted(cont):
                     if it[0] + it[1] <= bar_end or it[0] >= bar_end:
@@ -470,7 +498,10 @@ def split_elements(ng: NoteGroups) -> list[tuple]:
                             cont.cached = False
                         else:
                             cur.cached = False
-                    nxt = measures.setdefault(m, _Measure())
+                    if m + 1 not in measures:
+                        measures[m + 1] = _Measure()
+                        keys.insert(i, m + 1)
+                    nxt = measures[m + 1]
                     if next_has_voices:
                         dst = nxt.level if cur.voices is not None else nxt.voices[0]
                     elif cur.voices is not None:  # moveNotesToVoices(next measure), then its first voice
@@ -488,16 +519,16 @@ def split_elements(ng: NoteGroups) -> list[tuple]:
                             v.cached = True
         # makeRests then moves every measure to where the one before ends (its highest time): a
         # voice's cached highest time from makeVoices outlives the tie that shortened it, and a
-        # note tied into a measure with voices is never shortened, so some bars end late
-        top = max(measures)
-        while top >= len(starts):
-            starts.append(starts[-1] + lengths[-1])
-            lengths.append(lengths[-1])
-        moved = [Fraction(0)] * (top + 1)
-        for m in range(top):
-            moved[m + 1] = moved[m] + _highest_time(measures.get(m), starts[m], lengths[m])
+        # note tied into a measure with voices is never shortened, so some bars end late. An empty
+        # measure is filled with a rest to its bar length: only the others can move what follows.
+        late = 0
+        shift_of = {}
+        for m in keys:
+            start, length = bars.bar(m)
+            shift_of[m] = late
+            late += _highest_time(measures[m], start, length) - length
         for m, meas in measures.items():
-            shift = moved[m] - starts[m]
+            shift = shift_of[m]
             rows = []
             if meas.voices is not None:
                 full = [v for v in meas.voices if v]
@@ -512,11 +543,13 @@ def split_elements(ng: NoteGroups) -> list[tuple]:
             rows += [(rank, i, it) for i, it in enumerate(meas.level)]
             out += [((it[0] + shift, it[1] > 0, part, k, i), it[2], it[0] + shift, it[1]) for k, i, it in rows]
     out.sort(key=lambda r: r[0])
+    if scale > 1:
+        out = [(key, g, Fraction(o, scale), Fraction(d, scale)) for key, g, o, d in out]
     return out
 
 
-def _split_streams(ng: NoteGroups, config: "NotesConfig") -> dict:
-    rows = [r for r in split_elements(ng) if not ng.drum[r[1]]]
+def _split_streams(ng: NoteGroups, config: "NotesConfig", path: str) -> dict:
+    rows = [r for r in split_elements(ng, path) if not ng.drum[r[1]]]
     groups = [r[1] for r in rows]
     chord = ng.size[groups] > 1 if rows else np.zeros(0, bool)
     strings = [NORMAL_ORDER[ng.mask[g]] if c else PITCH_NAMES[ng.pitch[g]] for g, c in zip(groups, chord.tolist())]
@@ -557,7 +590,7 @@ def notes_fast_ticks(raw: bytes, path: str = "<bytes>", *, config: NotesConfig =
     rest takes the tick of the element after it), to find bar lines."""
     ng = note_groups(raw, path, durations=config.durations or config.rests or config.ties == "split")
     if config.ties == "split":
-        return _split_streams(ng, config), ng
+        return _split_streams(ng, config, path), ng
     keep = ~ng.drum
     idx = np.flatnonzero(keep)
     # the recipe's order: offset, track, onset tick, pitches (lowest, set, highest, size)
