@@ -240,16 +240,26 @@ def build_phrases(
 
 @app.command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A shard, manifest, song NPZ or output folder.")],
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw a piano-roll or spectrogram PNG here.")] = None,
+    path: Annotated[Path, typer.Argument(help="Any file the pipeline writes (shard, manifest, song NPZ, vocab.json, tokenizer.json, schema.json, summary.json), a MIDI file, or an output folder.")],
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw a piano-roll (song NPZ, tensor or phrase shard) or spectrogram (audio shard) here (.png, .svg or .pdf).")] = None,
+    song: Annotated[Optional[str], typer.Option("--song", help="With --plot: a song id, or a row index in the shard (a phrase in phrase shards, a clip in audio shards); default: the first.")] = None,
+    bars: Annotated[Optional[str], typer.Option("--bars", help="With --plot: the bars A:B to draw (0-based, B excluded; also A:, :B or A); default: the first 8.")] = None,
+    tracks: Annotated[Optional[str], typer.Option("--tracks", help="With --plot: comma-separated track names, e.g. Piano,Bass; default: every track.")] = None,
 ) -> None:
-    """Print what a shard, manifest or song file holds (counts, shapes, statuses, sizes)."""
-    from pipeline import inspection
+    """Print what an output file, a MIDI file or a folder holds (counts, shapes, statuses, sizes); draw it with --plot.
 
+    A damaged file, or one the pipeline does not write, is refused in one line (exit 1)."""
+    from pipeline import inspection, inspection_plot
+    from pipeline.errors import ParamsError
+
+    if plot is None and (song, bars, tracks) != (None, None, None):
+        raise ParamsError("--song, --bars and --tracks choose what --plot draws: add --plot OUT.png")
+    if plot is not None:  # a malformed value is refused before anything is read
+        inspection_plot.check_options(plot, bars=bars, tracks=tracks)
     for line in inspection.describe(path):
         typer.echo(line)
     if plot is not None:
-        typer.echo(f"wrote {inspection.plot(path, plot)}")
+        typer.echo(f"wrote {inspection_plot.plot(path, plot, song=song, bars=bars, tracks=tracks)}")
 
 
 @app.command()
