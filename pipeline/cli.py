@@ -43,6 +43,18 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read t
 
 
 @app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to write params.yaml and dvc.yaml into.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite params.yaml and dvc.yaml where they exist.")] = False,
+) -> None:
+    """Write the default params.yaml and dvc.yaml (copies of the repository's) into DIRECTORY."""
+    from pipeline.config import init_project
+
+    for path in init_project(directory, force=force):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def corpus(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("datasets/corpus"),
     params: ParamsOpt = Path("params.yaml"),

@@ -1,23 +1,132 @@
-"""Typed params: one params.yaml section -> one frozen dataclass; unknown keys are errors."""
+"""Typed params: one params.yaml section -> one frozen dataclass.
+
+``params.yaml`` is the only place a default value lives. A ``Params`` dataclass declares the fields,
+their types and their bounds (``Annotated[int, Range(1)]``, ``Literal[...]``) and takes its defaults
+from the packaged copy of params.yaml (``pipeline/defaults/params.yaml``, byte-identical to the
+repository's: ``tests/test_config.py``) through ``@params_section``; a run reads the user's file
+(``load_section``), where a missing or unknown key, a wrong type, a value out of bounds or a missing
+file is a ``ParamsError`` that names it.
+"""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from pipeline.errors import ParamsError
+from pipeline.errors import ParamsError, PipelineError
 
 T = TypeVar("T")
 
 DEFAULT_PARAMS = Path("params.yaml")
+#: the packaged copies of the repository's params.yaml and dvc.yaml (what ``pipeline init`` writes).
+#: Refresh them after editing the repository's files: cp params.yaml dvc.yaml pipeline/defaults/
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+PACKAGED_PARAMS = DEFAULTS_DIR / "params.yaml"
+PACKAGED_DVC = DEFAULTS_DIR / "dvc.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# bounds and choices, declared once per field
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """``lo <= value <= hi`` (``lo_open``/``hi_open``: strict); ``None``: unbounded on that side."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    note: str = ""  # appended to the message in parentheses
+
+    def describe(self) -> str:
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            if not self.lo_open and not self.hi_open:
+                return f"between {lo} and {hi}"
+            return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        if lo is not None:
+            return f"{'>' if self.lo_open else '>='} {lo}"
+        if hi is not None:
+            return f"{'<' if self.hi_open else '<='} {hi}"
+        return "any number"
+
+    def holds(self, value: Any) -> bool:
+        if self.lo is not None and not (value > self.lo if self.lo_open else value >= self.lo):
+            return False
+        if self.hi is not None and not (value < self.hi if self.hi_open else value <= self.hi):
+            return False
+        return True
+
+    def check(self, where: str, value: Any) -> None:
+        if not self.holds(value):
+            note = f" ({self.note})" if self.note else ""
+            raise ParamsError(f"{where}={value!r} must be {self.describe()}{note}")
+
+
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0, lo_open=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]  # [0, 1]
+
+
+def _hints(cls: type, extras: bool) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=extras)
+
+
+_hints_cached = functools.lru_cache(maxsize=None)(_hints)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _is_a(value: Any, tp: type) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if tp is float else isinstance(value, tp)
+
+
+def check_fields(obj: Any, where: str) -> None:
+    """Check every field's declared bounds and choices, recursing into nested params (``where``: the
+    section path that prefixes the messages, e.g. ``build_vocab.remi``)."""
+    hints = _hints_cached(type(obj), True)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{where}.{f.name}"
+        tp = hints[f.name]
+        meta: tuple = ()
+        if get_origin(tp) is Annotated:
+            tp, *rest = get_args(tp)
+            meta = tuple(rest)
+        if dataclasses.is_dataclass(tp) and dataclasses.is_dataclass(value):
+            check_fields(value, name)
+            continue
+        if tp in _TYPE_NAMES and not _is_a(value, tp):
+            raise ParamsError(f"{name}={value!r} must be {_TYPE_NAMES[tp]}")
+        if get_origin(tp) is Literal and value not in get_args(tp):
+            raise ParamsError(f"{name}={value!r} must be one of {', '.join(map(str, get_args(tp)))}")
+        for m in meta:
+            if isinstance(m, Range):
+                m.check(name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading params files
 
 
 def _coerce(section: str, name: str, value: Any, tp: Any) -> Any:
+    if get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -53,14 +162,22 @@ def _coerce(section: str, name: str, value: Any, tp: Any) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, *, section: str) -> T:
-    """Build ``cls`` from a mapping, refusing unknown keys and wrong types."""
-    data = dict(data or {})
+    """Build ``cls`` from a mapping that names every field: unknown and missing keys are errors, as are
+    wrong types (and, through the dataclass, values out of bounds)."""
+    if data is None:
+        raise ParamsError(f"{section}: missing section")
+    if not isinstance(data, dict):
+        raise ParamsError(f"{section}={data!r} must be a mapping")
     hints = get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ParamsError(f"{section}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    kwargs = {k: _coerce(section, k, v, hints[k]) for k, v in data.items()}
+    kwargs = {k: _coerce(section, k, v, hints[k]) for k, v in data.items()}  # nested sections first
+    missing = [k for k in fields if k not in data]
+    if missing:
+        raise ParamsError(f"{section}: missing key(s) {', '.join(missing)} (every key is required: "
+                          f"`pipeline init` writes a complete params.yaml)")
     return cls(**kwargs)
 
 
@@ -68,21 +185,136 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, section: str) -> T:
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_section(cls: type[T], section: str, path: Path | str = DEFAULT_PARAMS) -> T:
-    """Load ``section`` of a params file into ``cls`` (defaults when the file or section is absent)."""
+def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The whole params file as a mapping of sections; a missing, unreadable or malformed file is a
+    one-line ``ParamsError`` that names the path."""
     path = Path(path)
-    raw: dict[str, Any] = {}
-    if path.exists():
-        try:
-            raw = yaml.load(path.read_text(), Loader=_SAFE_LOADER) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or exc.__class__.__name__
-            raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
-        if not isinstance(raw, dict):
-            raise ParamsError(f"{path}: the top level must be a mapping of sections")
-    return from_dict(cls, raw.get(section), section=section)
+    if not path.is_file():
+        if path == DEFAULT_PARAMS:
+            raise ParamsError(f"{Path.cwd() / path}: no params.yaml here; run `pipeline init` to write the "
+                              "default params.yaml and dvc.yaml, or pass --params FILE")
+        raise ParamsError(f"{path}: {'not a file' if path.exists() else 'no such params file'}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: cannot read the params file: {exc.__class__.__name__}: {exc}") from None
+    return _parse(text, path)
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.load(text, Loader=_SAFE_LOADER)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged() -> dict[str, Any]:
+    return read_params(PACKAGED_PARAMS)
+
+
+def _section_doc(doc: dict[str, Any], section: str, path: Path | str) -> Any:
+    node: Any = doc
+    for part in section.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamsError(f"{path}: no section {section!r}")
+        node = node[part]
+    return node
+
+
+def load_section(cls: type[T], section: str, path: Path | str = DEFAULT_PARAMS) -> T:
+    """Load ``section`` of a params file into ``cls``: the file and every key of the section must exist."""
+    return from_dict(cls, _section_doc(read_params(path), section, path), section=section)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, mapping by mapping (a deep copy; ``base`` is not changed)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def section_doc(section: str, path: Path | str | None = None, **overrides: Any) -> dict[str, Any]:
+    """The mapping of ``section`` in a params file (``None``: the packaged params.yaml) with
+    ``overrides`` merged in (nested sections as dicts): a complete section to write or to load."""
+    doc = _packaged() if path is None else read_params(path)
+    return merged(_section_doc(doc, section, path or PACKAGED_PARAMS), overrides)
+
+
+def load_params(cls: type[T], path: Path | str | None = None, **overrides: Any) -> T:
+    """``cls``'s section of a params file (``None``: the packaged params.yaml) with ``overrides`` merged
+    in: ``load_params(lstm.Params, train={"epochs": 1})``. Tests build their params this way or as
+    ``Params(field=...)``, never from a second set of defaults."""
+    section = cls.__params_section__  # type: ignore[attr-defined]
+    return from_dict(cls, section_doc(section, path, **overrides), section=section)
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataclasses
+
+
+def params_section(section: str) -> Any:
+    """Class decorator, applied *under* ``@dataclass``: the fields' defaults are the values of
+    ``section`` (a dotted path) in the packaged params.yaml, so ``Params()`` is that file's section
+    and no default is typed in the code. A top-level section (no dot) also checks every field's
+    declared bounds and choices, nested params included, on construction (nested params classes are
+    checked through the section that holds them, so their messages name where they sit)."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        doc = _section_doc(_packaged(), section, PACKAGED_PARAMS)
+        hints = {k: v for k, v in get_type_hints(cls).items() if get_origin(v) is not ClassVar}
+        own = cls.__dict__.get("__annotations__")
+        if own is None:
+            own = {}
+            cls.__annotations__ = own
+        inherited = {}
+        for base in reversed(cls.__mro__[1:]):
+            inherited.update(getattr(base, "__annotations__", {}) if "__annotations__" in base.__dict__ else {})
+        unknown = sorted(set(doc) - set(hints))
+        missing = [name for name in hints if name not in doc]
+        if unknown or missing:
+            raise ParamsError(f"{PACKAGED_PARAMS}: {section}: " + "; ".join(
+                ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+                + ([f"missing key(s) {', '.join(missing)}"] if missing else [])))
+        for name in hints:
+            if name not in own:  # an inherited field: redeclare it so the default below is its own
+                own[name] = inherited[name]
+            value = _coerce(section, name, doc[name], hints[name])
+            setattr(cls, name, value)
+        cls.__params_section__ = section  # type: ignore[attr-defined]
+        if "." not in section:
+            post = cls.__dict__.get("__post_init__")
+
+            def __post_init__(self) -> None:
+                check_fields(self, section)
+                if post is not None:
+                    post(self)
+
+            cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def init_project(directory: Path | str, *, force: bool = False) -> list[Path]:
+    """Write the packaged params.yaml and dvc.yaml into ``directory`` (``pipeline init``); an existing
+    file is an error unless ``force``. Returns the paths written."""
+    directory = Path(directory)
+    pairs = [(src, directory / src.name) for src in (PACKAGED_PARAMS, PACKAGED_DVC)]
+    existing = [str(dst) for _src, dst in pairs if dst.exists()]
+    if existing and not force:
+        raise PipelineError(f"{', '.join(existing)}: already there (pass --force to overwrite)")
+    directory.mkdir(parents=True, exist_ok=True)
+    for src, dst in pairs:
+        dst.write_bytes(src.read_bytes())
+    return [dst for _src, dst in pairs]
 
 
 def params_digest(params: Any) -> str:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 
-from pipeline.config import params_digest
-from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.config import PositiveInt, Range, params_digest, params_section
+from pipeline.errors import MidiError, StageError
 from pipeline.sources import reason_code
 from pipeline.stagekit import (OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards,
                                warning_counts)
@@ -29,35 +29,25 @@ STATE_DIR = ".state"
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("build_lpd.tensor")
 class TensorParams:
-    bar_steps: int = 96
-    other_meters: Literal["pad", "drop"] = "pad"
-
-    def __post_init__(self) -> None:
-        if self.bar_steps < 1:
-            raise ParamsError(f"build_lpd.tensor.bar_steps={self.bar_steps} must be a positive integer")
+    bar_steps: PositiveInt
+    other_meters: Literal["pad", "drop"]
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("build_lpd")
 class Params:
-    resolution: int = 24
-    tracks: Literal["lpd5", "lpd17"] = "lpd5"
-    semantics: Literal["lpd", "pypianoroll"] = "lpd"
-    shard_size: int = 256
-    max_beats: int = 20_000
-    max_file_bytes: int = 16 * 1024 * 1024
-    tensor: TensorParams = field(default_factory=TensorParams)
+    """``build_lpd`` section of params.yaml (the defaults: the packaged copy of it)."""
 
-    def __post_init__(self) -> None:
-        for name in ("resolution", "shard_size", "max_beats", "max_file_bytes"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ParamsError(f"build_lpd.{name}={value} must be a positive integer")
-        # the tensor shards store bars as int16 and songs of a shard as uint16
-        if self.max_beats > 32767:
-            raise ParamsError(f"build_lpd.max_beats={self.max_beats} must be at most 32767")
-        if self.shard_size > 65535:
-            raise ParamsError(f"build_lpd.shard_size={self.shard_size} must be at most 65535")
+    resolution: PositiveInt
+    tracks: Literal["lpd5", "lpd17"]
+    semantics: Literal["lpd", "pypianoroll"]
+    # the tensor shards store bars as int16 and songs of a shard as uint16
+    shard_size: Annotated[int, Range(1, 65535)]
+    max_beats: Annotated[int, Range(1, 32767)]
+    max_file_bytes: PositiveInt
+    tensor: TensorParams
 
 
 @dataclass(frozen=True)

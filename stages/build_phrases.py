@@ -29,9 +29,11 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from pipeline.config import Fraction, NonNegativeInt, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.schema import PHRASES
 from pipeline.schema import version as schema_version
@@ -43,39 +45,28 @@ SCHEMA_VERSION = schema_version(PHRASES)
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("build_phrases")
 class Params:
-    phrase_bars: int = 4
-    steps_per_bar: int = 48          # 96 (as stored) or 48 (every other step: 0, 2, 4, ...)
-    lowest_pitch: int = 24           # MIDI pitch of index 0
-    n_pitches: int = 84              # 24..107
-    hop_bars: int = 4                # stride between candidate phrases
-    require_families: tuple[str, ...] = ("Piano", "Bass")
-    min_families: int = 2            # active tracks (of five) a phrase needs
-    min_activity: float = 0.1        # fraction of steps with a note for a track to count as active
-    max_phrases_per_song: int = 8    # 0: every eligible phrase
-    seed: int = 2026
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
+    phrase_bars: PositiveInt
+    steps_per_bar: PositiveInt           # 96 (as stored) or 48 (every other step: 0, 2, 4, ...)
+    lowest_pitch: int                    # MIDI pitch of index 0
+    n_pitches: PositiveInt               # 24..107
+    hop_bars: PositiveInt                # stride between candidate phrases
+    require_families: tuple[str, ...]
+    min_families: Annotated[int, Range(0, len(TRACKS))]  # active tracks (of five) a phrase needs
+    min_activity: Fraction               # fraction of steps with a note for a track to count as active
+    max_phrases_per_song: NonNegativeInt  # 0: every eligible phrase
+    seed: int
+    valid_fraction: Fraction
+    test_fraction: Fraction
 
     def __post_init__(self) -> None:
-        for name in ("phrase_bars", "steps_per_bar", "n_pitches", "hop_bars"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"build_phrases.{name}={getattr(self, name)} must be a positive integer")
         if not 0 <= self.lowest_pitch or self.lowest_pitch + self.n_pitches > 128:
             raise ParamsError(f"build_phrases.lowest_pitch={self.lowest_pitch} with n_pitches={self.n_pitches} "
                               "must stay within MIDI pitches 0..127")
         for fam in self.require_families:
             if fam not in TRACKS:
                 raise ParamsError(f"build_phrases.require_families: {fam!r} is not one of {', '.join(TRACKS)}")
-        if not 0 <= self.min_families <= len(TRACKS):
-            raise ParamsError(f"build_phrases.min_families={self.min_families} must be in 0..{len(TRACKS)}")
-        if not 0.0 <= self.min_activity <= 1.0:
-            raise ParamsError(f"build_phrases.min_activity={self.min_activity} must be in [0, 1]")
-        if self.max_phrases_per_song < 0:
-            raise ParamsError(f"build_phrases.max_phrases_per_song={self.max_phrases_per_song} must be >= 0")
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ParamsError(f"build_phrases.{name}={getattr(self, name)} must be in [0, 1]")
         if self.valid_fraction + self.test_fraction > 1.0:
             raise ParamsError(f"build_phrases.valid_fraction + test_fraction = "
                               f"{self.valid_fraction + self.test_fraction} must be at most 1")

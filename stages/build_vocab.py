@@ -25,12 +25,13 @@ import hashlib
 import io
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
+from pipeline.config import PositiveInt, Range, params_section
 from pipeline.errors import MidiError, ParamsError, StageError
 from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file, run_shards
@@ -40,54 +41,45 @@ KINDS = ("notes", "remi", "midilike")
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("build_vocab.notes")
 class NotesParams:
-    streams: Literal["merged", "tracks"] = "merged"
-    durations: bool = False
-    rests: bool = False
-    ties: Literal["merge", "split"] = "merge"  # split: one token per tied fragment (the recipe's stream)
+    streams: Literal["merged", "tracks"]
+    durations: bool
+    rests: bool
+    ties: Literal["merge", "split"]  # split: one token per tied fragment (the recipe's stream)
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("build_vocab.remi")  # also the type of build_vocab.midilike; EventParams() is remi's section
 class EventParams:
-    streams: Literal["merged", "programs"] = "merged"
-    resolution: int = 24
-    velocity_bins: int = 32
-    max_duration: int = 192
-    max_shift: int = 96
-    tempo_min: int = 10
-    tempo_max: int = 400
-    bpe_vocab_size: int = 0  # > 0: also learn BPE (merges within bars) up to this many ids
+    streams: Literal["merged", "programs"]
+    resolution: PositiveInt
+    velocity_bins: PositiveInt
+    max_duration: PositiveInt
+    max_shift: PositiveInt
+    tempo_min: PositiveInt
+    tempo_max: PositiveInt
+    bpe_vocab_size: Annotated[int, Range(0, 65536, note="0: no BPE")]  # > 0: also learn BPE up to this many ids
 
-    def __post_init__(self) -> None:
-        for name in ("resolution", "velocity_bins", "max_duration", "max_shift", "tempo_min", "tempo_max"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"build_vocab.{name}={getattr(self, name)} must be a positive integer")
-        if not 0 <= self.bpe_vocab_size <= 65536:
-            raise ParamsError(f"build_vocab.bpe_vocab_size={self.bpe_vocab_size} must be in 0..65536 (0: no BPE)")
+
+SplitFraction = Annotated[float, Range(0, 1, hi_open=True)]
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("build_vocab")
 class Params:
-    min_count: int = 1
-    max_size: int = 65536
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.05
-    shard_size: int = 256
-    max_beats: int = 20_000
-    max_file_bytes: int = 16 * 1024 * 1024
-    notes: NotesParams = field(default_factory=NotesParams)
-    remi: EventParams = field(default_factory=EventParams)
-    midilike: EventParams = field(default_factory=EventParams)
+    min_count: PositiveInt
+    max_size: Annotated[int, Range(5, 65536, note="ids are uint16")]
+    valid_fraction: SplitFraction
+    test_fraction: SplitFraction
+    shard_size: PositiveInt
+    max_beats: PositiveInt
+    max_file_bytes: PositiveInt
+    notes: NotesParams
+    remi: EventParams
+    midilike: EventParams
 
     def __post_init__(self) -> None:
-        for name in ("min_count", "shard_size", "max_beats", "max_file_bytes"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"build_vocab.{name}={getattr(self, name)} must be a positive integer")
-        if not 4 < self.max_size <= 65536:
-            raise ParamsError(f"build_vocab.max_size={self.max_size} must be in 5..65536 (ids are uint16)")
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ParamsError(f"build_vocab.{name}={getattr(self, name)} must be in [0, 1)")
         if self.valid_fraction + self.test_fraction >= 1.0:
             raise ParamsError(f"build_vocab.valid_fraction + test_fraction = "
                               f"{self.valid_fraction + self.test_fraction} must be below 1")

@@ -17,10 +17,11 @@ import os
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pipeline.corpus.music21_works import WORKS, WORKS_VERSION
-from pipeline.errors import ParamsError, StageError
+from pipeline.config import NonNegativeInt, Range, params_section
+from pipeline.errors import StageError
 
 MUSIC21_DIR = Path("midi") / "music21"
 BAND_DIR = Path("midi") / "band"
@@ -28,6 +29,7 @@ MANIFEST = "corpus.json"
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("corpus")
 class Params:
     """``corpus`` section of params.yaml.
 
@@ -41,24 +43,9 @@ class Params:
         How many band arrangements to generate, >= 0.
     """
 
-    seed: int = 2026
-    music21_works: int = 55
-    band_songs: int = 120
-
-    def __post_init__(self) -> None:
-        for name in ("seed", "music21_works", "band_songs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ParamsError(f"corpus.{name}={value!r} must be an integer")
-        if self.seed < 0:
-            raise ParamsError(f"corpus.seed={self.seed} must be non-negative")
-        if not 0 <= self.music21_works <= len(WORKS):
-            raise ParamsError(
-                f"corpus.music21_works={self.music21_works} must be between 0 and {len(WORKS)} "
-                f"(the works listed in pipeline.corpus.music21_works.WORKS)"
-            )
-        if self.band_songs < 0:
-            raise ParamsError(f"corpus.band_songs={self.band_songs} must be non-negative")
+    seed: NonNegativeInt
+    music21_works: Annotated[int, Range(0, len(WORKS), note="the works listed in pipeline.corpus.music21_works.WORKS")]
+    band_songs: NonNegativeInt
 
 
 def run(*, out: Path, params: Params) -> str:

@@ -21,43 +21,35 @@ from typing import Literal
 from pipeline.audio import AudioError
 from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks, make_writer, manifest_row,
                                        write_marker, write_outputs)
+from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, params_section
 from pipeline.errors import MidiError, ParamsError, StageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aif", ".aiff")
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("ingest_audio")
 class Params:
     """``ingest_audio`` section of params.yaml (same meanings as render_audio's)."""
 
-    sample_rate: int = 44100
-    resample_quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] = "HQ"
-    max_duration: float = 3600.0
-    downmix: Literal["mean", "left", "right", "random", "none"] = "random"
-    seed: int = 2026
-    clip_samples: int = 262144
-    clips_per_song: int = 0
-    shard_size: int = 64
-    shard_mb: float = 400.0
-    row_group_mb: float = 64.0
-    write_npz: bool = True
-    max_file_bytes: int = 1 << 30
+    sample_rate: PositiveInt
+    resample_quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
+    max_duration: PositiveFloat
+    downmix: Literal["mean", "left", "right", "random", "none"]
+    seed: NonNegativeInt
+    clip_samples: int  # a positive multiple of 128
+    clips_per_song: NonNegativeInt
+    shard_size: PositiveInt
+    shard_mb: PositiveFloat
+    row_group_mb: PositiveFloat
+    write_npz: bool
+    max_file_bytes: PositiveInt
 
     clip_offset = "seeded"  # recordings have no bars (a class constant, not a param)
 
     def __post_init__(self) -> None:
-        s = "ingest_audio"
-        for name in ("sample_rate", "shard_size", "max_file_bytes"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be a positive integer")
         if self.clip_samples < 128 or self.clip_samples % 128:
-            raise ParamsError(f"{s}.clip_samples={self.clip_samples} must be a positive multiple of 128")
-        for name in ("clips_per_song", "seed"):
-            if getattr(self, name) < 0:
-                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be >= 0")
-        for name in ("max_duration", "shard_mb", "row_group_mb"):
-            if not getattr(self, name) > 0:
-                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be positive")
+            raise ParamsError(f"ingest_audio.clip_samples={self.clip_samples} must be a positive multiple of 128")
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,14 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
 from pipeline import numerics
+from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
 
@@ -45,111 +47,83 @@ SAMPLE_RATE = 44100  # render_audio's rate; the VQ-VAE's config.json ``sample_ra
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("jukebox.prior")
 class PriorParams:
-    width: int = 128
-    layers: int = 3
-    heads: int = 2
-    context: int = 512  # codes per window
-    blocksize: int = 32  # codes per row of the factorized attention
-    pattern: tuple[str, ...] = ("row", "column", "prev_row")  # cycled over the layers
-    mlp_ratio: float = 1.0
-    dropout: float = 0.1
+    width: PositiveInt  # a multiple of heads
+    layers: PositiveInt
+    heads: PositiveInt
+    context: PositiveInt  # codes per window
+    blocksize: PositiveInt  # codes per row of the factorized attention
+    pattern: tuple[str, ...]  # attention kinds (KINDS), cycled over the layers
+    mlp_ratio: PositiveFloat
+    dropout: Annotated[float, Range(0, 1, hi_open=True)]
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("jukebox.upsampler")
 class UpsamplerParams(PriorParams):
-    width: int = 64
-    dropout: float = 0.0
-    cond_depth: int = 2  # dilated residual blocks per upsampling step of the conditioner
-    cond_dilation_growth: int = 3
-    cond_dilation_cycle: int = 0  # 0: no cycle
-    cond_width: int = 0  # 0: width
+    cond_depth: NonNegativeInt  # dilated residual blocks per upsampling step of the conditioner
+    cond_dilation_growth: PositiveInt
+    cond_dilation_cycle: NonNegativeInt  # 0: no cycle
+    cond_width: NonNegativeInt  # 0: width
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("jukebox.train")
 class TrainParams:
-    prior_steps: int = 200
-    upsampler_steps: int = 200
-    batch_size: int = 8
-    lr: float = 0.001
-    warmup: int = 20
-    grad_clip: float = 1.0
-    clips: int = 64  # training clips to encode
-    clip_samples: int = 65536  # samples per clip (a multiple of the top hop length)
-    seed: int = 2026  # clips, crops, initialisation
-    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
-    checkpoint_every: int = 50
+    prior_steps: NonNegativeInt
+    upsampler_steps: NonNegativeInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    warmup: NonNegativeInt
+    grad_clip: NonNegativeFloat
+    clips: PositiveInt  # training clips to encode
+    clip_samples: PositiveInt  # samples per clip (a multiple of the top hop length)
+    seed: int  # clips, crops, initialisation
+    threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
+    checkpoint_every: PositiveInt
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("jukebox.sample")
 class SampleParams:
-    n: int = 2
-    seconds: float = 2.0  # windowed and primed; ancestral: at most one top-level window
-    temperature: float = 1.0  # 0: greedy
-    hop_fraction: float = 0.5  # top level: a new window every hop_fraction * context codes
-    upsampler_hop_fraction: float = 0.5
-    prompt_seconds: float = 0.5  # primed: seconds of the prompt kept (rounded down to the top hop)
-    prompt: str = ""  # primed: a WAV/FLAC file; empty: held-out clips
-    seed: int = 2026
+    n: PositiveInt
+    seconds: PositiveFloat  # windowed and primed; ancestral: at most one top-level window
+    temperature: Annotated[float, Range(0, note="0: greedy")]
+    hop_fraction: Annotated[float, Range(0, 1, lo_open=True)]  # top level: a new window every hop_fraction * context codes
+    upsampler_hop_fraction: Annotated[float, Range(0, 1, lo_open=True)]
+    prompt_seconds: PositiveFloat  # primed: seconds of the prompt kept (rounded down to the top hop)
+    prompt: str  # primed: a WAV/FLAC file; empty: held-out clips
+    seed: int
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("jukebox.evaluate")
 class EvalParams:
-    clips: int = 8  # held-out clips
-    clip_samples: int = 65536
-    seed: int = 2026
+    clips: PositiveInt  # held-out clips
+    clip_samples: PositiveInt
+    seed: int
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("jukebox")
 class Params:
-    prior: PriorParams = field(default_factory=PriorParams)
-    upsampler: UpsamplerParams = field(default_factory=UpsamplerParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    sample: SampleParams = field(default_factory=SampleParams)
-    evaluate: EvalParams = field(default_factory=EvalParams)
+    prior: PriorParams
+    upsampler: UpsamplerParams
+    train: TrainParams
+    sample: SampleParams
+    evaluate: EvalParams
 
     def __post_init__(self) -> None:
         for name, m in (("prior", self.prior), ("upsampler", self.upsampler)):
-            for key in ("width", "layers", "heads", "context", "blocksize"):
-                if getattr(m, key) < 1:
-                    raise ParamsError(f"jukebox.{name}.{key}={getattr(m, key)} must be a positive integer")
             if m.width % m.heads:
                 raise ParamsError(f"jukebox.{name}.width={m.width} must be a multiple of heads={m.heads}")
             if not m.pattern or any(k not in KINDS for k in m.pattern):
                 raise ParamsError(f"jukebox.{name}.pattern={list(m.pattern)} must list attention kinds "
                                   f"out of {', '.join(KINDS)}")
-            if m.mlp_ratio <= 0 or not 0.0 <= m.dropout < 1.0:
-                raise ParamsError(f"jukebox.{name}: mlp_ratio={m.mlp_ratio} must be positive, "
-                                  f"dropout={m.dropout} in [0, 1)")
-        u = self.upsampler
-        if u.cond_depth < 0 or u.cond_dilation_growth < 1 or u.cond_dilation_cycle < 0 or u.cond_width < 0:
-            raise ParamsError("jukebox.upsampler: cond_depth, cond_dilation_cycle, cond_width >= 0, "
-                              f"cond_dilation_growth >= 1 (got {u.cond_depth}, {u.cond_dilation_cycle}, "
-                              f"{u.cond_width}, {u.cond_dilation_growth})")
-        t = self.train
-        for key in ("batch_size", "clips", "clip_samples", "checkpoint_every"):
-            if getattr(t, key) < 1:
-                raise ParamsError(f"jukebox.train.{key}={getattr(t, key)} must be a positive integer")
-        for key in ("prior_steps", "upsampler_steps", "warmup", "threads"):
-            if getattr(t, key) < 0:
-                raise ParamsError(f"jukebox.train.{key}={getattr(t, key)} must be >= 0")
-        if t.lr <= 0 or t.grad_clip < 0:
-            raise ParamsError(f"jukebox.train: lr={t.lr} must be positive and grad_clip={t.grad_clip} >= 0")
         s = self.sample
-        if s.n < 1:
-            raise ParamsError(f"jukebox.sample.n={s.n} must be a positive integer")
-        if not s.seconds > 0 or not s.prompt_seconds > 0:
-            raise ParamsError(f"jukebox.sample: seconds={s.seconds} and prompt_seconds={s.prompt_seconds} must be positive")
         if s.prompt_seconds >= s.seconds:
             raise ParamsError(f"jukebox.sample.prompt_seconds={s.prompt_seconds} must be shorter than seconds={s.seconds}")
-        if s.temperature < 0:
-            raise ParamsError(f"jukebox.sample.temperature={s.temperature} must be >= 0 (0: greedy)")
-        for key in ("hop_fraction", "upsampler_hop_fraction"):
-            if not 0.0 < getattr(s, key) <= 1.0:
-                raise ParamsError(f"jukebox.sample.{key}={getattr(s, key)} must be in (0, 1]")
-        e = self.evaluate
-        if e.clips < 1 or e.clip_samples < 1:
-            raise ParamsError(f"jukebox.evaluate: clips={e.clips} and clip_samples={e.clip_samples} must be positive")
 
 
 def Params_from_dict(doc: dict) -> Params:  # noqa: N802 - reads back asdict(Params)

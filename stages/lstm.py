@@ -18,13 +18,14 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from pipeline import numerics
+from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.io.npz import atomic_write_bytes
 
@@ -32,74 +33,59 @@ VARIANTS = ("lstm", "lstm_attention")
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("lstm.model")
 class ModelParams:
-    embedding: int = 64  # 0: one-hot input
-    hidden: int = 128
-    layers: int = 2
-    dropout: float = 0.2
-    attention_dim: int = 64  # lstm_attention only
+    embedding: NonNegativeInt  # 0: one-hot input
+    hidden: PositiveInt
+    layers: PositiveInt
+    dropout: Annotated[float, Range(0, 1, hi_open=True)]
+    attention_dim: PositiveInt  # lstm_attention only
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("lstm.train")
 class TrainParams:
-    window: int = 64  # input tokens per window (windows of window + 1 ids are cut)
-    stride: int = 32
-    batch_size: int = 32
-    epochs: int = 2
-    lr: float = 0.002
-    patience: int = 3  # early stopping: epochs without a better validation loss
-    grad_clip: float = 1.0
-    max_windows: int = 0  # training windows per epoch, drawn anew each epoch (0: all)
-    max_eval_windows: int = 0  # validation / test windows (evenly spread; 0: all)
-    seed: int = 2026
-    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
+    window: PositiveInt  # input tokens per window (windows of window + 1 ids are cut)
+    stride: PositiveInt
+    batch_size: PositiveInt
+    epochs: NonNegativeInt
+    lr: PositiveFloat
+    patience: PositiveInt  # early stopping: epochs without a better validation loss
+    grad_clip: float
+    max_windows: NonNegativeInt  # training windows per epoch, drawn anew each epoch (0: all)
+    max_eval_windows: NonNegativeInt  # validation / test windows (evenly spread; 0: all)
+    seed: int
+    threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("lstm.sample")
 class SampleParams:
-    n: int = 4
-    length: int = 256  # generated tokens per sample (fewer when EOS comes first)
-    prime: Literal["test", "bos"] = "test"  # seed window from a held-out (test) song, or BOS only
-    prime_length: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 2026
+    n: NonNegativeInt
+    length: PositiveInt  # generated tokens per sample (fewer when EOS comes first)
+    prime: Literal["test", "bos"]  # seed window from a held-out (test) song, or BOS only
+    prime_length: NonNegativeInt
+    temperature: Annotated[float, Range(0, note="0: greedy")]
+    top_k: NonNegativeInt
+    top_p: Annotated[float, Range(0, 1, lo_open=True)]
+    seed: int
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("lstm.evaluate")
 class EvalParams:
-    data_songs: int = 8  # test-split songs (valid, then train, when short) for the data's UPC/QN/EB
-    data_tokens: int = 0  # cut each song to this many tokens before measuring (0: the samples' length)
+    data_songs: int  # test-split songs (valid, then train, when short) for the data's UPC/QN/EB
+    data_tokens: int  # cut each song to this many tokens before measuring (0: the samples' length)
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("lstm")
 class Params:
-    vocab: Literal["notes", "remi", "midilike"] = "notes"
-    model: ModelParams = field(default_factory=ModelParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    sample: SampleParams = field(default_factory=SampleParams)
-    evaluate: EvalParams = field(default_factory=EvalParams)
-
-    def __post_init__(self) -> None:
-        t = self.train
-        for name in ("window", "stride", "batch_size", "patience"):
-            if getattr(t, name) < 1:
-                raise ParamsError(f"lstm.train.{name}={getattr(t, name)} must be a positive integer")
-        if t.epochs < 0 or t.max_windows < 0 or t.max_eval_windows < 0 or t.threads < 0:
-            raise ParamsError("lstm.train: epochs, max_windows, max_eval_windows and threads must be >= 0")
-        if t.lr <= 0:
-            raise ParamsError(f"lstm.train.lr={t.lr} must be positive")
-        m = self.model
-        if m.hidden < 1 or m.layers < 1 or m.embedding < 0 or m.attention_dim < 1:
-            raise ParamsError("lstm.model: hidden, layers and attention_dim must be positive, embedding >= 0")
-        if not 0.0 <= m.dropout < 1.0:
-            raise ParamsError(f"lstm.model.dropout={m.dropout} must be in [0, 1)")
-        s = self.sample
-        if s.n < 0 or s.length < 1 or s.prime_length < 0 or s.top_k < 0 or not 0.0 < s.top_p <= 1.0:
-            raise ParamsError("lstm.sample: n >= 0, length >= 1, prime_length >= 0, top_k >= 0, 0 < top_p <= 1")
-        if s.temperature < 0:
-            raise ParamsError(f"lstm.sample.temperature={s.temperature} must be >= 0 (0: greedy)")
+    vocab: Literal["notes", "remi", "midilike"]
+    model: ModelParams
+    train: TrainParams
+    sample: SampleParams
+    evaluate: EvalParams
 
 
 def _check_variant(variant: str) -> bool:

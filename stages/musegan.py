@@ -25,13 +25,14 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
 from pipeline import numerics
+from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes, write_npz
 
@@ -42,75 +43,63 @@ DEFINITIONS = ("corrected", "official")
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("musegan.model")
 class ModelParams:
-    z_dim: int = 128  # input size of every bar generator (paper: 128)
-    width: float = 1.0  # multiplies every channel count (1: the paper's / official sizes)
-    condition_track: str = "Piano"  # the given track of track_conditional
+    z_dim: int  # input size of every bar generator (paper: 128), a positive multiple of 4
+    width: PositiveFloat  # multiplies every channel count (1: the paper's / official sizes)
+    condition_track: str  # the given track of track_conditional
+
+
+Beta = Annotated[float, Range(0, 1, hi_open=True)]
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("musegan.train")
 class TrainParams:
-    steps: int = 200  # generator updates
-    batch_size: int = 64  # official
-    lr: float = 0.0002  # official v1 (the later official code: 0.001)
-    beta1: float = 0.5
-    beta2: float = 0.9
-    n_critic: int = 5  # critic updates per generator update
-    gp_weight: float = 10.0
-    seed: int = 2026
-    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
-    checkpoint_every: int = 50  # generator steps between checkpoints (last.pt)
+    steps: NonNegativeInt  # generator updates
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    beta1: Beta
+    beta2: Beta
+    n_critic: PositiveInt  # critic updates per generator update
+    gp_weight: NonNegativeFloat
+    seed: int
+    threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
+    checkpoint_every: PositiveInt  # generator steps between checkpoints (last.pt)
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("musegan.sample")
 class SampleParams:
-    n: int = 64  # phrases in samples.npz (what evaluate measures)
-    files: int = 4  # of which written as MIDI + PNG
-    tempo: float = 100.0  # bpm of the MIDI files (official: 100)
-    seed: int = 2026
-    condition_split: Literal["train", "valid", "test"] = "test"  # track_conditional: the given phrases
+    n: NonNegativeInt  # phrases in samples.npz (what evaluate measures)
+    files: NonNegativeInt  # of which written as MIDI + PNG
+    tempo: PositiveFloat  # bpm of the MIDI files (official: 100)
+    seed: int
+    condition_split: Literal["train", "valid", "test"]  # track_conditional: the given phrases
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("musegan.evaluate")
 class EvalParams:
-    data_split: Literal["train", "valid", "test"] = "train"  # the data row of the table
-    data_phrases: int = 0  # 0: all phrases of data_split; else that many, evenly spread
-    qn_min_steps: int | None = None  # QN: shortest qualified note in steps (null: the definition's default)
-    dp_tolerance: float | None = None  # DP: credit of a drum onset one step off the grid (null: 0.3)
+    data_split: Literal["train", "valid", "test"]  # the data row of the table
+    data_phrases: Annotated[int, Range(0, note="0: all")]  # 0: all phrases of data_split; else that many, evenly spread
+    qn_min_steps: int | None  # QN: shortest qualified note in steps (null: the definition's default)
+    dp_tolerance: float | None  # DP: credit of a drum onset one step off the grid (null: 0.3)
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("musegan")
 class Params:
-    model: ModelParams = field(default_factory=ModelParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    sample: SampleParams = field(default_factory=SampleParams)
-    evaluate: EvalParams = field(default_factory=EvalParams)
+    model: ModelParams
+    train: TrainParams
+    sample: SampleParams
+    evaluate: EvalParams
 
     def __post_init__(self) -> None:
-        m, t, s, e = self.model, self.train, self.sample, self.evaluate
+        m, e = self.model, self.evaluate
         if m.z_dim < 4 or m.z_dim % 4:
             raise ParamsError(f"musegan.model.z_dim={m.z_dim} must be a positive multiple of 4 "
                               "(the full model splits it in four)")
-        if not m.width > 0:
-            raise ParamsError(f"musegan.model.width={m.width} must be positive")
-        for name in ("batch_size", "n_critic", "checkpoint_every"):
-            if getattr(t, name) < 1:
-                raise ParamsError(f"musegan.train.{name}={getattr(t, name)} must be a positive integer")
-        if t.steps < 0 or t.threads < 0:
-            raise ParamsError(f"musegan.train: steps={t.steps} and threads={t.threads} must be >= 0")
-        if not t.lr > 0:
-            raise ParamsError(f"musegan.train.lr={t.lr} must be positive")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(t, name) < 1.0:
-                raise ParamsError(f"musegan.train.{name}={getattr(t, name)} must be in [0, 1)")
-        if t.gp_weight < 0:
-            raise ParamsError(f"musegan.train.gp_weight={t.gp_weight} must be >= 0")
-        if s.n < 0 or s.files < 0:
-            raise ParamsError(f"musegan.sample: n={s.n} and files={s.files} must be >= 0")
-        if not s.tempo > 0:
-            raise ParamsError(f"musegan.sample.tempo={s.tempo} must be positive")
-        if e.data_phrases < 0:
-            raise ParamsError(f"musegan.evaluate.data_phrases={e.data_phrases} must be >= 0 (0: all)")
         if e.qn_min_steps is not None and (isinstance(e.qn_min_steps, bool) or not isinstance(e.qn_min_steps, int)
                                            or e.qn_min_steps < 1):
             raise ParamsError(f"musegan.evaluate.qn_min_steps={e.qn_min_steps!r} must be a positive integer or null")

@@ -28,11 +28,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks, make_writer, manifest_row,
                                        write_marker, write_outputs)
-from pipeline.config import params_digest
+from pipeline.config import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_digest,
+                             params_section)
 from pipeline.errors import MidiError, ParamsError
 from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file
@@ -43,6 +44,7 @@ FLUIDSYNTH_MAX_TRACKS = 127
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("render_audio")
 class Params:
     """``render_audio`` section of params.yaml.
 
@@ -83,47 +85,31 @@ class Params:
         Larger input files are not read (``input.too_large``).
     """
 
-    soundfont: str = "timgm6mb"
-    sample_rate: int = 44100
-    gain: float = 0.2
-    reverb: bool = True
-    chorus: bool = True
-    period_size: int = 64
-    polyphony: int = 256
-    release_tail: float = 2.0
-    silence_db: float = -80.0
-    max_duration: float = 1200.0
-    render_seconds: float = 0.0
-    downmix: Literal["mean", "left", "right", "random", "none"] = "random"
-    seed: int = 2026
-    clip_samples: int = 262144
-    clip_offset: Literal["seeded", "bar"] = "bar"
-    clips_per_song: int = 0
-    shard_size: int = 16
-    shard_mb: float = 400.0
-    row_group_mb: float = 64.0
-    write_npz: bool = True
-    max_file_bytes: int = 16 * 1024 * 1024
+    soundfont: str
+    sample_rate: PositiveInt
+    gain: Annotated[float, Range(0, 10, lo_open=True)]
+    reverb: bool
+    chorus: bool
+    period_size: Annotated[int, Range(1, MAX_PERIOD, note="frames")]
+    polyphony: PositiveInt
+    release_tail: NonNegativeFloat
+    silence_db: Annotated[float, Range(hi=0, hi_open=True, note="dBFS")]
+    max_duration: PositiveFloat
+    render_seconds: NonNegativeFloat
+    downmix: Literal["mean", "left", "right", "random", "none"]
+    seed: NonNegativeInt
+    clip_samples: int  # a positive multiple of 128
+    clip_offset: Literal["seeded", "bar"]
+    clips_per_song: NonNegativeInt
+    shard_size: PositiveInt
+    shard_mb: PositiveFloat
+    row_group_mb: PositiveFloat
+    write_npz: bool
+    max_file_bytes: PositiveInt
 
     def __post_init__(self) -> None:
-        s = "render_audio"
-        for name in ("sample_rate", "polyphony", "shard_size", "max_file_bytes"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be a positive integer")
-        if not 1 <= self.period_size <= MAX_PERIOD:
-            raise ParamsError(f"{s}.period_size={self.period_size} must be between 1 and {MAX_PERIOD} frames")
-        if not 0 < self.gain <= 10:
-            raise ParamsError(f"{s}.gain={self.gain} must be in (0, 10]")
         if self.clip_samples < 128 or self.clip_samples % 128:
-            raise ParamsError(f"{s}.clip_samples={self.clip_samples} must be a positive multiple of 128")
-        for name in ("release_tail", "render_seconds", "clips_per_song", "seed"):
-            if getattr(self, name) < 0:
-                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be >= 0")
-        for name in ("max_duration", "shard_mb", "row_group_mb"):
-            if not getattr(self, name) > 0:
-                raise ParamsError(f"{s}.{name}={getattr(self, name)} must be positive")
-        if not self.silence_db < 0:
-            raise ParamsError(f"{s}.silence_db={self.silence_db} must be negative (dBFS)")
+            raise ParamsError(f"render_audio.clip_samples={self.clip_samples} must be a positive multiple of 128")
 
     @property
     def threshold(self) -> float:

@@ -22,91 +22,75 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
 from pipeline import numerics
+from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
 
-#: the held-out fraction of params.yaml's default
-HELDOUT_FRACTION = 0.1
-
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("vqvae.model")
 class ModelParams:
-    hop_lengths: tuple[int, ...] = (8, 32, 128)  # samples per code, bottom level first
-    stride: int = 2  # of every strided conv; each hop ratio must be a power of it
-    width: int = 32
-    depth: int = 4  # residual blocks per Resnet1D
-    dilation_growth: int = 3
-    codebook_size: int = 256
-    code_width: int = 32
-    mu: float = 0.99  # EMA decay of the codebooks
-    commit: float = 0.02
-    restart_threshold: float = 1.0  # running count under which a code is restarted
+    hop_lengths: tuple[int, ...]  # samples per code, bottom level first
+    stride: int  # of every strided conv; each hop ratio must be a power of it
+    width: PositiveInt
+    depth: PositiveInt  # residual blocks per Resnet1D
+    dilation_growth: PositiveInt
+    codebook_size: Annotated[int, Range(2)]
+    code_width: PositiveInt
+    mu: Annotated[float, Range(0, 1, hi_open=True)]  # EMA decay of the codebooks
+    commit: NonNegativeFloat
+    restart_threshold: NonNegativeFloat  # running count under which a code is restarted
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("vqvae.train")
 class TrainParams:
-    crop_samples: int = 16384  # a multiple of the largest hop
-    batch_size: int = 4
-    steps: int = 200
-    lr: float = 3e-4
-    spectral_weight: float = 1.0
-    stft_n_fft: tuple[int, ...] = (2048, 1024, 512)  # resolutions of the multi-resolution STFT loss
-    stft_hop: tuple[int, ...] = (240, 120, 50)
-    stft_window: tuple[int, ...] = (1200, 600, 240)
-    grad_clip: float = 0.0  # 0: off
-    log_every: int = 10  # steps per metrics.json row
-    valid_every: int = 50  # held-out loss, best.pt and last.pt (a multiple of log_every)
-    valid_crops: int = 8  # held-out crops for the validation loss and the final evaluation
-    stats_crops: int = 64  # training crops that measure the RMS STFT magnitude (spectral loss normaliser)
-    seed: int = 2026  # weights, crops, downmix weights, codebook restarts
-    threads: int = 0  # torch threads (0: torch's default); fix it for bit-identical reruns
+    crop_samples: int  # a multiple of the largest hop
+    batch_size: PositiveInt
+    steps: NonNegativeInt
+    lr: PositiveFloat
+    spectral_weight: NonNegativeFloat
+    stft_n_fft: tuple[int, ...]  # resolutions of the multi-resolution STFT loss
+    stft_hop: tuple[int, ...]
+    stft_window: tuple[int, ...]
+    grad_clip: NonNegativeFloat  # 0: off
+    log_every: PositiveInt  # steps per metrics.json row
+    valid_every: PositiveInt  # held-out loss, best.pt and last.pt (a multiple of log_every)
+    valid_crops: PositiveInt  # held-out crops for the validation loss and the final evaluation
+    stats_crops: PositiveInt  # training crops that measure the RMS STFT magnitude (spectral loss normaliser)
+    seed: int  # weights, crops, downmix weights, codebook restarts
+    threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns
 
 
 @dataclass(frozen=True, kw_only=True)
+@params_section("vqvae")
 class Params:
-    heldout_fraction: float = HELDOUT_FRACTION  # songs with sha256(id)[:8] / 2**64 below it are held out
-    model: ModelParams = field(default_factory=ModelParams)
-    train: TrainParams = field(default_factory=TrainParams)
+    heldout_fraction: Annotated[float, Range(0, 1, hi_open=True)]  # songs with sha256(id)[:8] / 2**64 below it are held out
+    model: ModelParams
+    train: TrainParams
 
     def __post_init__(self) -> None:
         from pipeline.models.vqvae import level_downs
 
-        if not 0.0 <= self.heldout_fraction < 1.0:
-            raise ParamsError(f"vqvae.heldout_fraction={self.heldout_fraction} must be in [0, 1)")
         m = self.model
         try:
             level_downs(m.hop_lengths, m.stride)
         except ValueError as exc:
             raise ParamsError(f"vqvae.model: {exc}") from None
-        for name in ("width", "depth", "dilation_growth", "codebook_size", "code_width"):
-            if getattr(m, name) < 1:
-                raise ParamsError(f"vqvae.model.{name}={getattr(m, name)} must be a positive integer")
-        if m.codebook_size < 2:
-            raise ParamsError(f"vqvae.model.codebook_size={m.codebook_size} must be at least 2")
-        if not 0.0 <= m.mu < 1.0:
-            raise ParamsError(f"vqvae.model.mu={m.mu} must be in [0, 1)")
-        if m.commit < 0 or m.restart_threshold < 0:
-            raise ParamsError(f"vqvae.model: commit={m.commit} and restart_threshold={m.restart_threshold} must be >= 0")
         t = self.train
         top = max(m.hop_lengths)
         if t.crop_samples < top or t.crop_samples % top:
             raise ParamsError(f"vqvae.train.crop_samples={t.crop_samples} must be a positive multiple of the "
                               f"largest hop length {top}")
-        for name in ("batch_size", "log_every", "valid_every", "valid_crops", "stats_crops"):
-            if getattr(t, name) < 1:
-                raise ParamsError(f"vqvae.train.{name}={getattr(t, name)} must be a positive integer")
         if t.valid_every % t.log_every:
             raise ParamsError(f"vqvae.train.valid_every={t.valid_every} must be a multiple of log_every={t.log_every}")
-        if t.steps < 0 or t.threads < 0 or t.grad_clip < 0 or t.spectral_weight < 0:
-            raise ParamsError("vqvae.train: steps, threads, grad_clip and spectral_weight must be >= 0")
-        if t.lr <= 0:
-            raise ParamsError(f"vqvae.train.lr={t.lr} must be positive")
         if not len(t.stft_n_fft) == len(t.stft_hop) == len(t.stft_window) or not t.stft_n_fft:
             raise ParamsError(f"vqvae.train: stft_n_fft={list(t.stft_n_fft)}, stft_hop={list(t.stft_hop)} and "
                               f"stft_window={list(t.stft_window)} must be non-empty lists of the same length")

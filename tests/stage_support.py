@@ -55,14 +55,16 @@ def make_corpus(root: Path, n: int, *, bad: bool = True) -> Path:
 
 
 def params(stage: str):
-    from pipeline.config import from_dict
+    from pipeline.config import load_params
 
     module = __import__(f"stages.{stage}", fromlist=["Params"])
-    return from_dict(module.Params, SECTIONS[stage], section=stage)
+    return load_params(module.Params, **SECTIONS[stage])
 
 
 def write_params(path: Path) -> Path:
-    path.write_text(yaml.safe_dump(SECTIONS, sort_keys=True))
+    from pipeline.config import section_doc
+
+    path.write_text(yaml.safe_dump({s: section_doc(s, **over) for s, over in SECTIONS.items()}, sort_keys=True))
     return path
 
 

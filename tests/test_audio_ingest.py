@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,8 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from stages import ingest_audio as stage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SR = 44100
 
@@ -76,7 +79,7 @@ def test_ingest_reads_mp3_and_runs_from_the_cli(tmp_path):
     src.mkdir()
     sf.write(src / "tone.mp3", _tone(440, 32000, 1.0), 32000, format="MP3")
     res = subprocess.run([sys.executable, "-c", "from pipeline.cli import main; main()", "ingest-audio", str(src),
-                          "--out", str(tmp_path / "out"), "--workers", "1", "--params", str(tmp_path / "none.yaml")],
+                          "--out", str(tmp_path / "out"), "--workers", "1", "--params", str(ROOT / "params.yaml")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "1 files: 1 ok" in res.stdout

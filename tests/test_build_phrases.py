@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from pipeline.config import section_doc
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.tensor_shards import schema_document as lpd_schema, write_tensor_shard
 from pipeline.symbolic.bars import BarTensor
@@ -193,7 +195,7 @@ def test_cli(lpd, tmp_path):
     from pipeline.cli import app
 
     params = tmp_path / "params.yaml"
-    params.write_text("build_phrases:\n  max_phrases_per_song: 1\n")
+    params.write_text(yaml.safe_dump({"build_phrases": section_doc("build_phrases", max_phrases_per_song=1)}))
     res = CliRunner().invoke(app, ["build-phrases", "--lpd", str(lpd), "--out", str(tmp_path / "o"),
                                    "--params", str(params)])
     assert res.exit_code == 0, res.output

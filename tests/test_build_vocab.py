@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from pipeline.config import from_dict
+from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError
 from pipeline.tokens.shards import read_token_shards
 from pipeline.tokens.events import EventConfig, decode
@@ -107,7 +108,7 @@ def test_params_are_validated():
         stage.Params(valid_fraction=0.5, test_fraction=0.5)
     with pytest.raises(ParamsError, match="unknown key"):
         from_dict(stage.Params, {"remi": {"resolutoin": 4}}, section="build_vocab")
-    p = from_dict(stage.Params, {"remi": {"resolution": 4}, "notes": {"streams": "tracks"}}, section="build_vocab")
+    p = load_params(stage.Params, remi={"resolution": 4}, notes={"streams": "tracks"})
     assert p.remi.resolution == 4 and p.notes.streams == "tracks"
 
 
@@ -118,7 +119,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli(tmp_path, small_corpus):
     res = _cli("build-vocab", str(small_corpus), "--kind", "remi", "--out", str(tmp_path / "o"), "--workers", "1",
-               "--params", str(tmp_path / "absent.yaml"))
+               "--params", str(Path(__file__).resolve().parents[1] / "params.yaml"))
     assert res.returncode == 0, res.stderr
     assert "10 files: 8 ok, 0 recovered, 0 skipped, 2 errors -> 8 songs" in res.stdout
     assert (tmp_path / "o" / "vocab.json").exists()
@@ -126,9 +127,9 @@ def test_cli(tmp_path, small_corpus):
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0  # not one of the option's choices
     assert "Invalid value for '--kind': 'bpe' is not one of 'notes', 'remi', 'midilike'" in res.stderr
     params = tmp_path / "params.yaml"
-    params.write_text("build_vocab:\n  min_count: 0\n")
+    params.write_text(yaml.safe_dump({"build_vocab": section_doc("build_vocab", min_count=0)}))
     res = _cli("build-vocab", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
-    assert res.returncode == 1 and res.stderr.strip() == "error: build_vocab.min_count=0 must be a positive integer"
+    assert res.returncode == 1 and res.stderr.strip() == "error: build_vocab.min_count=0 must be >= 1"
 
 
 def test_apply_a_saved_vocabulary_to_new_data(small_corpus, corpus_dir, tmp_path):
@@ -149,7 +150,7 @@ def test_apply_a_saved_vocabulary_to_new_data(small_corpus, corpus_dir, tmp_path
 
 def _params(tmp_path: Path, body: str) -> Path:
     p = tmp_path / "other.yaml"
-    p.write_text("build_vocab:\n" + body)
+    p.write_text(yaml.safe_dump({"build_vocab": section_doc("build_vocab", **yaml.safe_load("build_vocab:\n" + body)["build_vocab"])}))
     return p
 
 

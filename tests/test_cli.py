@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.config import section_doc
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -42,16 +45,22 @@ def test_empty_folder_is_one_line(tmp_path):
 
 def test_bad_param_is_one_line(tmp_path, small_corpus):
     params = tmp_path / "params.yaml"
-    params.write_text("build_lpd:\n  resolution: 0\n")
+    params.write_text(yaml.safe_dump({"build_lpd": section_doc("build_lpd", resolution=0)}))
     res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
     assert res.returncode == 1
-    assert res.stderr.strip() == "error: build_lpd.resolution=0 must be a positive integer"
-    params.write_text("build_lpd:\n  tracks: lpd9\n")
+    assert res.stderr.strip() == "error: build_lpd.resolution=0 must be >= 1"
+    params.write_text(yaml.safe_dump({"build_lpd": section_doc("build_lpd", tracks="lpd9")}))
     res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
     assert res.returncode == 1 and "build_lpd.tracks='lpd9' must be one of lpd5, lpd17" in res.stderr
     params.write_text("build_lpd:\n  resolutoin: 24\n")
     res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
     assert res.returncode == 1 and "unknown key(s) resolutoin" in res.stderr
+    params.write_text("build_lpd:\n  resolution: 24\n")
+    res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
+    assert res.returncode == 1
+    assert res.stderr.strip() == ("error: build_lpd: missing key(s) tracks, semantics, shard_size, max_beats, "
+                                  "max_file_bytes, tensor (every key is required: `pipeline init` writes a complete "
+                                  "params.yaml)")
 
     params.write_text("build_lpd:\n  resolution: 24\n  tracks: [lpd5\n")
     res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
@@ -64,9 +73,16 @@ def test_bad_option_exits_2():
     assert result.exit_code == 2
 
 
-def test_good_run(tmp_path, small_corpus):
+def test_missing_params_file_is_one_line(tmp_path, small_corpus):
     res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--workers", "1",
                   "--params", str(tmp_path / "absent.yaml"))
+    assert res.returncode == 1 and not (tmp_path / "o").exists()
+    assert res.stderr.strip() == f"error: {tmp_path / 'absent.yaml'}: no such params file"
+
+
+def test_good_run(tmp_path, small_corpus):
+    res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--workers", "1",
+                  "--params", str(ROOT / "params.yaml"))
     assert res.returncode == 0, res.stderr
     assert "10 files: 8 ok, 0 recovered, 0 skipped, 2 errors -> 8 songs" in res.stdout
     assert (tmp_path / "o" / "manifest.parquet").exists()

@@ -67,7 +67,7 @@ def root(tmp_path_factory) -> Path:
     if HAS_FLUIDSYNTH:
         render_audio.run(source=src, out=data / "audio", workers=1,
                          params=render_audio.Params(render_seconds=4.0, clip_samples=65536, shard_size=3,
-                                                    row_group_mb=0.05, clip_offset="bar"))
+                                                    row_group_mb=0.05, clip_offset="bar", clips_per_song=0))
     return base
 
 

@@ -48,11 +48,11 @@ def shards(tmp_path_factory) -> dict[str, Path]:
         # clips of ~3 s starting on downbeats (a bar is at most 2.67 s here); small row groups
         render_audio.run(source=src, out=out["audio"], workers=1,
                          params=render_audio.Params(render_seconds=6.0, clip_samples=131072, shard_size=3,
-                                                    row_group_mb=0.1, clip_offset="bar"))
+                                                    row_group_mb=0.1, clip_offset="bar", clips_per_song=0))
         out["stereo"] = root / "stereo"
         render_audio.run(source=src / "a", out=out["stereo"], workers=1,
                          params=render_audio.Params(render_seconds=2.0, clip_samples=22016, shard_size=2,
-                                                    downmix="none", clip_offset="seeded"))
+                                                    downmix="none", clip_offset="seeded", clips_per_song=0))
     return out
 
 

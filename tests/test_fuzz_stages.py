@@ -69,7 +69,7 @@ def test_render_on_mutants_only_raises_midi_errors():
     from pipeline.audio.render import make_settings
     from stages.render_audio import Params, render_one
 
-    params = Params(render_seconds=1.0, max_duration=1800.0)
+    params = Params(render_seconds=1.0, max_duration=1800.0, clips_per_song=0)
     settings = make_settings(soundfont=params.soundfont, sample_rate=params.sample_rate, gain=params.gain,
                              reverb=params.reverb, chorus=params.chorus, period_size=params.period_size,
                              polyphony=params.polyphony)
@@ -109,7 +109,7 @@ def test_stages_give_one_row_per_mutant(tmp_path):
         (lambda out: build_lpd.run(source=folder, out=out, params=build_lpd.Params(shard_size=64), workers=1), 300),
         (lambda out: build_vocab.run(source=folder, out=out, kind="remi", params=build_vocab.Params(shard_size=64),
                                      workers=1), 300),
-        (lambda out: render_audio.run(source=small, out=out, params=render_audio.Params(render_seconds=1.0, shard_size=8),
+        (lambda out: render_audio.run(source=small, out=out, params=render_audio.Params(render_seconds=1.0, shard_size=8, clips_per_song=0),
                                       workers=1), 30),
     ]
     for k, (run, n) in enumerate(runs):

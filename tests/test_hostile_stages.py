@@ -45,7 +45,7 @@ CHECK = textwrap.dedent(
     else:
         from pipeline.audio.render import make_settings
         from stages.render_audio import Params, render_one, run
-        params = Params(render_seconds=20.0, max_duration=1800.0)  # as params.yaml
+        params = Params(render_seconds=20.0, max_duration=1800.0, clips_per_song=0)
         settings = make_settings(soundfont=params.soundfont, sample_rate=params.sample_rate, gain=params.gain,
                                  reverb=params.reverb, chorus=params.chorus, period_size=params.period_size,
                                  polyphony=params.polyphony)

@@ -16,7 +16,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import from_dict
+from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError, PipelineError, StageError
 from pipeline.models.jukebox_prior import JukeboxPrior, PriorConfig
 from pipeline.training import prior as fam
@@ -35,7 +35,8 @@ TINY = {
 }
 TINY_VQVAE = {"heldout_fraction": 0.3, "model": {"width": 8, "depth": 1, "codebook_size": 32, "code_width": 8},
               "train": {"crop_samples": 4096, "batch_size": 2, "steps": 4, "log_every": 2, "valid_every": 2,
-                        "valid_crops": 2, "stft_n_fft": [256], "stft_hop": [64], "stft_window": [256], "threads": 1}}
+                        "valid_crops": 2, "stft_n_fft": [256], "stft_hop": [64], "stft_window": [256], "threads": 1,
+                        "lr": 3e-4}}
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +52,7 @@ def tiny(**over) -> stage.Params:
     doc = json.loads(json.dumps(TINY))
     for k, v in over.items():
         doc[k].update(v)
-    return from_dict(stage.Params, doc, section="jukebox")
+    return load_params(stage.Params, **doc)
 
 
 def _recording(rng: np.random.Generator, seconds: float = 1.0) -> np.ndarray:
@@ -77,7 +78,7 @@ def audio_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def vqvae_dir(audio_dir) -> Path:
     out = audio_dir.parent / "vqvae"
-    vqvae.run_train(audio_dir=audio_dir, out=out, params=vqvae.params_from_dict(TINY_VQVAE))
+    vqvae.run_train(audio_dir=audio_dir, out=out, params=load_params(vqvae.Params, **TINY_VQVAE))
     return out
 
 
@@ -357,7 +358,7 @@ def test_cli_end_to_end(audio_dir, vqvae_dir, tmp_path, monkeypatch):
     from pipeline.cli import app
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"jukebox": TINY}))
+    params.write_text(yaml.safe_dump({"jukebox": section_doc("jukebox", **TINY)}))
     common = ["--vqvae-dir", str(vqvae_dir), "--audio-dir", str(audio_dir), "--models", str(tmp_path / "models"),
               "--params", str(params)]
     runner = CliRunner()
@@ -374,7 +375,7 @@ def test_cli_end_to_end(audio_dir, vqvae_dir, tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    params.write_text(yaml.safe_dump({"jukebox": {**TINY, "sample": {"temperature": -1}}}))
+    params.write_text(yaml.safe_dump({"jukebox": section_doc("jukebox", **{**TINY, "sample": {"temperature": -1}})}))
     proc = subprocess.run([sys.executable, "-c", "from pipeline.cli import main; main()", "sample", "jukebox", *common],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 1

@@ -15,7 +15,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import from_dict
+from pipeline.config import load_params, section_doc
 from pipeline.metrics import symbolic
 from pipeline.training import lstm as fam
 from stages import build_vocab
@@ -35,7 +35,7 @@ def tiny(**over) -> stage.Params:
     doc = json.loads(json.dumps(TINY))
     for k, v in over.items():
         doc[k].update(v) if isinstance(v, dict) else doc.__setitem__(k, v)
-    return from_dict(stage.Params, doc, section="lstm")
+    return load_params(stage.Params, **doc)
 
 
 def make_shards(corpus: Path, out: Path, kind: str) -> Path:
@@ -127,7 +127,7 @@ def test_cli_train_sample_evaluate(notes_dir, tmp_path):
     from pipeline.cli import app
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"lstm": tiny_doc(epochs=1)}))
+    params.write_text(yaml.safe_dump({"lstm": section_doc("lstm", **tiny_doc(epochs=1))}))
     runner = CliRunner()
     common = ["--variant", "lstm", "--vocab-dir", str(notes_dir), "--models", str(tmp_path / "models"),
               "--params", str(params)]

@@ -19,7 +19,7 @@ import yaml
 from torch.nn import functional as F
 from typer.testing import CliRunner
 
-from pipeline.config import from_dict
+from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError, PipelineError, StageError
 from pipeline.io.npz import write_npz
 from pipeline.models import musegan as M
@@ -41,7 +41,7 @@ def tiny(**over) -> stage.Params:
     doc = json.loads(json.dumps(TINY))
     for k, v in over.items():
         doc[k].update(v)
-    return from_dict(stage.Params, doc, section="musegan")
+    return load_params(stage.Params, **doc)
 
 
 def tiny_cfg(variant: str, steps: int = 48, **kw) -> M.MuseGANConfig:
@@ -435,7 +435,7 @@ def test_cli_end_to_end_and_a_bad_variant(phrases, tmp_path):
     from pipeline.cli import app
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"musegan": TINY}))
+    params.write_text(yaml.safe_dump({"musegan": section_doc("musegan", **TINY)}))
     runner = CliRunner()
     common = ["--phrases", str(phrases), "--models", str(tmp_path / "models"), "--params", str(params)]
     for cmd in ("train", "sample"):

@@ -18,7 +18,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+import yaml
 
+from pipeline.config import section_doc
 from stages import render_audio as stage
 from tests.conftest import make_song
 from tests_support import smf_from_events
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.skipif(shutil.which("fluidsynth") is None,
                                 reason="the fluidsynth program is absent (apt-get install --no-install-recommends fluidsynth)")
 
 SR = 44100
-SMALL = dict(clip_samples=88192, row_group_mb=0.25, shard_size=3, render_seconds=0.0)
+SMALL = dict(clip_samples=88192, row_group_mb=0.25, shard_size=3, render_seconds=0.0, clips_per_song=0)
 
 
 def _midi(events, *, tpq=480, tempo_bpm=120.0, extra=()) -> bytes:
@@ -118,7 +120,7 @@ def test_clips_align_with_the_bars(tmp_path):
     raw = _midi([(480 * 8, 60, 120, 480, 0, 0), (480 * 15, 40, 100, 10, 9, 0)])  # + a drum hit at 7.5 s
     (src / "one.mid").write_bytes(raw)
     params = stage.Params(clip_offset="bar", downmix="mean", clip_samples=87936, release_tail=0.5,
-                          row_group_mb=1.0, shard_size=4)  # 87936 frames: just under one bar
+                          row_group_mb=1.0, shard_size=4, render_seconds=0.0, clips_per_song=0)  # 87936 frames: just under one bar
     stage.run(source=src, out=tmp_path / "out", params=params, workers=1)
     t = pq.read_table(next((tmp_path / "out" / "parquet").glob("*.parquet"))).to_pandas()
     from pipeline.io.midi import read_midi
@@ -205,13 +207,14 @@ def test_cli_render_audio_and_one_line_errors(tmp_path):
     src.mkdir()
     (src / "a.mid").write_bytes(make_song(40, n_bars=2))
     params = tmp_path / "params.yaml"
-    params.write_text("render_audio:\n  clip_samples: 1000\n")
+    params.write_text(yaml.safe_dump({"render_audio": section_doc("render_audio", clip_samples=1000)}))
     cmd = [sys.executable, "-c", "from pipeline.cli import main; main()", "render-audio", str(src),
            "--out", str(tmp_path / "o"), "--workers", "1", "--params", str(params)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 1
     assert res.stderr.strip() == "error: render_audio.clip_samples=1000 must be a positive multiple of 128"
-    params.write_text("render_audio:\n  clip_samples: 44032\n  row_group_mb: 1.0\n")
+    params.write_text(yaml.safe_dump({"render_audio": section_doc("render_audio", clip_samples=44032, row_group_mb=1.0,
+                                                                  render_seconds=0.0, clips_per_song=0)}))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**_env(), "FLUIDSYNTH": "/nope/fluidsynth"})
     assert res.returncode == 1 and res.stderr.strip().count("\n") == 0
     assert "apt-get install --no-install-recommends fluidsynth" in res.stderr

@@ -12,6 +12,8 @@ import time
 
 import yaml
 
+from pipeline.config import section_doc
+
 from test_musegan import TINY, make_phrases
 
 
@@ -20,7 +22,7 @@ def test_ctrl_c_says_where_and_the_rerun_resumes(tmp_path):
     params = tmp_path / "params.yaml"
     doc = json.loads(json.dumps(TINY))
     doc["train"].update(steps=100000, checkpoint_every=2)
-    params.write_text(yaml.safe_dump({"musegan": doc}))
+    params.write_text(yaml.safe_dump({"musegan": section_doc("musegan", **doc)}))
     cmd = [sys.executable, "-c", "from pipeline.cli import main; main()", "train", "musegan", "--variant", "jamming",
            "--phrases", str(phrases), "--models", str(tmp_path / "models"), "--params", str(params)]
     env = {**os.environ, "PIPELINE_PROGRESS": "0"}

@@ -17,7 +17,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.config import from_dict
+from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError, StageError
 from pipeline.metrics import audio as am
 from pipeline.models.vqvae import VQVAE, EMABottleneck, level_downs
@@ -41,7 +41,7 @@ def tiny(**over) -> stage.Params:
     doc = json.loads(json.dumps(TINY))
     for k, v in over.items():
         doc[k].update(v) if isinstance(v, dict) else doc.__setitem__(k, v)
-    return from_dict(stage.Params, doc, section="vqvae")
+    return load_params(stage.Params, **doc)
 
 
 def _song(i: int, seconds: float, channels: int) -> np.ndarray:
@@ -407,7 +407,7 @@ def test_cli_train_vqvae(audio_dir, tmp_path, monkeypatch, capsys):
     from pipeline.cli import app
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"vqvae": TINY}))
+    params.write_text(yaml.safe_dump({"vqvae": section_doc("vqvae", **TINY)}))
     runner = CliRunner()
     res = runner.invoke(app, ["train", "vqvae", "--audio-dir", str(audio_dir), "--models", str(tmp_path / "models"),
                               "--params", str(params), "--fresh", "--device", "cpu"])
@@ -419,7 +419,7 @@ def test_cli_train_vqvae(audio_dir, tmp_path, monkeypatch, capsys):
     from pipeline.cli import main
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"vqvae": {"train": {"crop_samples": 1000}}}))
+    bad.write_text(yaml.safe_dump({"vqvae": section_doc("vqvae", train={"crop_samples": 1000})}))
     for args, text in [(["--params", str(bad)], "crop_samples=1000"),
                        (["--params", str(params), "--audio-dir", str(tmp_path / "nope")], "no audio folder"),
                        (["--params", str(params), "--audio-dir", str(audio_dir), "--device", "tpu"], "device='tpu'")]:

@@ -235,8 +235,8 @@ def test_work_list_is_stable_and_named():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"music21_works": -1}, "corpus.music21_works=-1"),
     ({"music21_works": len(WORKS) + 1}, f"corpus.music21_works={len(WORKS) + 1} must be between 0 and {len(WORKS)}"),
-    ({"band_songs": -3}, "corpus.band_songs=-3 must be non-negative"),
-    ({"seed": -1}, "corpus.seed=-1 must be non-negative"),
+    ({"band_songs": -3}, "corpus.band_songs=-3 must be >= 0"),
+    ({"seed": -1}, "corpus.seed=-1 must be >= 0"),
     ({"band_songs": True}, "corpus.band_songs=True must be an integer"),
     ({"seed": 1.5}, "corpus.seed=1.5 must be an integer"),
 ])
@@ -247,10 +247,13 @@ def test_params_validation(kwargs, message):
 
 def test_params_from_yaml(tmp_path):
     params_file = tmp_path / "params.yaml"
-    params_file.write_text("corpus:\n  seed: 7\n  band_songs: 3\n")
+    params_file.write_text("corpus:\n  seed: 7\n  music21_works: 55\n  band_songs: 3\n")
     assert load_section(stage.Params, "corpus", params_file) == stage.Params(seed=7, band_songs=3)
     params_file.write_text("corpus:\n  songs: 3\n")
     with pytest.raises(ParamsError, match="unknown key"):
+        load_section(stage.Params, "corpus", params_file)
+    params_file.write_text("corpus:\n  seed: 7\n  band_songs: 3\n")
+    with pytest.raises(ParamsError, match=r"corpus: missing key\(s\) music21_works"):
         load_section(stage.Params, "corpus", params_file)
     assert stage.Params() == stage.Params(seed=2026, music21_works=55, band_songs=120)
 
