@@ -266,6 +266,7 @@ def plot_curves(path: Path, history: list[dict], panels: Sequence[Panel], *, x: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from pipeline import figures
 
@@ -289,6 +290,7 @@ def plot_curves(path: Path, history: list[dict], panels: Sequence[Panel], *, x: 
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=8, loc="best", frameon=False)
     axes[-1, 0].set_xlabel(xlabel or x, fontsize=9)
+    axes[-1, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps and epochs
     if title:
         axes[0, 0].set_title(title, fontsize=10)
     fig.tight_layout()
