@@ -133,9 +133,10 @@ def spectrogram_figure(audio: np.ndarray, sample_rate: int, *, title: str, chann
     return fig
 
 
-def save(fig, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix: .png, .svg or .pdf; see ``FORMATS``)
-    atomically, without a tool version or date in it; close ``fig``."""
+def save(fig, path: Path, *, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix: .png, .svg or .pdf; see ``FORMATS``) at
+    ``dpi``, atomically, without a tool version or date in it; close ``fig``. Every figure the
+    pipeline writes (data figures, training curves, sample pictures) goes through here."""
     import matplotlib.pyplot as plt
 
     from pipeline.io.npz import atomic_write_bytes
@@ -146,7 +147,7 @@ def save(fig, path: Path) -> Path:
     meta = {"png": {"Software": None}, "svg": {"Creator": None, "Date": None},
             "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}[fmt]
     try:
-        fig.savefig(buf, format=fmt, dpi=100, metadata=meta)
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
     finally:
         plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())

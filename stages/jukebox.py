@@ -36,7 +36,7 @@ from typing import Annotated
 
 import numpy as np
 
-from pipeline import numerics
+from pipeline import figures, numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
@@ -249,11 +249,12 @@ def model_config(params: Params, vq, level: int):
 
 
 def _digest(params: Params, cfg, level: int, vq_digest: str) -> str:
-    train = dataclasses.asdict(params.train)
-    for key in ("prior_steps", "upsampler_steps", "checkpoint_every"):  # more steps continue a run
-        train.pop(key)
-    doc = {"level": level, "vqvae": vq_digest, "train": train, "model": dataclasses.asdict(cfg)}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    """The resume digest: more steps continue a run; everything else starts a new one."""
+    from pipeline.training.solver import resume_fields, run_digest
+
+    return run_digest({"level": level, "vqvae": vq_digest, "model": dataclasses.asdict(cfg),
+                       "train": resume_fields(params.train,
+                                              continuing=("prior_steps", "upsampler_steps", "checkpoint_every"))})
 
 
 def load_model(models_dir: Path, level: int, vq, *, device: str = "cpu", vq_digest: str | None = None):
@@ -300,7 +301,7 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
 
     from pipeline.models.jukebox_prior import JukeboxPrior, parameter_count
     from pipeline.training import prior as fam
-    from pipeline.training.solver import resolve_device, seed_everything
+    from pipeline.training.solver import plot_curves, resolve_device, resume_config, seed_everything
 
     dev = resolve_device(device)
     t = params.train
@@ -331,9 +332,7 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     digest = _digest(params, cfg, level, vq_digest)
     ckpt = folder / "checkpoints"
     cfg_path = ckpt / "config.json"
-    if ckpt.exists() and (not resume or not cfg_path.exists()
-                          or json.loads(cfg_path.read_text()).get("digest") != digest):
-        (ckpt / "last.pt").unlink(missing_ok=True)
+    resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
     _write_json(cfg_path, {"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
                            "hop_lengths": list(vq.hop_lengths), "model": dataclasses.asdict(cfg),
                            "params": dataclasses.asdict(params)})
@@ -347,7 +346,7 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     train_seconds = time.perf_counter() - t1
     hist = res["history"]
     if hist:
-        fam.plot_losses(folder / "loss.png", hist, title=f"jukebox {name} (level {level}, hop {vq.hop_lengths[level]})")
+        plot_curves(folder / "loss.png", hist, fam.LOSS_PANELS, title=f"jukebox {name} (level {level}, hop {vq.hop_lengths[level]})")
     tail = [h["train_bits"] for h in hist[-10:]]
     summary = {"name": name, "level": level, "hop_length": vq.hop_lengths[level], "bins": cfg.bins,
                "context": cfg.context, "attention": cfg.kinds(), "cond_ratio": cfg.cond_ratio,
@@ -430,10 +429,7 @@ def save_spectrogram(path: Path, audio: np.ndarray, sr: int, title: str = "", ma
     ax.set_ylabel("Hz")
     ax.set_title(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    figures.save(fig, Path(path), dpi=90)
 
 
 def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: Params,
@@ -577,14 +573,6 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
     return report
 
 
-def _fmt(x, nd=4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
-
-
 VQ_COLUMNS = ("spectral_convergence_db", "recon_mse", "recon_l2_normalised", "codebook_usage", "perplexity",
               "codes_used")
 
@@ -605,6 +593,8 @@ def _level_rows(levels) -> list[tuple[str, dict]]:
 
 
 def markdown_report(r: dict) -> str:
+    from pipeline.training.solver import markdown_table
+
     vq = r["vqvae"]
     lines = ["# Jukebox: VQ-VAE, prior and upsamplers", "",
              f"VQ-VAE `{vq['digest']}`: hop lengths {vq['hop_lengths']}, {vq['codebook_size']} codes per level; "
@@ -613,25 +603,20 @@ def markdown_report(r: dict) -> str:
     if rows:
         keys = {k for _, d in rows for k in d}
         cols = [c for c in VQ_COLUMNS if c in keys] + sorted(keys - set(VQ_COLUMNS))
-        lines += ["| level | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for label, d in rows:
-            lines.append(f"| {label} | " + " | ".join(_fmt(d.get(c)) for c in cols) + " |")
+        lines.append(markdown_table([[label] + [d.get(c) for c in cols] for label, d in rows], ["level", *cols]))
     else:
         lines.append("```\n" + json.dumps(vq["levels"], indent=1, sort_keys=True) + "\n```")
     lines += ["", "## Priors (held-out bits per token)", "",
-              "| model | level | hop | context | attention | held-out bits/token | uniform (log2 K) | "
-              "train bits (last 10 steps) | steps | held-out tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for m in r["priors"]:
-        lines.append(f"| {m['name']} | {m['level']} | {m['hop_length']} | {m['context']} | {','.join(m['attention'])} | "
-                     f"{_fmt(m['heldout_bits_per_token'])} | {_fmt(m['uniform_bits'])} | {_fmt(m['train_bits_last10'])} | "
-                     f"{_fmt(m['train_steps'])} | {m['heldout_tokens']} |")
+              markdown_table([(m["name"], m["level"], m["hop_length"], m["context"], ",".join(m["attention"]),
+                               m["heldout_bits_per_token"], m["uniform_bits"], m["train_bits_last10"],
+                               m["train_steps"], m["heldout_tokens"]) for m in r["priors"]],
+                             ["model", "level", "hop", "context", "attention", "held-out bits/token",
+                              "uniform (log2 K)", "train bits (last 10 steps)", "steps", "held-out tokens"])]
     if r["samples"]:
         lines += ["", "## Samples (codebook use per level)", "",
-                  "| mode | level | codes | seconds | windows | codebook usage | perplexity |",
-                  "|---|---|---|---|---|---|---|"]
-        for mode, levels in r["samples"].items():
-            for lv in levels:
-                lines.append(f"| {mode} | {lv['level']} | {lv['codes']} | {_fmt(lv['seconds'], 3)} | {lv['windows']} | "
-                             f"{_fmt(lv['codebook_usage'])} | {_fmt(lv['perplexity'], 2)} |")
+                  markdown_table([(mode, lv["level"], lv["codes"], lv["seconds"], lv["windows"], lv["codebook_usage"],
+                                   lv["perplexity"]) for mode, levels in r["samples"].items() for lv in levels],
+                                 ["mode", "level", "codes", "seconds", "windows", "codebook usage", "perplexity"],
+                                 digits=(4, 4, 4, 3, 4, 4, 2))]
     lines.append("")
     return "\n".join(lines)

@@ -14,9 +14,7 @@ LSTM outputs), one params section ``lstm`` (sizes, training, sampling, evaluatio
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from pipeline import numerics
+from pipeline import figures, numerics
 from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.io.npz import atomic_write_bytes
@@ -113,10 +111,11 @@ def _model(params: Params, variant: str, vocab_size: int):
 
 
 def _digest(params: Params, variant: str, vocab_hash: str) -> str:
-    train = dataclasses.asdict(params.train)
-    train.pop("epochs")  # more epochs continue a run; everything else starts a new one
-    doc = {"variant": variant, "vocab_hash": vocab_hash, "model": dataclasses.asdict(params.model), "train": train}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    """The resume digest: more epochs continue a run; everything else starts a new one."""
+    from pipeline.training.solver import resume_fields, run_digest
+
+    return run_digest({"variant": variant, "vocab_hash": vocab_hash, "model": dataclasses.asdict(params.model),
+                       "train": resume_fields(params.train, continuing=("epochs",))})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +127,7 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
     """Train one variant; resumes from ``out/checkpoints/last.pt`` when it was made with the same
     variant, vocabulary and model/train params (otherwise starts afresh)."""
     from pipeline.training import lstm as fam
-    from pipeline.training.solver import FitConfig, fit, plot_history, seed_everything
+    from pipeline.training.solver import FitConfig, fit, plot_curves, resume_config, seed_everything
 
     _check_variant(variant)
     out = Path(out)
@@ -144,10 +143,7 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
     digest = _digest(params, variant, vocab.hash)
     ckpt = out / "checkpoints"
     cfg_path = ckpt / "config.json"
-    if ckpt.exists() and (not resume or not cfg_path.exists()
-                          or json.loads(cfg_path.read_text()).get("digest") != digest):
-        for name in ("last.pt", "best.pt"):
-            (ckpt / name).unlink(missing_ok=True)
+    resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt", ckpt / "best.pt"))
     _write_json(cfg_path, {"digest": digest, "variant": variant, "vocab_hash": vocab.hash,
                            "vocab_size": len(vocab), "params": dataclasses.asdict(params)})
     seed_everything(t.seed, threads=t.threads)
@@ -161,7 +157,8 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
                             seed=t.seed), log=log)
     seconds = time.perf_counter() - t0
     if res["history"]:
-        plot_history(out / "loss.png", res["history"], title=f"{variant} on {params.vocab}")
+        plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, x="epoch",
+                    title=f"{variant} on {params.vocab}")
     summary = {"variant": variant, "vocab": params.vocab, "vocab_size": len(vocab),
                "parameters": sum(p.numel() for p in model.parameters()),
                "train_windows": int(len(train)), "valid_windows": int(len(valid)),
@@ -242,8 +239,7 @@ def save_pianoroll_png(path: Path, roll: np.ndarray, bar_starts, title: str = ""
     ax.set_title(title)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    figures.save(fig, Path(path), dpi=90)
 
 
 def _held_out(shards: Path, vocab) -> list[tuple[str, np.ndarray]]:
@@ -368,23 +364,18 @@ def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Para
     return report
 
 
-def _fmt(x, nd=4) -> str:
-    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
-
-
 def markdown_report(r: dict) -> str:
-    lines = [f"# {r['variant']} on {r['vocab']}", "",
-             "| split | cross-entropy (nats/token) | perplexity | next-token accuracy | tokens |",
-             "|---|---|---|---|---|"]
-    for split in ("valid", "test"):
-        d = r[split]
-        lines.append(f"| {split} | {_fmt(d['cross_entropy'])} | {_fmt(d['perplexity'], 2)} | "
-                     f"{_fmt(d['accuracy'])} | {d['tokens']} |")
+    from pipeline.training.solver import markdown_table
+
     sym = r["symbolic"]
-    lines += ["", "| pieces | UPC (pitch classes per non-empty bar) | QN (notes >= 3 steps at 24/beat) | "
-                  "EB (empty bars) | n |", "|---|---|---|---|---|"]
-    for who in ("samples", "data"):
-        d = sym[who]
-        lines.append(f"| {who} | {_fmt(d['UPC'], 3)} | {_fmt(d['QN'], 3)} | {_fmt(d['EB'], 3)} | {d['pieces']} |")
-    lines += ["", f"Data: held-out songs cut to {sym['data_tokens'] or 'all'} tokens, decoded like the samples.", ""]
-    return "\n".join(lines)
+    return "\n".join([
+        f"# {r['variant']} on {r['vocab']}", "",
+        markdown_table([(split, r[split]["cross_entropy"], r[split]["perplexity"], r[split]["accuracy"],
+                         r[split]["tokens"]) for split in ("valid", "test")],
+                       ["split", "cross-entropy (nats/token)", "perplexity", "next-token accuracy", "tokens"],
+                       digits=(4, 4, 2, 4, 4)), "",
+        markdown_table([(who, sym[who]["UPC"], sym[who]["QN"], sym[who]["EB"], sym[who]["pieces"])
+                        for who in ("samples", "data")],
+                       ["pieces", "UPC (pitch classes per non-empty bar)", "QN (notes >= 3 steps at 24/beat)",
+                        "EB (empty bars)", "n"], digits=3), "",
+        f"Data: held-out songs cut to {sym['data_tokens'] or 'all'} tokens, decoded like the samples.", ""])

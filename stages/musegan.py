@@ -22,7 +22,6 @@ a ``width`` knob, WGAN-GP training, sampling, evaluation); input ``datasets/phra
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -163,19 +162,6 @@ def load_split(phrases: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return x, ids, first
 
 
-def _read_config(path: Path) -> dict | None:
-    """checkpoints/config.json, or None where it is absent or unreadable."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def model_config(params: Params, variant: str, data_shape: tuple[int, ...], track_names: tuple[str, ...]):
     """The model's config for phrases of ``data_shape`` (n, bars, steps, pitches, tracks)."""
     from pipeline.models.musegan import MuseGANConfig
@@ -195,11 +181,11 @@ def model_config(params: Params, variant: str, data_shape: tuple[int, ...], trac
 
 
 def _digest(params: Params, variant: str, data_sha: str) -> str:
-    train = dataclasses.asdict(params.train)
-    for k in ("steps", "checkpoint_every"):  # more steps continue a run; everything else starts a new one
-        train.pop(k)
-    doc = {"variant": variant, "data": data_sha, "model": dataclasses.asdict(params.model), "train": train}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    """The resume digest: more steps continue a run; everything else starts a new one."""
+    from pipeline.training.solver import resume_fields, run_digest
+
+    return run_digest({"variant": variant, "data": data_sha, "model": dataclasses.asdict(params.model),
+                       "train": resume_fields(params.train, continuing=("steps", "checkpoint_every"))})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +199,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     ``train.steps``), otherwise starts afresh."""
     from pipeline.models.musegan import build, count_parameters
     from pipeline.training import musegan as fam
-    from pipeline.training.solver import resolve_device, seed_everything
+    from pipeline.training.solver import file_digest, plot_curves, resolve_device, resume_config, seed_everything
 
     check_variant(variant)
     dev = resolve_device(device)
@@ -225,12 +211,11 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     cfg = model_config(params, variant, x.shape, schema["track_names"])
     if len(x) < t.batch_size:
         raise StageError(f"{npz}: {len(x)} training phrases, fewer than musegan.train.batch_size={t.batch_size}")
-    data_sha = _file_digest(npz)
+    data_sha = file_digest(npz)
     digest = _digest(params, variant, data_sha)
     ckpt = out / "checkpoints"
     cfg_path = ckpt / "config.json"
-    if ckpt.exists() and (not resume or (_read_config(cfg_path) or {}).get("digest") != digest):
-        (ckpt / "last.pt").unlink(missing_ok=True)
+    resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
     _write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
                            "model": dataclasses.asdict(cfg), "track_names": list(schema["track_names"]),
                            "lowest_pitch": schema["lowest_pitch"],
@@ -246,7 +231,8 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
                                       checkpoint_every=t.checkpoint_every))
     seconds = time.perf_counter() - t0
     if res["history"]:
-        fam.plot_losses(out / "loss.png", res["history"], title=f"MuseGAN {variant} (WGAN-GP)")
+        plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, xlabel="generator step",
+                    title=f"MuseGAN {variant} (WGAN-GP)")
     summary = {"variant": variant, "phrases": int(len(x)), "shape": list(x.shape[1:]),
                "track_names": list(schema["track_names"]),
                "parameters": {"generator": count_parameters(gen), "critic": count_parameters(critic)},
@@ -264,14 +250,14 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
 def load_generator(model_dir: Path, variant: str, device: str = "cpu"):
     """(generator in eval mode, config.json) of a trained variant."""
     from pipeline.models.musegan import MuseGANConfig, MuseGANGenerator
-    from pipeline.training.solver import load_checkpoint, resolve_device
+    from pipeline.training.solver import load_checkpoint, read_json_dict, resolve_device
 
     dev = resolve_device(device)
     cfg_path = Path(model_dir) / "checkpoints" / "config.json"
     last = Path(model_dir) / "checkpoints" / "last.pt"
     if not cfg_path.exists() or not last.exists():
         raise StageError(f"{model_dir}: no trained model (run `pipeline train musegan --variant {variant}` first)")
-    doc = _read_config(cfg_path)
+    doc = read_json_dict(cfg_path)
     if doc is None or "model" not in doc or "track_names" not in doc:
         raise StageError(f"{cfg_path}: not a MuseGAN config (train again with --fresh)")
     if doc.get("variant") != variant:
@@ -423,14 +409,6 @@ def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> di
     return report
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
 METRIC_TITLES = {
     "EB": "EB: ratio of empty bars",
     "UPC": "UPC: used pitch classes per bar",
@@ -441,6 +419,8 @@ METRIC_TITLES = {
 
 
 def markdown_report(r: dict) -> str:
+    from pipeline.training.solver import markdown_table
+
     lines = ["# MuseGAN: metrics of the training data and of each variant's samples", "",
              f"Data: {r['data']['phrases']} phrases of the {r['data']['split']} split; samples: "
              + (", ".join(f"{k} {n}" for k, n in r["samples"].items()) or "none found")
@@ -460,10 +440,7 @@ def markdown_report(r: dict) -> str:
                 for k in (block[src].get(m) or {}):
                     if k not in cols:
                         cols.append(k)
+            rows = [[src] + [(block[src].get(m) or {}).get(k) for k in cols] for src in sources]
             lines += [f"### {METRIC_TITLES.get(m, m)} ({definition})", "",
-                      "| source | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-            for src in sources:
-                d = block[src].get(m) or {}
-                lines.append(f"| {src} | " + " | ".join(_fmt(d.get(k)) for k in cols) + " |")
-            lines.append("")
+                      markdown_table(rows, ["source", *cols], digits=3), ""]
     return "\n".join(lines)

@@ -19,7 +19,6 @@ Interface for the prior / upsampler stages, in :mod:`pipeline.training.vqvae`: `
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -136,11 +135,12 @@ def _write_json(path: Path, doc) -> None:
 
 
 def _digest(params: Params, clips_digest: str) -> str:
-    train = dataclasses.asdict(params.train)
-    train.pop("steps")  # more steps continue a run; everything else (threads too: sums) starts a new one
-    doc = {"model": dataclasses.asdict(params.model), "train": train, "heldout_fraction": params.heldout_fraction,
-           "clips": clips_digest}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    """The resume digest: more steps continue a run; everything else (threads too: sums) starts a new one."""
+    from pipeline.training.solver import resume_fields, run_digest
+
+    return run_digest({"model": dataclasses.asdict(params.model),
+                       "train": resume_fields(params.train, continuing=("steps",)),
+                       "heldout_fraction": params.heldout_fraction, "clips": clips_digest})
 
 
 def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True, log=None,
@@ -148,7 +148,7 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
     """Train the VQ-VAE on the ``train`` songs of ``audio_dir``; resumes from ``out/checkpoints/last.pt``
     when it was made with the same params (``steps`` aside) and the same clips."""
     from pipeline.training import vqvae as fam
-    from pipeline.training.solver import resolve_device, seed_everything
+    from pipeline.training.solver import plot_curves, resolve_device, resume_config, seed_everything
 
     out = Path(out)
     t = params.train
@@ -164,11 +164,8 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
     digest = _digest(params, clips_digest)
     ckpt = out / "checkpoints"
     cfg_path = out / "config.json"
-    old = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-    same = resume and old.get("digest") == digest
-    if not same:
-        for p in (ckpt / "last.pt", ckpt / "best.pt", out / "metrics.json"):
-            p.unlink(missing_ok=True)
+    old = resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt", ckpt / "best.pt", out / "metrics.json"))
+    same = old is not None
     stft = tuple(zip(t.stft_n_fft, t.stft_hop, t.stft_window))
     stats = old["data_stats"] if same and "data_stats" in old else fam.data_stats(train_bank, stft, samples=t.crop_samples,
                                                                                 crops=t.stats_crops, seed=t.seed)
@@ -190,8 +187,8 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
     res = fam.train(model, train_bank, valid=valid, cfg=cfg, out=out, resume=same, log=log)
     train_seconds = time.perf_counter() - t0
     if res["history"]:
-        fam.plot_history(out / "loss.png", res["history"],
-                         title=f"VQ-VAE hops {'/'.join(map(str, params.model.hop_lengths))}, width {params.model.width}")
+        plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS,
+                    title=f"VQ-VAE hops {'/'.join(map(str, params.model.hop_lengths))}, width {params.model.width}")
     best = fam.load_vqvae(out, device=device)
     evaluation = fam.evaluate_vqvae(best, valid, batch_size=t.batch_size)
     hist = res.pop("history")

@@ -19,13 +19,20 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.models.lstm import LSTMConfig, LSTMModel
-from pipeline.training.solver import model_device
+from pipeline.training.solver import Panel, model_device
 from pipeline.tokens.shards import read_token_shards, windows
 from pipeline.tokens.vocab import BOS, EOS, PAD, SPECIALS, Vocabulary
 
 
 # ---------------------------------------------------------------------------------------------
 # data
+
+
+#: the panels of ``loss.png`` (``solver.plot_curves``, per epoch)
+LOSS_PANELS = (
+    Panel("cross-entropy (nats/token)", (("train_loss", "train"), ("valid_loss", "valid"))),
+    Panel("next-token accuracy", (("valid_accuracy", "valid"),)),
+)
 
 
 def song_sequences(folder: Path, vocab: Vocabulary, split: str) -> list[tuple[str, np.ndarray]]:

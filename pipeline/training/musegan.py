@@ -31,9 +31,9 @@ import torch
 
 from pipeline.progress import training_bar
 from pipeline.errors import StageError
-from pipeline.io.npz import atomic_write_bytes
+from pipeline import figures
 from pipeline.models.musegan import MuseGANCritic, MuseGANGenerator
-from pipeline.training.solver import load_checkpoint, save_checkpoint, write_metrics
+from pipeline.training.solver import Panel, load_checkpoint, save_checkpoint, write_metrics
 
 #: phrases per forward pass when sampling (fixed, so results never depend on a batch size)
 SAMPLE_CHUNK = 64
@@ -307,29 +307,13 @@ def save_phrase_png(path: Path, x: np.ndarray, *, track_names: tuple[str, ...], 
     if title:
         axes[0, 0].set_title(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    figures.save(fig, Path(path), dpi=80)
 
 
-def plot_losses(path: Path, history: list[dict], title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    s = [h["step"] for h in history]
-    for key, label in (("d_loss", "critic loss"), ("g_loss", "generator loss"),
-                       ("wasserstein", "E[D(real)] - E[D(fake)]")):
-        ax.plot(s, [h[key] for h in history], lw=1, label=label)
-    ax.set_xlabel("generator step")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
+#: the panels of ``loss.png`` (``solver.plot_curves``), one per quantity
+LOSS_PANELS = (
+    Panel("critic loss", (("d_loss", "critic: -W + gradient penalty"),)),
+    Panel("generator loss", (("g_loss", "generator: -E[D(G(z))]"),)),
+    Panel("Wasserstein estimate", (("wasserstein", "E[D(real)] - E[D(fake)]"),)),
+    Panel("gradient penalty", (("gp", "gradient penalty (weighted)"),)),
+)

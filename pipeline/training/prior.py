@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from pipeline.progress import training_bar
 from pipeline.models.jukebox_prior import JukeboxPrior
-from pipeline.training.solver import load_checkpoint, model_device, save_checkpoint, write_metrics
+from pipeline.training.solver import Panel, load_checkpoint, model_device, save_checkpoint, write_metrics
 
 LN2 = math.log(2.0)
 
@@ -166,21 +166,8 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
     return {"steps_run": max(cfg.steps - start, 0), "resumed_at": start if resumed else None, "history": history}
 
 
-def plot_losses(path: Path, history: list[dict], title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["train_bits"] for h in history], lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (bits/token)")
-    ax.set_title(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+#: the panel of ``loss.png`` (``solver.plot_curves``)
+LOSS_PANELS = (Panel("cross-entropy (bits/token)", (("train_bits", "train"),)),)
 
 
 # ---------------------------------------------------------------------------------------------

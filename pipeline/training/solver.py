@@ -13,16 +13,31 @@
 - ``metrics.json``: a JSON list, one object per epoch (epoch, train_loss, valid_loss,
   valid_accuracy, valid_perplexity), which ``dvc plots`` reads; no wall-clock times in it, so it
   repeats exactly.
+
+The pieces every family (LSTM, MuseGAN, VQ-VAE, Jukebox prior/upsamplers) shares live here, once:
+
+- ``save_checkpoint`` / ``load_checkpoint``: the same bytes for the same state (written through a
+  buffer, atomically); loaded with ``weights_only=True``.
+- ``run_digest`` (with ``resume_fields`` and ``file_digest``) and ``resume_config``: the digest of
+  what a run's result depends on, written to the run's ``config.json``; a rerun resumes only when
+  it matches, otherwise the stale checkpoints go.
+- ``write_metrics``: the per-step (or per-epoch) rows, every row with every key.
+- ``plot_curves`` (with ``Panel``): the loss-curve figure, one panel per quantity, labelled axes,
+  log scale where a curve spans more than two decades; the same history gives the same PNG bytes.
+- ``markdown_table`` (with ``fmt_cell``): the tables of the ``evaluation.md`` reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -90,11 +105,61 @@ class FitConfig:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    import io
-
+    """``torch.save`` of ``state`` (state dicts, tensors, numbers, strings and plain containers:
+    what ``load_checkpoint`` accepts) through a buffer, written atomically: the same state gives
+    the same bytes, and a crash never leaves half a file."""
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# resume digests
+
+
+def run_digest(doc: dict) -> str:
+    """16 hex digits of the SHA-256 of ``doc`` as canonical JSON (sorted keys): the digest of what
+    a training run's result depends on (params but those that only continue a run, input
+    digests). A run resumes only from checkpoints made under the same digest."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_fields(section, *, continuing: Sequence[str] = ()) -> dict:
+    """``dataclasses.asdict(section)`` without the fields in ``continuing`` (step or epoch counts,
+    checkpoint intervals: raising them continues a run; any other change starts a new one)."""
+    doc = dataclasses.asdict(section)
+    for key in continuing:
+        doc.pop(key)
+    return doc
+
+
+def file_digest(path: Path) -> str:
+    """The full SHA-256 (hex) of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json_dict(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None where it is absent, unreadable or not an object."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def resume_config(config_path: Path, digest: str, *, resume: bool, stale: Iterable[Path]) -> dict | None:
+    """The previous run's ``config.json`` when ``resume`` and its ``digest`` matches; otherwise
+    None, after removing the ``stale`` files (checkpoints, metrics) so the run starts afresh."""
+    old = read_json_dict(config_path) if resume else None
+    if old is not None and old.get("digest") == digest:
+        return old
+    for p in stale:
+        Path(p).unlink(missing_ok=True)
+    return None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,30 +221,105 @@ def load_checkpoint(path: Path) -> dict:
         raise UnsafeFileError(path, f"not a readable torch checkpoint ({first})") from None
 
 
+# ---------------------------------------------------------------------------------------------
+# metrics, curves, tables
+
+
+def uniform_rows(history: list[dict]) -> list[dict]:
+    """Every row with every key (null where a row lacks one): ``dvc plots`` fails on rows whose
+    keys differ ("argument of type 'NoneType' is not iterable")."""
+    keys: dict[str, None] = {}
+    for row in history:
+        keys.update(dict.fromkeys(row))
+    return [{k: row.get(k) for k in keys} for row in history]
+
+
 def write_metrics(path: Path, history: list[dict]) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(history, indent=1) + "\n").encode())
+    """``metrics.json``: the history as a JSON list, one object per logged step or epoch, every
+    row with every key (``uniform_rows``); no wall-clock times, so a rerun writes the same bytes."""
+    atomic_write_bytes(Path(path), (json.dumps(uniform_rows(history), indent=1) + "\n").encode())
 
 
-def plot_history(path: Path, history: list[dict], title: str = "") -> None:
+@dataclass(frozen=True)
+class Panel:
+    """One quantity of a loss-curve figure: its y-axis label and its curves as
+    ``(history key, legend label)``; ``log``: None picks a log scale where the positive values
+    span more than two decades."""
+
+    ylabel: str
+    curves: tuple[tuple[str, str], ...]
+    log: bool | None = None
+
+
+def _wants_log(values: list[float]) -> bool:
+    if not values or min(values) <= 0:
+        return False
+    return max(values) / min(values) > 100.0
+
+
+def plot_curves(path: Path, history: list[dict], panels: Sequence[Panel], *, x: str = "step",
+                xlabel: str | None = None, title: str = "") -> Path:
+    """The loss curves of a run: one panel per quantity (stacked, sharing the x axis ``x``), each
+    with labelled axes and a legend; rows without a key (or with None) leave a gap. Written with
+    ``pipeline.figures.save``: the same history gives the same PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ep = [h["epoch"] for h in history]
-    ax.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
-    if any(h.get("valid_loss") is not None for h in history):
-        ax.plot(ep, [h["valid_loss"] if h.get("valid_loss") is not None else float("nan") for h in history],
-                "s-", label="valid")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title)
-    ax.legend()
+    from pipeline import figures
+
+    panels = [p for p in panels if any(h.get(k) is not None for h in history for k, _ in p.curves)]
+    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(6.5, 1.2 + 2.3 * max(len(panels), 1)),
+                             sharex=True, squeeze=False)
+    xs = [h[x] for h in history]
+    many = len(history) > 30
+    for ax, panel in zip(axes[:, 0], panels):
+        values = []
+        for key, label in panel.curves:
+            pts = [(xv, float(h[key])) for xv, h in zip(xs, history) if h.get(key) is not None]
+            if not pts:
+                continue
+            values += [v for _, v in pts if math.isfinite(v)]
+            ax.plot(*zip(*pts), "-" if many else "o-", lw=1.2, ms=3, label=label)
+        if (panel.log if panel.log is not None else _wants_log(values)) and values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_ylabel(panel.ylabel, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=8, loc="best", frameon=False)
+    axes[-1, 0].set_xlabel(xlabel or x, fontsize=9)
+    axes[-1, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps and epochs
+    if title:
+        axes[0, 0].set_title(title, fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return figures.save(fig, Path(path))
+
+
+def fmt_cell(value, digits: int = 4) -> str:
+    """A table cell: ``-`` for None, floats rounded to ``digits`` decimals, anything else as str."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows: Iterable[Sequence], columns: Sequence[str], *, digits: int | Sequence[int] = 4) -> str:
+    """A markdown table: a header of ``columns``, then one line per row (cells by ``fmt_cell``;
+    ``digits`` for every column or one per column). No trailing newline."""
+    per = [digits] * len(columns) if isinstance(digits, int) else list(digits)
+    if len(per) != len(columns):
+        raise ValueError(f"{len(per)} digits for {len(columns)} columns")
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for row in rows:
+        row = list(row)
+        if len(row) != len(columns):
+            raise ValueError(f"a row of {len(row)} cells for {len(columns)} columns")
+        lines.append("| " + " | ".join(fmt_cell(v, d) for v, d in zip(row, per)) + " |")
+    return "\n".join(lines)
 
 
 def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: FitConfig, out: Path,

@@ -40,7 +40,7 @@ import torch
 
 from pipeline.progress import training_bar
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.training.solver import Panel, load_checkpoint, save_checkpoint, write_metrics
 
 SPLITS = ("train", "heldout")
 
@@ -217,25 +217,6 @@ class TrainConfig:
     seed: int = 2026
 
 
-def _save(path: Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def _write_json(path: Path, doc) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(doc, indent=1) + "\n").encode())
-
-
-def uniform_rows(history: list[dict]) -> list[dict]:
-    """Every row with every key (null where a step has no held-out numbers): ``dvc plots`` fails on
-    rows whose keys differ ("argument of type 'NoneType' is not iterable")."""
-    keys: dict[str, None] = {}
-    for row in history:
-        keys.update(dict.fromkeys(row))
-    return [{k: row.get(k) for k in keys} for row in history]
-
-
 @torch.no_grad()
 def valid_loss(model, clips: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Mean losses (eval mode: codebooks untouched) over ``clips`` in batches."""
@@ -272,8 +253,6 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
     resumed = False
     last = ckpt / "last.pt"
     if resume and last.exists():
-        from pipeline.training.solver import load_checkpoint
-
         state = load_checkpoint(last)  # weights_only, and one clear error for a damaged file
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -284,9 +263,9 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
         resumed = True
 
     def save_last() -> None:
-        _save(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "generator": gen.get_state(), "best": best, "best_step": best_step, "history": history,
-                     "acc": acc, "acc_n": acc_n})
+        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                               "generator": gen.get_state(), "best": best, "best_step": best_step,
+                               "history": history, "acc": acc, "acc_n": acc_n})
 
     model.train()
     bar = training_bar("vqvae", cfg.steps, step, log)
@@ -313,44 +292,30 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
                 row.update({f"valid_{k}": val for k, val in sorted(v.items())})
                 if v["loss"] < best:
                     best, best_step = v["loss"], step
-                    _save(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
+                    save_checkpoint(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
             history.append(row)
             if log:
                 log(f"step {step}: loss {row['loss']:.4f}" + (f", valid {row['valid_loss']:.4f}" if "valid_loss" in row else ""))
             if step % cfg.valid_every == 0:
                 save_last()
-                _write_json(out / "metrics.json", uniform_rows(history))
+                write_metrics(out / "metrics.json", history)
     bar.close()
     save_last()
     if not (ckpt / "best.pt").exists():  # no validation point reached: the final weights stand in
-        _save(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
-    _write_json(out / "metrics.json", uniform_rows(history))
+        save_checkpoint(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
+    write_metrics(out / "metrics.json", history)
     return {"steps_run": step, "best_step": best_step, "best_valid_loss": None if math.isinf(best) else best,
             "resumed": resumed, "history": history}
 
 
-def plot_history(path: Path, history: list[dict], title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    steps = [h["step"] for h in history]
-    for key, style in (("loss", "-"), ("recons", "--"), ("spectral", ":")):
-        ax.plot(steps, [h[key] for h in history], style, label=f"train {key}")
-    vs = [(h["step"], h["valid_loss"]) for h in history if "valid_loss" in h]
-    if vs:
-        ax.plot(*zip(*vs), "s-", label="held-out loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (summed over levels)")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+#: the panels of ``loss.png`` (``solver.plot_curves``): training losses summed over levels, with
+#: the held-out loss where a validation step logged one
+LOSS_PANELS = (
+    Panel("loss (all terms)", (("loss", "train"), ("valid_loss", "held-out"))),
+    Panel("reconstruction loss", (("recons", "train"), ("valid_recons", "held-out"))),
+    Panel("spectral loss", (("spectral", "train"), ("valid_spectral", "held-out"))),
+    Panel("commitment loss", (("commit", "train"), ("valid_commit", "held-out"))),
+)
 
 
 # ---------------------------------------------------------------------------------------------
