@@ -318,6 +318,8 @@ def init_project(directory: Path | str, *, force: bool = False) -> list[Path]:
 
 
 def params_digest(params: Any) -> str:
-    """A short, stable digest of a params dataclass (for resumable shards)."""
-    blob = json.dumps(dataclasses.asdict(params), sort_keys=True, default=str)
+    """A short, stable digest of a params dataclass, or of its ``dataclasses.asdict`` record (for
+    resumable shards and dataset cards)."""
+    record = params if isinstance(params, dict) else dataclasses.asdict(params)
+    blob = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -20,6 +20,7 @@ bpe-tokenizer       Hugging Face ``tokenizer.json`` (build_vocab ``shards/bpe/``
 schema              a shard folder's ``schema.json``
 summary             a stage's ``summary.json``
 corpus              the corpus stage's ``corpus.json``
+card                a stage's dataset card ``README.md`` (Hugging Face YAML header + Markdown)
 midi                a Standard MIDI file, summarised with the pipeline's own reader
 folder              every file above under it, counted by kind, and its schema files
 ==================  ======================================================================================
@@ -57,7 +58,7 @@ _SHARD_KIND = {"tensor-parquet": shard_schema.TENSORS, "tensor-npz": shard_schem
                "token-parquet": shard_schema.TOKENS, "audio-parquet": shard_schema.AUDIO,
                "audio-npz": shard_schema.AUDIO}
 _KNOWN = ("song, tensor, phrase, token and audio shards (Parquet / NPZ), manifests, vocab.json, tokenizer.json, "
-          "schema.json, summary.json, corpus.json, MIDI files and output folders")
+          "schema.json, summary.json, corpus.json, dataset cards (README.md), MIDI files and output folders")
 
 
 def _size(n: float) -> str:
@@ -119,7 +120,37 @@ def sniff(path: Path, *, deep: bool = True) -> Found:
         raise SchemaError(path, f"not a MIDI file ({_start(head)})")
     if suffix == ".json" or head.lstrip()[:1] == b"{":
         return _sniff_json(path)
+    if path.name == CARD_NAME and head.startswith(b"---\n"):
+        return _sniff_card(path)
     raise SchemaError(path, f"not a file lakh-pipeline writes ({_start(head)}); inspect reads {_KNOWN}")
+
+
+CARD_NAME = "README.md"
+
+
+def _sniff_card(path: Path) -> Found:
+    from pipeline.cards import front_matter
+
+    try:
+        head = front_matter(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SchemaError(path, f"not a dataset card ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError: a damaged header
+        raise SchemaError(path, f"the dataset card's YAML header does not parse ({type(exc).__name__})") from None
+    if not isinstance(head, dict) or "configs" not in head:
+        raise SchemaError(path, "not a lakh-pipeline dataset card (no 'configs' in its YAML header)")
+    return Found("card", head)
+
+
+def _describe_card(path: Path, found: Found) -> list[str]:
+    head = found.meta
+    lines = [f"  dataset card: {head.get('pretty_name', '?')}",
+             f"  license {head.get('license')}; size {', '.join(head.get('size_categories') or [])}; "
+             f"tags {', '.join(head.get('tags') or [])}"]
+    for c in head.get("configs") or []:
+        files = ", ".join(f"{d.get('split')}: {d.get('path')}" for d in c.get("data_files") or [])
+        lines.append(f"  config {c.get('config_name')}{' (default)' if c.get('default') else ''}: {files}")
+    return lines
 
 
 def _parquet_kind(names: set[str]) -> str | None:
@@ -394,7 +425,7 @@ def _describe_folder(path: Path) -> list[str]:
     other: Counter = Counter()
     bad: list[str] = []
     for p in files:
-        if p.suffix.lower() in (".parquet", ".npz", *MIDI_SUFFIXES) or p.name in JSON_NAMES:
+        if p.suffix.lower() in (".parquet", ".npz", *MIDI_SUFFIXES) or p.name in (*JSON_NAMES, CARD_NAME):
             try:
                 kinds[sniff(p, deep=False).kind] += 1
             except PipelineError as exc:
@@ -745,5 +776,6 @@ _DESCRIBE = {
     "schema": _describe_schema,
     "summary": _describe_summary,
     "corpus": _describe_corpus,
+    "card": _describe_card,
     "midi": _describe_midi,
 }

@@ -225,3 +225,38 @@ def uniform(kind: str, *, fields: dict, dtypes: dict, shapes: dict, track_order=
     return {"kind": kind, "schema_version": version(kind), "fields": fields, "dtypes": dtypes, "shapes": shapes,
             "track_order": None if track_order is None else list(track_order), "resolution": resolution,
             "resolution_unit": resolution_unit, "vocabulary": vocabulary}
+
+
+#: the prefix of the Parquet key-value metadata this package writes (``lakh_pipeline.format`` ...)
+META_PREFIX = "lakh_pipeline."
+#: ``lakh_pipeline.format`` of each Parquet file kind -> the shard kind whose version it carries
+#: (``None``: manifests, versioned by :data:`MANIFEST_VERSION`)
+PARQUET_FORMATS = {"tensor_shard": TENSORS, "token_shard": TOKENS, "audio_shard": AUDIO, "phrase_shard": PHRASES,
+                   "manifest": None}
+MANIFEST_VERSION = 1
+
+
+def parquet_metadata(fmt: str, **essentials) -> dict[str, str]:
+    """The key-value metadata of a Parquet file of format ``fmt`` (a key of :data:`PARQUET_FORMATS`):
+    ``lakh_pipeline.format``, ``lakh_pipeline.format_version`` (the shard kind's ``schema_version``),
+    ``lakh_pipeline.kind`` (the shard kind, for shards) and one ``lakh_pipeline.<name>`` per
+    essential, what a reader needs when the file is copied alone. Values are strings: str as is,
+    anything else as canonical JSON, so the same arguments give the same bytes."""
+    if fmt not in PARQUET_FORMATS:
+        raise KeyError(f"unknown Parquet format {fmt!r} (one of {sorted(PARQUET_FORMATS)})")
+    kind = PARQUET_FORMATS[fmt]
+    meta = {f"{META_PREFIX}format": fmt,
+            f"{META_PREFIX}format_version": str(MANIFEST_VERSION if kind is None else version(kind))}
+    if kind is not None:
+        meta[f"{META_PREFIX}kind"] = kind
+    for name, value in sorted(essentials.items()):
+        meta[f"{META_PREFIX}{name}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return meta
+
+
+def read_parquet_metadata(path: str | Path) -> dict[str, str]:
+    """The ``lakh_pipeline.*`` key-value metadata of a Parquet file (footer only), prefix removed."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode()[len(META_PREFIX):]: v.decode() for k, v in meta.items() if k.decode().startswith(META_PREFIX)}

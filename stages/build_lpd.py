@@ -169,7 +169,8 @@ def convert_shard(task: ShardTask) -> list[dict]:
     from pipeline.symbolic.lpd import TRACK_SETS
 
     write_tensor_shard(pq_path, npz_path, ids, tensors, bar_steps=params.tensor.bar_steps,
-                       n_tracks=len(TRACK_SETS[params.tracks]))
+                       n_tracks=len(TRACK_SETS[params.tracks]), track_order=[t[0] for t in TRACK_SETS[params.tracks]],
+                       resolution=params.resolution)
     marker = {"params": params_digest(params), "inputs": _inputs_digest(task), "rows": rows}
     atomic_write_bytes(out / STATE_DIR / f"shard-{task.index:05d}.json",
                        json.dumps(marker, sort_keys=True).encode())
@@ -279,7 +280,8 @@ def _mark_duplicates(out: Path, params: Params, tasks: list[ShardTask], scores: 
         ids, tensors = read_tensor_rows(pq_path)
         keep = [i for i, s in enumerate(ids) if s not in sids]
         write_tensor_shard(pq_path, npz_path, [ids[i] for i in keep], [tensors[i] for i in keep],
-                           bar_steps=params.tensor.bar_steps, n_tracks=len(TRACK_SETS[params.tracks]))
+                           bar_steps=params.tensor.bar_steps, n_tracks=len(TRACK_SETS[params.tracks]),
+                           track_order=[t[0] for t in TRACK_SETS[params.tracks]], resolution=params.resolution)
     subsets: dict[str, dict] = {}
     for msd_id in sorted(scores or {}):
         md5s = sorted(scores[msd_id], key=lambda m: (-scores[msd_id][m], m))
@@ -329,6 +331,7 @@ def _load_match_scores(path: Path) -> dict[str, dict[str, float]]:
 def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict, subsets: dict,
                    scores: dict | None) -> dict:
     """The manifest (streamed, one shard's rows at a time), the schema files and the summary."""
+    from pipeline.cards import Digest
     from pipeline.io.manifest import ManifestWriter, manifest_schema
     from pipeline.io.npz import atomic_write_bytes
     from pipeline.io.tensor_shards import schema_document, song_schema_document
@@ -340,10 +343,12 @@ def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict
     codes: Counter = Counter()
     warnings: Counter = Counter()
     files = songs = bars = criteria = 0
-    with ManifestWriter(out / "manifest.parquet", manifest_schema(note_columns)) as manifest:
+    digest = Digest()
+    with ManifestWriter(out / "manifest.parquet", manifest_schema(note_columns), stage="build_lpd") as manifest:
         for task in tasks:
             rows = _final_rows(_shard_rows(out, task), dups.get(task.index, {}), subsets, scores)
             manifest.write(rows)
+            digest.update(rows)
             files += len(rows)
             status.update(r["status"] for r in rows)
             codes.update(r["code"] for r in rows if r["code"])
@@ -370,4 +375,42 @@ def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict
         "warnings": dict(sorted(warnings.items())),
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    write_card(out, params, schema, summary, digest.hexdigest())
     return summary
+
+
+def card_text(params: Params, schema: dict, summary: dict, inputs_digest: str | None) -> str:
+    """The dataset card (``README.md``) of build_lpd's output folder."""
+    from pipeline.cards import Config, render
+
+    t = params.tracks
+    return render(
+        title=f"Lakh MIDI as LPD-style piano-rolls ({t})",
+        about=(f"Every MIDI file of the source converted into LPD-style multitrack piano-rolls ({t}: "
+               f"{', '.join(schema['track_order'])}; {params.resolution} time steps per beat, semantics "
+               f"`{params.semantics}`): one pypianoroll NPZ per song, and the songs cut into bars as 5-D tensor "
+               f"shards (song, bar, {params.tensor.bar_steps} steps, 128 pitches, {len(schema['track_order'])} "
+               "tracks) in Parquet (sparse rows, with velocities) and NPZ (MuseGAN's format)."),
+        stage="build_lpd", params=params, n_songs=int(summary["songs"]),
+        task_categories=["other"], tags=["music", "midi", "symbolic-music", "pianoroll", "lakh-midi"],
+        configs=[Config("default", {"train": "tensors/*.parquet"}, default=True,
+                        description="the tensor shards, one row per song (all songs; no split)"),
+                 Config("manifest", {"train": "manifest.parquet"},
+                        description="one row per input file: status, code, counts, LPD subsets")],
+        files=[("tensors/*.parquet", "tensor shards: one row per song, sparse cells (bar, step, pitch, track) "
+                                     "with velocity"),
+               ("tensors/*.npz", "the same shards as MuseGAN's `shape` + `nonzero` NPZ"),
+               ("tensors/schema.json", "the shards' schema (kind, version, track order, resolution)"),
+               ("songs/<id[0]>/<id>.npz", "one pypianoroll 1.0 NPZ per song (id: MD5 of the MIDI bytes)"),
+               ("songs/schema.json", "the song files' schema"),
+               ("manifest.parquet", "one row per input file: ok / recovered / skipped / error and why"),
+               ("summary.json", "the counts below (a DVC metric)")],
+        schema=schema, schema_glob="tensors/*.parquet", summary=summary,
+        inputs="the MIDI files of the source (a folder or .tar archive), one manifest row each",
+        inputs_digest=inputs_digest)
+
+
+def write_card(out: Path, params: Params, schema: dict, summary: dict, inputs_digest: str | None) -> None:
+    from pipeline.cards import write_card as write
+
+    write(out, card_text(params, schema, summary, inputs_digest))

@@ -152,13 +152,29 @@ def song_phrases(song_id: str, n_bars: int, bar: np.ndarray, step: np.ndarray, p
     return SongPhrases(first_bar=starts, activity=activity, selected=selected, reason=reason, coords=coords)
 
 
-def _parquet_bytes(table) -> bytes:
+def _parquet_bytes(table, metadata: dict[str, str] | None = None) -> bytes:
     import pyarrow.parquet as pq
 
+    if metadata:
+        table = table.replace_schema_metadata(metadata)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=False,
                    write_statistics=False)
     return sink.getvalue()
+
+
+def phrase_metadata(params: Params) -> dict[str, str]:
+    """A phrase shard's key-value metadata: what a reader needs when the file is copied alone."""
+    from pipeline import schema as shard_schema
+
+    return shard_schema.parquet_metadata(
+        "phrase_shard", track_order=list(TRACKS), phrase_bars=params.phrase_bars,
+        steps_per_bar=params.steps_per_bar, lowest_pitch=params.lowest_pitch, n_pitches=params.n_pitches,
+        pitch_range=[params.lowest_pitch, params.lowest_pitch + params.n_pitches - 1],
+        tensor_axes=["phrase", "bar", "step", "pitch", "track"],
+        coordinates="row = one phrase; bar, step, pitch (index: MIDI pitch - lowest_pitch), track index its "
+                    "binary (phrase_bars, steps_per_bar, n_pitches, tracks) tensor; index is its row in "
+                    "npz/<split>.npz")
 
 
 def _phrase_table(rows: list[tuple[str, int, str, int, np.ndarray, np.ndarray]]):
@@ -245,6 +261,7 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
     """Make the phrase dataset from ``lpd``/tensors into ``out``; return the summary (also written)."""
     import pyarrow as pa
 
+    from pipeline.io.manifest import manifest_metadata
     from pipeline.io.npz import atomic_write_bytes, npz_bytes
     from pipeline.io.tensor_shards import read_tensor_rows
 
@@ -280,9 +297,14 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
         written: set[str] = set()
         songs = {s: 0 for s in SPLITS}
         n_songs = 0
+        shard_meta = phrase_metadata(params)
+        from pipeline.cards import Digest
+
+        digest = Digest()
         for shard_path in shards:
             ids, bars = read_tensor_rows(shard_path)
             rows_by_split: dict[str, list] = {s: [] for s in SPLITS}
+            digest.update({"source": shard_path.name, "id": i} for i in ids)
             for song_id, t in zip(ids, bars):
                 n_songs += 1
                 split = split_of(song_id, params)
@@ -306,7 +328,7 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
             for split, rows in rows_by_split.items():
                 if rows:
                     name = f"{split}-{shard_path.stem.rpartition('-')[2]}.parquet"
-                    atomic_write_bytes(out / "shards" / name, _parquet_bytes(_phrase_table(rows)))
+                    atomic_write_bytes(out / "shards" / name, _parquet_bytes(_phrase_table(rows), shard_meta))
                     written.add(name)
         if (out / "shards").exists():
             for p in (out / "shards").glob("*.parquet"):
@@ -350,10 +372,10 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
                                     pa.int8())
         cols["selected"] = pa.array(selected, pa.bool_())
         cols["reason"] = pa.array(man["reason"], pa.string())
-        atomic_write_bytes(out / "manifest.parquet", _parquet_bytes(pa.table(cols)))
-        atomic_write_bytes(out / "schema.json",
-                           json.dumps(schema_document(params, in_steps, names[0], int(schema["resolution"])), indent=2,
-                                      sort_keys=True).encode())
+        atomic_write_bytes(out / "manifest.parquet",
+                           _parquet_bytes(pa.table(cols), manifest_metadata("build_phrases", row="one candidate phrase")))
+        doc = schema_document(params, in_steps, names[0], int(schema["resolution"]))
+        atomic_write_bytes(out / "schema.json", json.dumps(doc, indent=2, sort_keys=True).encode())
         reasons: dict[str, int] = {}
         for r in man["reason"]:
             key = "inactive" if r.startswith("inactive:") else r
@@ -366,7 +388,38 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
             "reasons": dict(sorted(reasons.items())),
         }
         atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        from pipeline.cards import write_card
+
+        present = [s for s in SPLITS if any(n.startswith(f"{s}-") for n in written)]
+        write_card(out, card_text(params, doc, summary, digest.hexdigest(), splits=present))
     return summary
+
+
+def card_text(params: Params, schema: dict, summary: dict, inputs_digest: str | None, *,
+              splits: list[str]) -> str:
+    """The dataset card (``README.md``) of build_phrases' output folder; ``splits``: those with shards."""
+    from pipeline.cards import Config, render
+
+    P, S = params.phrase_bars, params.steps_per_bar
+    configs = [Config("default", {s: f"shards/{s}-*.parquet" for s in splits}, default=True,
+                      description="the phrase shards, one row per phrase, one split per file name (train / valid / "
+                                  "test)")] if splits else []
+    return render(
+        title="LPD-5 phrases for MuseGAN",
+        about=(f"Phrases of {P} bars cut from build_lpd's tensor shards, binarised, {S} steps per bar, "
+               f"{params.n_pitches} pitches from MIDI {params.lowest_pitch}, five tracks "
+               f"({', '.join(schema['track_order'])}), drawn per song and split train / valid / test by a hash of "
+               "the song id (MuseGAN's training data)."),
+        stage="build_phrases", params=params, n_songs=int(summary["songs"]),
+        task_categories=["other"], tags=["music", "midi", "symbolic-music", "pianoroll", "lakh-midi", "musegan"],
+        configs=configs,
+        files=[("shards/<split>-*.parquet", "phrase shards: one row per selected phrase, sparse cells and activity"),
+               ("npz/<split>.npz", "the phrases of each split as MuseGAN's `shape` + `nonzero` NPZ"),
+               ("schema.json", "the phrases' schema (kind, version, track order, pitch range)"),
+               ("manifest.parquet", "one row per candidate phrase: activity, selected or why not"),
+               ("summary.json", "the counts below (a DVC metric)")],
+        schema=schema, schema_glob="shards/*.parquet", summary=summary,
+        inputs="build_lpd's tensor shards (`<lpd>/tensors/*.parquet`)", inputs_digest=inputs_digest)
 
 
 def load_phrases(npz_path: Path) -> np.ndarray:

@@ -535,12 +535,17 @@ def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[Shar
     from pipeline.io.npz import atomic_write_bytes
     from pipeline.tokens.shards import schema_document
 
+    from pipeline.cards import Digest
+
     files = songs = n_streams = n_tokens = n_unk = 0
     splits, status, codes = Counter(), Counter(), Counter()
-    with ManifestWriter(out / "manifest.parquet", _manifest_schema(), to_table=_manifest_table) as manifest:
+    digest = Digest()
+    with ManifestWriter(out / "manifest.parquet", _manifest_schema(), to_table=_manifest_table,
+                        stage="build_vocab") as manifest:
         for task in tasks:
             rows = _final_rows(task, dups.get(task.index, {}), params)
             manifest.write(rows)
+            digest.update(rows)
             files += len(rows)
             for r in rows:
                 status[r["status"]] += 1
@@ -579,4 +584,38 @@ def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[Shar
         atomic_write_bytes(out / "shards" / "bpe" / "schema.json",
                            (json.dumps(bpe, indent=2, sort_keys=True) + "\n").encode())
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    from pipeline.cards import write_card
+
+    write_card(out, card_text(kind, params, doc, summary, digest.hexdigest(), bpe=bool(bpe_info)))
     return summary
+
+
+def card_text(kind: str, params: Params, schema: dict, summary: dict, inputs_digest: str | None, *,
+              bpe: bool = False) -> str:
+    """The dataset card (``README.md``) of one vocabulary kind's output folder."""
+    from pipeline.cards import Config, render
+
+    configs = [Config("default", {"train": f"shards/{kind}-*.parquet"}, default=True,
+                      description="the token shards, one row per song and stream; the split (train / valid / "
+                                  "test) is the `split` column, e.g. `ds.filter(lambda r: r['split'] == 'valid')`")]
+    files = [(f"shards/{kind}-*.parquet", "token shards: one row per song and stream (vocabulary ids, bar starts, "
+                                          "split)"),
+             ("shards/schema.json", "the shards' schema (kind, version, vocabulary hash, tokenizer config)"),
+             ("vocab.json", "the vocabulary: tokens in id order, config and hash")]
+    if bpe:
+        configs.append(Config("bpe", {"train": "shards/bpe/*.parquet"},
+                              description="the same rows in the BPE ids of `shards/bpe/tokenizer.json`"))
+        files += [("shards/bpe/*.parquet", "the same rows in BPE ids"),
+                  ("shards/bpe/tokenizer.json", "the BPE tokenizer (Hugging Face tokenizers)")]
+    files += [("manifest.parquet", "one row per input file: ok / recovered / skipped / error and why"),
+              ("summary.json", "the counts below (a DVC metric)")]
+    return render(
+        title=f"Lakh MIDI as {kind} tokens",
+        about=(f"Every MIDI file of the source tokenised with the `{kind}` vocabulary "
+               f"({summary['vocab_size']} tokens, hash `{summary['vocab_hash'][:12]}`), one row per song and "
+               "stream, each song in the train, valid or test split by a hash of its id."),
+        stage="build_vocab", params=params, n_songs=int(summary["songs"]),
+        task_categories=["text-generation"], tags=["music", "midi", "symbolic-music", "tokens", kind, "lakh-midi"],
+        configs=configs, files=files, schema=schema, schema_glob=f"shards/{kind}-*.parquet", summary=summary,
+        inputs="the MIDI files of the source (a folder or .tar archive), one manifest row each",
+        inputs_digest=inputs_digest)

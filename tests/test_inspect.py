@@ -112,10 +112,14 @@ def test_build_lpd_outputs(out):
     assert schema[1] == "  lakh-pipeline/pianoroll-tensors v1 (ok), written by build_lpd"
     assert "  tracks: Drums, Piano, Guitar, Bass, Strings" in schema
     assert describe(lpd)[1:] == [
-        describe(lpd)[1], "  manifest: 1", "  schema: 2", "  song-npz: 4", "  summary: 1", "  tensor-npz: 1",
+        describe(lpd)[1], "  card: 1", "  manifest: 1", "  schema: 2", "  song-npz: 4", "  summary: 1", "  tensor-npz: 1",
         "  tensor-parquet: 1", "  schema songs/schema.json: lakh-pipeline/song-pianorolls v1 (ok)",
         "  schema tensors/schema.json: lakh-pipeline/pianoroll-tensors v1 (ok)"]
-    assert describe(lpd)[1].startswith("  10 files, ")  # .state/ and .lock are not counted
+    assert describe(lpd)[1].startswith("  11 files, ")  # .state/ and .lock are not counted
+    card = describe(lpd / "README.md")
+    assert kind_of(lpd / "README.md") == "card"
+    assert card[1] == "  dataset card: Lakh MIDI as LPD-style piano-rolls (lpd5)"
+    assert card[-2:] == ["  config default (default): train: tensors/*.parquet", "  config manifest: train: manifest.parquet"]
 
 
 def test_build_phrases_outputs(out):
@@ -163,7 +167,7 @@ def test_build_vocab_outputs(out):
         f"  vocabulary: remi, {vocab['size']} ids, hash {vocab['hash'][:12]}")
     assert describe(remi / "manifest.parquet")[1] == "  build_vocab manifest: 6 input files"
     assert "  build_vocab summary" in describe(remi / "summary.json")
-    assert describe(remi)[2:] == ["  bpe-tokenizer: 1", "  manifest: 1", "  schema: 2", "  summary: 1",
+    assert describe(remi)[2:] == ["  bpe-tokenizer: 1", "  card: 1", "  manifest: 1", "  schema: 2", "  summary: 1",
                                   "  token-parquet: 2", "  vocab: 1",
                                   "  schema shards/bpe/schema.json: lakh-pipeline/token-shards v1 (ok)",
                                   "  schema shards/schema.json: lakh-pipeline/token-shards v1 (ok)"]

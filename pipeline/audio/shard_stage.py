@@ -242,9 +242,13 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
     warnings: Counter = Counter()
     files = songs = clips = peak_limited = 0
     seconds = 0.0
-    with ManifestWriter(out / "manifest.parquet", schema, to_table=to_table) as manifest:
+    from pipeline.cards import Digest
+
+    digest = Digest()
+    with ManifestWriter(out / "manifest.parquet", schema, to_table=to_table, stage=producer) as manifest:
         for rows in chunks():
             manifest.write(rows)
+            digest.update(rows)
             files += len(rows)
             status.update(r["status"] for r in rows)
             codes.update(r["code"] for r in rows if r["code"])
@@ -270,4 +274,41 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
         "warnings": dict(sorted(warnings.items())),
     }
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    from pipeline.cards import write_card
+
+    write_card(out, card_text(producer, params_record, doc, summary, digest.hexdigest(), sample_rate=sample_rate))
     return summary
+
+
+def card_text(producer: str, params_record: dict, schema: dict, summary: dict, inputs_digest: str | None, *,
+              sample_rate: int) -> str:
+    """The dataset card (``README.md``) of an audio stage's output folder (render_audio, ingest_audio)."""
+    from pipeline.cards import LICENSE_NOTE, Config, render
+
+    rendered = producer == "render_audio"
+    if rendered:
+        title = "Lakh MIDI rendered to audio clips"
+        about = (f"Every MIDI file of the source rendered with FluidSynth and a SoundFont at {sample_rate} Hz, cut "
+                 "into fixed-length clips stored as FLAC (16-bit PCM) in Parquet rows, with NPZ copies.")
+        inputs = "the MIDI files of the source (a folder or .tar archive), one manifest row each"
+        license, note = "cc-by-4.0", (LICENSE_NOTE + ". The audio is also a rendering through the SoundFont named "
+                                      "in the params below: check its licence too.")
+    else:
+        title = "Audio clips"
+        about = (f"Every audio file of the source decoded and resampled to {sample_rate} Hz, cut into fixed-length "
+                 "clips stored as FLAC (16-bit PCM) in Parquet rows, with NPZ copies.")
+        inputs = "the audio files of the source (a folder or .tar archive), one manifest row each"
+        license, note = "other", "The clips carry the licences of the source audio files: check your own sources' licences."
+    return render(
+        title=title, about=about, stage=producer, params=params_record, n_songs=int(summary["songs"]),
+        task_categories=["audio-to-audio"], tags=["music", "audio"] + (["midi", "lakh-midi"] if rendered else []),
+        configs=[Config("default", {"train": f"{PARQUET_DIR}/*.parquet"}, default=True,
+                        description="the audio clips, one row per clip (`audio` decodes as a datasets Audio "
+                                    "feature)")],
+        files=[(f"{PARQUET_DIR}/*.parquet", "audio shards: one row per clip, FLAC bytes and the clip's metadata"),
+               ("npz/*.npz", "the same clips as float arrays (when the params write NPZ)"),
+               ("schema.json", "the shards' schema (kind, version, sample rate, channels, clip length)"),
+               ("manifest.parquet", "one row per input file: ok / recovered / skipped / error and why"),
+               ("summary.json", "the counts below (a DVC metric)")],
+        schema=schema, schema_glob=f"{PARQUET_DIR}/*.parquet", summary=summary, inputs=inputs,
+        inputs_digest=inputs_digest, license=license, license_note=note, cite_lmd=rendered, cite_lpd=False)

@@ -70,7 +70,10 @@ def hf_features(sample_rate: int) -> dict:
 
 
 def parquet_schema(sample_rate: int) -> pa.Schema:
-    meta = {"huggingface": json.dumps({"info": {"features": hf_features(sample_rate)}}, sort_keys=True)}
+    meta = {"huggingface": json.dumps({"info": {"features": hf_features(sample_rate)}}, sort_keys=True),
+            **shard_schema.parquet_metadata("audio_shard", sample_rate=int(sample_rate),
+                                            audio="FLAC, 16-bit PCM, in audio.bytes; one row = one clip",
+                                            channels="1 (mono) or 2 (stereo): the FLAC's own channel count")}
     return pa.schema(SCHEMA_FIELDS, metadata=meta)
 
 

@@ -60,6 +60,14 @@ def write_manifest(path: Path, rows: list[dict], *, note_columns: Sequence[str])
         w.write(rows)
 
 
+def manifest_metadata(stage: str | None = None, *, row: str = "one input file") -> dict[str, str]:
+    """A manifest's key-value metadata: ``lakh_pipeline.format`` = ``manifest``, its version, what a
+    row is and (where given) the stage that wrote it."""
+    from pipeline.schema import parquet_metadata
+
+    return parquet_metadata("manifest", row=row, **({} if stage is None else {"stage": stage}))
+
+
 class ManifestWriter:
     """A manifest written as rows arrive, in order: the caller holds one part of the rows at a time
     and this holds at most ``ROW_GROUP_ROWS`` rows, as Arrow columns (a few hundred bytes a row,
@@ -69,9 +77,10 @@ class ManifestWriter:
     (default: ``table_from_rows``)."""
 
     def __init__(self, path: Path, schema: pa.Schema, *, to_table=table_from_rows,
-                 row_group_rows: int = ROW_GROUP_ROWS) -> None:
+                 row_group_rows: int = ROW_GROUP_ROWS, stage: str | None = None) -> None:
         self.path = Path(path)
-        self.schema = schema
+        self.schema = schema.with_metadata({**{k.decode(): v.decode() for k, v in (schema.metadata or {}).items()},
+                                            **manifest_metadata(stage)})
         self._to_table = to_table
         self.row_group_rows = row_group_rows
         self._pending: list[pa.Table] = []

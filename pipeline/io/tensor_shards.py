@@ -45,9 +45,19 @@ COORDS_AND_VELOCITY = ("bar", "step", "pitch", "track", "velocity")
 ROW_GROUP_SONGS = 16
 
 
-def _parquet_bytes(ids: Sequence[str], tensors: Sequence[BarTensor]) -> memoryview:
+def parquet_metadata(*, track_order: Sequence[str], resolution: int | None, bar_steps: int) -> dict[str, str]:
+    """The key-value metadata of a tensor shard: what a reader needs when the file is copied alone."""
+    return shard_schema.parquet_metadata(
+        "tensor_shard", track_order=list(track_order), resolution=resolution, bar_steps=bar_steps,
+        pitch_range=[0, 127], tensor_axes=["song", "bar", "step", "pitch", "track"],
+        coordinates="row = one song; bar, step, pitch, track index the song's (n_bars, bar_steps, 128, tracks) "
+                    "tensor; velocity 1..127; track indexes track_order")
+
+
+def _parquet_bytes(ids: Sequence[str], tensors: Sequence[BarTensor], metadata: dict[str, str] | None = None) -> memoryview:
     sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, PARQUET_SCHEMA, compression="zstd", compression_level=1, use_dictionary=False,
+    schema = PARQUET_SCHEMA.with_metadata(metadata) if metadata else PARQUET_SCHEMA
+    with pq.ParquetWriter(sink, schema, compression="zstd", compression_level=1, use_dictionary=False,
                           write_statistics=False, write_batch_size=1 << 16) as writer:
         for lo in range(0, len(tensors), ROW_GROUP_SONGS):
             group = tensors[lo : lo + ROW_GROUP_SONGS]
@@ -60,12 +70,13 @@ def _parquet_bytes(ids: Sequence[str], tensors: Sequence[BarTensor]) -> memoryvi
             for name in COORDS_AND_VELOCITY:
                 values = np.concatenate([getattr(t, name) for t in group])
                 columns.append(lists(offsets, values, PARQUET_SCHEMA.field(name).type))
-            writer.write_table(pa.Table.from_arrays(columns, schema=PARQUET_SCHEMA))
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
     return memoryview(sink.getvalue())
 
 
 def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], tensors: Sequence[BarTensor],
-                       *, bar_steps: int, n_tracks: int) -> None:
+                       *, bar_steps: int, n_tracks: int, track_order: Sequence[str] | None = None,
+                       resolution: int | None = None) -> None:
     """Write one shard of songs in both formats (atomically, deterministically).
 
     Parquet: one row per song, coordinates (bar, step, pitch, track) and velocity as list
@@ -73,9 +84,16 @@ def write_tensor_shard(parquet_path: Path, npz_path: Path, ids: Sequence[str], t
     bar_steps, 128, tracks), ``nonzero`` (5, nnz) uint16 (restore with ``x = np.zeros(shape,
     bool); x[tuple(nonzero)] = True``), plus ``ids``, ``n_bars`` and ``velocity`` (nnz,) uint8 in
     the order of ``nonzero``. Neither file's columns are assembled whole in memory.
+
+    The Parquet file's key-value metadata (:func:`parquet_metadata`) carries ``track_order``
+    (default: ``track0``... for ``n_tracks``), ``resolution``, ``bar_steps`` and the pitch range.
     """
     ids = list(ids)
-    atomic_write_bytes(parquet_path, _parquet_bytes(ids, tensors))
+    order = list(track_order) if track_order is not None else [f"track{k}" for k in range(n_tracks)]
+    if len(order) != n_tracks:
+        raise ValueError(f"track_order={order} does not have n_tracks={n_tracks} names")
+    meta = parquet_metadata(track_order=order, resolution=resolution, bar_steps=bar_steps)
+    atomic_write_bytes(parquet_path, _parquet_bytes(ids, tensors, meta))
     atomic_write_bytes(npz_path, npz_bytes(_npz_arrays(ids, tensors, bar_steps, n_tracks)))
 
 

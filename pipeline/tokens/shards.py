@@ -46,6 +46,17 @@ def split_of(song_id: str, *, valid_fraction: float, test_fraction: float) -> st
     return splits.split_of(song_id, [("test", test_fraction), ("valid", valid_fraction)], rest="train")
 
 
+def parquet_metadata(vocab_hash: str) -> dict[str, str]:
+    """A token shard's key-value metadata: ``vocab_hash`` and ``schema_version`` (read by
+    :func:`shard_vocab_hash` and :func:`pipeline.parquet_schemas.check_parquet`) and the
+    ``lakh_pipeline.*`` keys (format, version, vocab hash, special ids, split rule)."""
+    return {"vocab_hash": vocab_hash, "schema_version": str(SCHEMA_VERSION),
+            **shard_schema.parquet_metadata("token_shard", vocab_hash=vocab_hash,
+                                            specials={"PAD": 0, "BOS": 1, "EOS": 2, "UNK": 3},
+                                            row="one song and stream; tokens are vocabulary ids, bar_starts index "
+                                                "tokens; split is train | valid | test from sha256(id)")}
+
+
 def token_shard_bytes(rows: Sequence[dict], *, vocab_hash: str) -> bytes:
     """rows: dicts with id, stream, split, tokens (uint16 array), bar_starts (int32 array)."""
 
@@ -63,7 +74,7 @@ def token_shard_bytes(rows: Sequence[dict], *, vocab_hash: str) -> bytes:
             "tokens": lists("tokens", np.uint16, pa.uint16()),
             "bar_starts": lists("bar_starts", np.int32, pa.int32()),
         },
-        schema=SCHEMA.with_metadata({"vocab_hash": vocab_hash, "schema_version": str(SCHEMA_VERSION)}),
+        schema=SCHEMA.with_metadata(parquet_metadata(vocab_hash)),
     )
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", compression_level=3, use_dictionary=["id", "stream", "split"],
@@ -147,7 +158,8 @@ def schema_document(*, kind: str, vocab_hash: str, vocab_size: int, config: dict
         "vocab_size": vocab_size,
         "config": config,
         "splits": splits,
-        "files": {"parquet": f"{kind}-NNNNN.parquet (key-value metadata: vocab_hash, schema_version)"},
+        "files": {"parquet": f"{kind}-NNNNN.parquet (key-value metadata: vocab_hash, schema_version, "
+                                      "lakh_pipeline.*)"},
         "fields": {
             "id": "string: MD5 of the MIDI file (the LMD id)",
             "stream": "string: 'all' (every non-drum / every track merged), 'trackNN' (notes, per MIDI track), "
