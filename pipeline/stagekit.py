@@ -1,6 +1,7 @@
-"""Pieces every sharded stage shares: reading an input file within limits, a time limit per
-input file, and one build per output folder at a time (with the temporary files of a killed
-build swept away)."""
+"""Pieces every stage that reads input files shares: reading an input file within limits, a time
+limit per input file, and one build per output folder at a time (with the temporary files of a
+killed build swept away). The sharded-stage engine on top of them (tasks, resume markers,
+duplicates, the manifest and the summary) is :mod:`pipeline.sharded`."""
 
 from __future__ import annotations
 
@@ -223,72 +224,3 @@ class OutputLock:
         finally:
             fcntl.flock(self.fh, fcntl.LOCK_UN)
             self.fh.close()
-
-
-def run_shards(fn, tasks: list, src, *, workers: int, scheduler: str | None, description: str):
-    """Yield ``(task.index, fn(task))`` for every task (any order).
-
-    Tasks are dataclasses with ``index``, ``keys``, ``paths``, ``payloads`` and ``params.max_file_bytes``.
-    From a folder, workers read their files themselves (paths, not data). From an archive, the
-    archive is streamed once in this process and a few complete shards at a time go to the workers
-    with their bytes, so memory holds only those shards.
-    """
-    import dataclasses
-
-    from pipeline.runner import run_tasks
-
-    if not tasks:
-        return
-    units = lambda t: len(t.keys)  # noqa: E731
-    if all(p is not None for t in tasks for p in t.paths):
-        for i, res in run_tasks(fn, tasks, workers=workers, scheduler=scheduler, description=description,
-                                total_units=sum(len(t.keys) for t in tasks), units=units):
-            yield tasks[i].index, res
-        return
-    by_key = {key: (t.index, j) for t in tasks for j, key in enumerate(t.keys)}
-    by_index = {t.index: t for t in tasks}
-    pending: dict[int, list] = {t.index: [None] * len(t.keys) for t in tasks}
-    group: list = []
-    batch = max(2, 2 * (workers or os.cpu_count() or 1))
-
-    def flush():
-        for i, res in run_tasks(fn, group, workers=workers, scheduler=scheduler, description=description,
-                                total_units=sum(len(t.keys) for t in group), units=units):
-            yield group[i].index, res
-        group.clear()
-
-    max_bytes = tasks[0].params.max_file_bytes
-    for item, raw, reason in src.iter_payloads(set(by_key), max_bytes=max_bytes):
-        k, j = by_key[item.key]
-        pending[k][j] = (raw, reason)
-        if all(p is not None for p in pending[k]):
-            group.append(dataclasses.replace(by_index[k], payloads=tuple(pending.pop(k))))
-            if len(group) >= batch:
-                yield from flush()
-    for k, payloads in pending.items():  # members that never came (cannot happen for a sound archive)
-        filled = tuple(p if p is not None else (None, "member missing from the archive stream") for p in payloads)
-        group.append(dataclasses.replace(by_index[k], payloads=filled))
-    if group:
-        yield from flush()
-
-
-def inputs_digest(keys, msd_ids) -> str:
-    """A short digest of a shard's inputs (their keys and MSD ids), kept in its resume marker."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for key, msd in zip(keys, msd_ids):
-        h.update(f"{key}\0{msd}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def warning_counts(rows) -> dict[str, int]:
-    """Files per coded warning (``code: text`` in a row's ``warnings``), for ``summary.json``; warnings
-    without a code (plain sentences) are not counted."""
-    from collections import Counter
-
-    counts: Counter = Counter()
-    for r in rows:
-        codes = {w.split(":", 1)[0] for w in r.get("warnings") or () if ":" in w}
-        counts.update(c for c in codes if "." in c and " " not in c)
-    return dict(sorted(counts.items()))

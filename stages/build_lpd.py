@@ -11,21 +11,18 @@ params; nothing written depends on timing, host or worker count.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 
 from pipeline.config import PositiveInt, Range, params_digest, params_section
 from pipeline.errors import MidiError, StageError
-from pipeline.sources import reason_code
-from pipeline.stagekit import (OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards,
-                               warning_counts)
-
-STATE_DIR = ".state"
+from pipeline.sharded import (FileRows, Markers, Task, attempt, final_rows, find_duplicates, make_tasks,
+                              remove_stale, run_pending, task_number, write_manifest, write_summary)
+from pipeline.stagekit import OutputLock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,17 +45,6 @@ class Params:
     max_beats: Annotated[int, Range(1, 32767)]
     max_file_bytes: PositiveInt
     tensor: TensorParams
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    index: int
-    out: str
-    params: Params
-    keys: tuple[str, ...]
-    msd_ids: tuple[str | None, ...]
-    paths: tuple[str | None, ...]  # folder sources: files the worker reads itself
-    payloads: tuple[Any, ...] = ()  # archive sources: (bytes | None, reason | None) per item
 
 
 def _snake(name: str) -> str:
@@ -117,82 +103,46 @@ def convert_one(raw: bytes, key: str, params: Params):
     return pr, bars, info
 
 
-def _row(key: str, msd_id: str | None, size: int, song_id: str | None) -> dict:
-    return {"source": key, "id": song_id, "msd_id": msd_id, "size_bytes": size, "status": None,
-            "code": None, "message": None, "shard": None}
-
-
-def convert_shard(task: ShardTask) -> list[dict]:
-    """Worker: convert one shard's files, write songs + tensor shard + marker; return its rows."""
+def convert_shard(task: Task) -> dict:
+    """Worker: convert one shard's files, write songs + tensor shard + marker; return the marker."""
     from pipeline.io.npz import atomic_write_bytes, pianoroll_npz_bytes
-    from pipeline.io.tensor_shards import write_tensor_shard
 
     out = Path(task.out)
-    params = task.params
-    rows: list[dict] = []
+    params: Params = task.job
+    files = FileRows(task)
     ids: list[str] = []
     tensors = []
-    seen: set[str] = set()
-    for i, key in enumerate(task.keys):
-        if task.payloads:
-            raw, reason = task.payloads[i]
-        else:
-            raw, reason = read_input_file(task.paths[i], params.max_file_bytes)
-        size = len(raw) if raw is not None else 0
-        song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
-        row = _row(key, task.msd_ids[i], size, song_id)
-        rows.append(row)
-        if raw is None:
-            row.update(status="error", code=reason_code(reason), message=reason)
+    for _, raw, row in files:
+        key = row["source"]
+        done = attempt(row, convert_one, raw, key, params, key=key)
+        if done is None:
             continue
-        if song_id in seen:
-            row.update(status="skipped", code="skip.duplicate", message="same bytes as an earlier file of this shard")
-            continue
-        seen.add(song_id)
-        try:
-            pr, bars, info = call_with_time_limit(convert_one, raw, key, params, key=key)
-        except MidiError as exc:
-            status = "skipped" if exc.code.startswith("skip.") else "error"
-            row.update(status=status, code=exc.code, message=exc.detail)
-            continue
-        except Exception as exc:  # a bug, but one file must not sink a Lakh-size run: record it
-            row.update(status="error", code="internal.bug", message=f"{type(exc).__name__}: {exc}")
-            continue
+        pr, bars, info = done
         row.update(info)
         row.update(status="recovered" if info["repairs"] else "ok", shard=task.index)
         if info["repairs"]:
             row["message"] = "; ".join(info["repairs"])
-        atomic_write_bytes(song_path(out, song_id), pianoroll_npz_bytes(pr, song_id))
-        ids.append(song_id)
+        atomic_write_bytes(song_path(out, row["id"]), pianoroll_npz_bytes(pr, row["id"]))
+        ids.append(row["id"])
         tensors.append(bars)
-    pq_path, npz_path = shard_paths(out, params, task.index)
+    _write_tensors(out, params, task.index, ids, tensors)
+    result = {"rows": files.rows}
+    _markers(out, params).write(task, result)
+    return result
+
+
+def _write_tensors(out: Path, params: Params, index: int, ids: list[str], tensors: list) -> None:
+    from pipeline.io.tensor_shards import write_tensor_shard
     from pipeline.symbolic.lpd import TRACK_SETS
 
+    pq_path, npz_path = shard_paths(out, params, index)
     write_tensor_shard(pq_path, npz_path, ids, tensors, bar_steps=params.tensor.bar_steps,
                        n_tracks=len(TRACK_SETS[params.tracks]), track_order=[t[0] for t in TRACK_SETS[params.tracks]],
                        resolution=params.resolution)
-    marker = {"params": params_digest(params), "inputs": _inputs_digest(task), "rows": rows}
-    atomic_write_bytes(out / STATE_DIR / f"shard-{task.index:05d}.json",
-                       json.dumps(marker, sort_keys=True).encode())
-    return rows
 
 
-def _inputs_digest(task: ShardTask) -> str:
-    return inputs_digest(task.keys, task.msd_ids)
-
-
-def _marker_rows(out: Path, task: ShardTask) -> list[dict] | None:
-    marker = out / STATE_DIR / f"shard-{task.index:05d}.json"
-    pq_path, npz_path = shard_paths(out, task.params, task.index)
-    if not (marker.exists() and pq_path.exists() and npz_path.exists()):
-        return None
-    try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-    if data.get("params") != params_digest(task.params) or data.get("inputs") != _inputs_digest(task):
-        return None
-    return data["rows"]
+def _markers(out: Path, params: Params) -> Markers:
+    return Markers(out, "shard", params=params_digest(params))
 
 
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None,
@@ -205,83 +155,49 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
     out = Path(out)
     scores = _load_match_scores(match_scores) if match_scores else None
     with OutputLock(out):
-        n_shards = (len(items) + params.shard_size - 1) // params.shard_size
-        tasks = []
-        for k in range(n_shards):
-            chunk = items[k * params.shard_size : (k + 1) * params.shard_size]
-            paths = tuple(str(p) if (p := src.path_of(it)) is not None else None for it in chunk)
-            tasks.append(ShardTask(index=k, out=str(out), params=params, keys=tuple(it.key for it in chunk),
-                                   msd_ids=tuple(it.msd_id for it in chunk), paths=paths))
+        tasks = make_tasks(items, src, out, shard_size=params.shard_size, max_file_bytes=params.max_file_bytes,
+                           job=params)
+        markers = _markers(out, params)
         # a shard's rows live in its marker file, not in this process: memory stays flat in the
         # number of files (they are read back one shard at a time below)
-        todo = [task for task in tasks if _marker_rows(out, task) is None]
-        for _index, _rows in run_shards(convert_shard, todo, src, workers=workers, scheduler=scheduler,
-                                        description="build-lpd"):
+        for _ in run_pending(convert_shard, tasks, markers, src, workers=workers, scheduler=scheduler,
+                             description="build-lpd", outputs=lambda t, _: shard_paths(out, params, t.index)):
             pass
-        _remove_stale(out, params, n_shards)
-        dups, subsets = _mark_duplicates(out, params, tasks, scores)
-        summary = _write_outputs(out, params, tasks, dups, subsets, scores)
+        n_shards = len(tasks)
+        remove_stale(out / "tensors", "*-[0-9][0-9][0-9][0-9][0-9].*",
+                     lambda p: p.name.split(".")[0].rpartition("-")[0] == params.tracks and task_number(p) < n_shards)
+        markers.sweep(n_shards)
+        dups, subsets = _mark_duplicates(out, params, tasks, markers, scores)
+        summary = _write_outputs(out, params, tasks, markers, dups, subsets, scores)
     return summary
 
 
-def _shard_rows(out: Path, task: ShardTask) -> list[dict]:
-    """The rows of one finished shard, from its marker."""
-    return json.loads((out / STATE_DIR / f"shard-{task.index:05d}.json").read_text())["rows"]
-
-
-def _remove_stale(out: Path, params: Params, n_shards: int) -> None:
-    tensors = out / "tensors"
-    if tensors.exists():
-        for p in tensors.glob("*-[0-9][0-9][0-9][0-9][0-9].*"):
-            stem = p.name.split(".")[0]
-            tracks, _, num = stem.rpartition("-")
-            if tracks != params.tracks or int(num) >= n_shards:
-                p.unlink()
-    state = out / STATE_DIR
-    if state.exists():
-        for p in state.glob("shard-*.json"):
-            if int(p.stem.split("-")[1]) >= n_shards:
-                p.unlink()
-
-
-def _mark_duplicates(out: Path, params: Params, tasks: list[ShardTask], scores: dict | None):
+def _mark_duplicates(out: Path, params: Params, tasks: list[Task], markers: Markers, scores: dict | None):
     """Later copies of the same bytes become ``skipped: skip.duplicate`` (their songs leave the
     shards), and LPD's matched and cleansed subsets are decided; one shard's rows at a time.
 
-    Returns ``(dups, subsets)``: ``dups[shard][row index] = source of the first copy``;
-    ``subsets[md5] = {lpd_matched, lpd_cleansed, match_msd_id}`` for the converted songs that the
-    match scores name (cleanser.py: per MSD id, the best-matching MIDI that converted; it is in
-    'cleansed' when it meets the cleansing criteria).
+    Returns ``(dups, subsets)``: the engine's ``Duplicates``; ``subsets[md5] = {lpd_matched,
+    lpd_cleansed, match_msd_id}`` for the converted songs that the match scores name (cleanser.py:
+    per MSD id, the best-matching MIDI that converted; it is in 'cleansed' when it meets the
+    cleansing criteria).
     """
-    from pipeline.io.tensor_shards import read_tensor_rows, write_tensor_shard
-    from pipeline.symbolic.lpd import TRACK_SETS
+    from pipeline.io.tensor_shards import read_tensor_rows
 
     scored = {md5 for md5s in scores.values() for md5 in md5s} if scores else set()
-    first: dict[str, str] = {}  # song id -> source of its first file (~150 bytes a song)
-    dups: dict[int, dict[int, str]] = {}
-    drop: dict[int, set[str]] = {}
     criteria: dict[str, bool] = {}  # converted songs the scores name -> meets LPD's cleansing criteria
-    for task in tasks:
-        for i, r in enumerate(_shard_rows(out, task)):
-            sid = r["id"]
-            if sid is None:
-                continue
-            if sid in first:
-                if r["status"] in ("ok", "recovered"):
-                    drop.setdefault(r["shard"], set()).add(sid)
-                dups.setdefault(task.index, {})[i] = first[sid]
-            else:
-                first[sid] = r["source"]
-                if sid in scored and r["status"] in ("ok", "recovered"):
-                    criteria[sid] = bool(r["lpd_cleansed_criteria"])
-    del first
+
+    def on_first(r: dict) -> None:
+        if r["id"] in scored and r["status"] in ("ok", "recovered"):
+            criteria[r["id"]] = bool(r["lpd_cleansed_criteria"])
+
+    dups = find_duplicates(markers, tasks, on_first=on_first)
+    drop: dict[int, set[str]] = {}
+    for _, _, r in dups.converted:
+        drop.setdefault(r["shard"], set()).add(r["id"])
     for shard, sids in drop.items():
-        pq_path, npz_path = shard_paths(out, params, shard)
-        ids, tensors = read_tensor_rows(pq_path)
+        ids, tensors = read_tensor_rows(shard_paths(out, params, shard)[0])
         keep = [i for i, s in enumerate(ids) if s not in sids]
-        write_tensor_shard(pq_path, npz_path, [ids[i] for i in keep], [tensors[i] for i in keep],
-                           bar_steps=params.tensor.bar_steps, n_tracks=len(TRACK_SETS[params.tracks]),
-                           track_order=[t[0] for t in TRACK_SETS[params.tracks]], resolution=params.resolution)
+        _write_tensors(out, params, shard, [ids[i] for i in keep], [tensors[i] for i in keep])
     subsets: dict[str, dict] = {}
     for msd_id in sorted(scores or {}):
         md5s = sorted(scores[msd_id], key=lambda m: (-scores[msd_id][m], m))
@@ -298,20 +214,13 @@ def _mark_duplicates(out: Path, params: Params, tasks: list[ShardTask], scores: 
     return dups, subsets
 
 
-def _final_rows(rows: list[dict], dups: dict[int, str], subsets: dict[str, dict], scores: dict | None) -> list[dict]:
-    """One shard's rows as the manifest has them: duplicates marked, LPD subsets filled in."""
-    for i, r in enumerate(rows):
-        if i in dups:
-            message = f"same bytes as {dups[i]}"
-            if r["code"] != "skip.duplicate" or r["message"] != message:
-                for k in list(r):
-                    if k not in ("source", "id", "msd_id", "size_bytes"):
-                        r[k] = None
-            r.update(status="skipped", code="skip.duplicate", message=message)
+def _subset_fields(rows: list[dict], subsets: dict[str, dict], scores: dict | None) -> list[dict]:
+    """One shard's rows (duplicates marked) with LPD's subsets filled in."""
+    for r in rows:
         r["lpd_matched"] = None if scores is None else False
         r["lpd_cleansed"] = None if scores is None else False
         r["match_msd_id"] = None
-        if i not in dups and r["status"] in ("ok", "recovered") and r["id"] in subsets:
+        if r["status"] in ("ok", "recovered") and r["id"] in subsets:
             r.update(subsets[r["id"]])
     return rows
 
@@ -328,35 +237,27 @@ def _load_match_scores(path: Path) -> dict[str, dict[str, float]]:
     return data
 
 
-def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict, subsets: dict,
+def _write_outputs(out: Path, params: Params, tasks: list[Task], markers: Markers, dups, subsets: dict,
                    scores: dict | None) -> dict:
     """The manifest (streamed, one shard's rows at a time), the schema files and the summary."""
-    from pipeline.cards import Digest
-    from pipeline.io.manifest import ManifestWriter, manifest_schema
+    from pipeline.io.manifest import manifest_schema
     from pipeline.io.npz import atomic_write_bytes
     from pipeline.io.tensor_shards import schema_document, song_schema_document
     from pipeline.symbolic.lpd import TRACK_SETS
 
     spec = TRACK_SETS[params.tracks]
     note_columns = [f"notes_{_snake(s[0])}" for s in spec]
-    status: Counter = Counter()
-    codes: Counter = Counter()
-    warnings: Counter = Counter()
-    files = songs = bars = criteria = 0
-    digest = Digest()
-    with ManifestWriter(out / "manifest.parquet", manifest_schema(note_columns), stage="build_lpd") as manifest:
-        for task in tasks:
-            rows = _final_rows(_shard_rows(out, task), dups.get(task.index, {}), subsets, scores)
-            manifest.write(rows)
-            digest.update(rows)
-            files += len(rows)
-            status.update(r["status"] for r in rows)
-            codes.update(r["code"] for r in rows if r["code"])
-            warnings.update(warning_counts(rows))
-            converted = [r for r in rows if r["status"] in ("ok", "recovered")]
-            songs += len(converted)
-            bars += int(sum(r["n_bars"] for r in converted))
-            criteria += sum(1 for r in converted if r["lpd_cleansed_criteria"])
+    counts = Counter()
+
+    def count(rows: list[dict]) -> None:
+        converted = [r for r in rows if r["status"] in ("ok", "recovered")]
+        counts["songs"] += len(converted)
+        counts["bars"] += int(sum(r["n_bars"] for r in converted))
+        counts["criteria"] += sum(1 for r in converted if r["lpd_cleansed_criteria"])
+
+    chunks = (_subset_fields(rows, subsets, scores) for _, rows in final_rows(markers, tasks, dups))
+    tally, inputs = write_manifest(out / "manifest.parquet", manifest_schema(note_columns), chunks, stage="build_lpd",
+                                   on_rows=count)
     schema = schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
                              bar_steps=params.tensor.bar_steps, resolution=params.resolution,
                              semantics=params.semantics, other_meters=params.tensor.other_meters,
@@ -365,17 +266,18 @@ def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict
     song_doc = song_schema_document(tracks=[s[0] for s in spec], programs=[s[1] for s in spec],
                                     resolution=params.resolution, semantics=params.semantics)
     atomic_write_bytes(out / "songs" / "schema.json", json.dumps(song_doc, indent=2, sort_keys=True).encode())
+    rec = tally.record()
     summary = {
-        "files": files,
-        "songs": songs,
-        "bars": bars,
-        "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
-        "codes": dict(sorted(codes.items())),
-        "lpd_cleansed_criteria": criteria,
-        "warnings": dict(sorted(warnings.items())),
+        "files": rec["files"],
+        "songs": counts["songs"],
+        "bars": counts["bars"],
+        "status": rec["status"],
+        "codes": rec["codes"],
+        "lpd_cleansed_criteria": counts["criteria"],
+        "warnings": rec["warnings"],
     }
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    write_card(out, params, schema, summary, digest.hexdigest())
+    write_summary(out, summary)
+    write_card(out, params, schema, summary, inputs)
     return summary
 
 

@@ -22,10 +22,9 @@ shards whose marker matches, so an interrupted build resumes.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -33,8 +32,9 @@ import numpy as np
 
 from pipeline.config import PositiveInt, Range, params_section
 from pipeline.errors import MidiError, ParamsError, StageError
-from pipeline.sources import reason_code
-from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file, run_shards
+from pipeline.sharded import (FileRows, Markers, Task, attempt, final_rows, find_duplicates, make_tasks,
+                              remove_stale, run_pending, task_number, write_manifest, write_summary)
+from pipeline.stagekit import OutputLock
 
 Kind = Literal["notes", "remi", "midilike"]
 KINDS = ("notes", "remi", "midilike")
@@ -190,133 +190,78 @@ def song_counts(song: SongTokens, kind: str, params: Params) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class ShardTask:
-    index: int
+class Job:
+    """What a task of one pass needs besides its files (the engine's ``Task.job``)."""
+
     kind: str
     params: Params
-    keys: tuple[str, ...]
-    msd_ids: tuple[str | None, ...]
-    paths: tuple[str | None, ...]  # folder sources: files the worker reads itself
-    out: str = ""
-    vocab_tokens: tuple[str, ...] = ()
+    vocab_tokens: tuple[str, ...] = ()  # encode: the vocabulary
     vocab_hash: str = ""
-    skip_keys: frozenset = frozenset()
-    payloads: tuple = ()  # archive sources: (bytes | None, reason | None) per file
-
-    def raw(self, i: int) -> tuple[bytes | None, str | None]:
-        if self.payloads:
-            return self.payloads[i]
-        return read_input_file(self.paths[i], self.params.max_file_bytes)
+    skip_keys: frozenset = frozenset()  # encode: files of this shard whose bytes an earlier shard holds
 
 
-STATE_DIR = ".state"
-
-
-def task_digest(task: ShardTask, pass_name: str) -> str:
-    """What a shard's result depends on: pass, kind, params, its inputs (and the vocabulary)."""
+def pass_digest(pass_name: str, job: Job) -> str:
+    """What a shard's result depends on besides its inputs: pass, kind, params (and the vocabulary)."""
     from pipeline.config import params_digest
 
     h = hashlib.sha256()
-    h.update(f"{pass_name}\0{task.kind}\0{params_digest(task.params)}\n".encode())
-    for key, msd in zip(task.keys, task.msd_ids):
-        h.update(f"{key}\0{msd}\n".encode())
+    h.update(f"{pass_name}\0{job.kind}\0{params_digest(job.params)}\n".encode())
     if pass_name == "encode":
-        h.update(task.vocab_hash.encode())
-        h.update("\0".join(sorted(task.skip_keys)).encode())
+        h.update(job.vocab_hash.encode())
+        h.update("\0".join(sorted(job.skip_keys)).encode())
     return h.hexdigest()
 
 
-def _marker(task: ShardTask, pass_name: str) -> Path:
-    return Path(task.out) / STATE_DIR / f"{task.kind}-{pass_name}-{task.index:05d}.json"
+def _markers(out: Path, kind: str, pass_name: str) -> Markers:
+    return Markers(out, f"{kind}-{pass_name}", params=lambda task: pass_digest(pass_name, task.job))
 
 
-def _write_marker(task: ShardTask, pass_name: str, result) -> None:
-    from pipeline.io.npz import atomic_write_bytes
-
-    doc = {"digest": task_digest(task, pass_name), "result": result}
-    atomic_write_bytes(_marker(task, pass_name), json.dumps(doc, sort_keys=True).encode())
+def _shard_path(task: Task) -> Path:
+    return Path(task.out) / "shards" / f"{task.job.kind}-{task.index:05d}.parquet"
 
 
-def _read_marker(task: ShardTask, pass_name: str):
-    path = _marker(task, pass_name)
-    if pass_name == "encode" and not _shard_path(task).exists():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc["result"] if doc.get("digest") == task_digest(task, pass_name) else None
-
-
-def _shard_path(task: ShardTask) -> Path:
-    return Path(task.out) / "shards" / f"{task.kind}-{task.index:05d}.parquet"
-
-
-def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
+def count_shard(task: Task) -> dict:
     """Pass 1: manifest rows and the token counts of the shard's songs (each distinct song once)."""
-    rows, counts = [], Counter()
-    seen: set[str] = set()
-    for i, (key, msd_id) in enumerate(zip(task.keys, task.msd_ids)):
-        raw, reason = task.raw(i)
-        row = {"source": key, "id": None, "msd_id": msd_id, "size_bytes": 0, "status": None, "code": None,
-               "message": None, "shard": None}
-        rows.append(row)
-        if raw is None:
-            row.update(status="error", code=reason_code(reason), message=reason)
-            continue
-        song_id = hashlib.md5(raw).hexdigest()
-        row.update(id=song_id, size_bytes=len(raw))
-        if song_id in seen:
-            row.update(status="skipped", code="skip.duplicate", message="same bytes as an earlier file of this shard")
-            continue
-        seen.add(song_id)
-        try:
-            song = call_with_time_limit(tokenize_one, raw, key, task.kind, task.params, key=key)
-        except MidiError as exc:
-            row.update(status="skipped" if exc.code.startswith("skip.") else "error", code=exc.code,
-                       message=exc.detail)
-            continue
-        except Exception as exc:  # a bug: recorded, so that one file does not sink a Lakh-size run
-            row.update(status="error", code="internal.bug", message=f"{type(exc).__name__}: {exc}")
+    job: Job = task.job
+    counts = Counter()
+    files = FileRows(task)
+    for _, raw, row in files:
+        key = row["source"]
+        song = attempt(row, tokenize_one, raw, key, job.kind, job.params, key=key)
+        if song is None:
             continue
         row.update(status="recovered" if song.info["repairs"] else "ok", shard=task.index,
                    message="; ".join(song.info["repairs"]) or None, repairs=song.info["repairs"],
                    n_notes=song.info["n_notes"], n_bars=song.info.get("n_bars"),
                    notes_dropped=song.info.get("notes_dropped"), n_streams=len(song.streams),
                    n_tokens=int(sum(len(s) for s in (song.strings or song.codes))))
-        counts.update(song_counts(song, task.kind, task.params))
-    result = [rows, dict(counts)]
-    _write_marker(task, "count", result)
+        counts.update(song_counts(song, job.kind, job.params))
+    result = {"rows": files.rows, "counts": dict(counts)}
+    _markers(Path(task.out), job.kind, "count").write(task, result)
     return result
 
 
-def encode_shard(task: ShardTask) -> dict[str, int]:
+def encode_shard(task: Task) -> dict:
     """Pass 2: tokens -> ids, one Parquet shard; returns per-song UNK counts keyed by source."""
     from pipeline.tokens.shards import split_of, write_token_shard
     from pipeline.tokens.vocab import UNK, Vocabulary
 
-    vocab = Vocabulary(tokens=task.vocab_tokens, config={})
+    job: Job = task.job
+    vocab = Vocabulary(tokens=job.vocab_tokens, config={})
     lut = None
-    if task.kind != "notes":
-        lut = vocab.lookup_table(_event_config(task.kind, task.params).table)
+    if job.kind != "notes":
+        lut = vocab.lookup_table(_event_config(job.kind, job.params).table)
     rows = []
     unk: dict[str, int] = {}
-    seen: set[str] = set()
-    for i, key in enumerate(task.keys):
-        if key in task.skip_keys:
+    for _, raw, row in FileRows(task):  # unreadable files and repeats: pass 1 recorded them
+        key = row["source"]
+        if key in job.skip_keys:
             continue
-        raw, _ = task.raw(i)
-        if raw is None:
+        song = attempt(row, tokenize_one, raw, key, job.kind, job.params, key=key)
+        if song is None:  # pass 1 recorded why
             continue
-        song_id = hashlib.md5(raw).hexdigest()
-        if song_id in seen:
-            continue
-        seen.add(song_id)
-        try:
-            song = call_with_time_limit(tokenize_one, raw, key, task.kind, task.params, key=key)
-        except Exception:  # noqa: BLE001 - pass 1 recorded why
-            continue
-        split = split_of(song_id, valid_fraction=task.params.valid_fraction, test_fraction=task.params.test_fraction)
+        song_id = row["id"]
+        split = split_of(song_id, valid_fraction=job.params.valid_fraction, test_fraction=job.params.test_fraction)
         n_unk = 0
         for k, name in enumerate(song.streams):
             ids = vocab.ids(song.strings[k]) if song.strings is not None else lut[song.codes[k]]
@@ -324,9 +269,10 @@ def encode_shard(task: ShardTask) -> dict[str, int]:
             rows.append({"id": song_id, "stream": name, "split": split, "tokens": ids,
                          "bar_starts": song.bar_starts[k]})
         unk[key] = n_unk
-    write_token_shard(_shard_path(task), rows, vocab_hash=task.vocab_hash)
-    _write_marker(task, "encode", unk)
-    return unk
+    write_token_shard(_shard_path(task), rows, vocab_hash=job.vocab_hash)
+    result = {"unk": unk}
+    _markers(Path(task.out), job.kind, "encode").write(task, result)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,120 +300,57 @@ def _run(*, source: Path, out: Path, kind: str, params: Params, workers: int,
     config = token_config(kind, params)
     given = load_vocabulary(vocab_path, expect_config=config) if vocab_path is not None else None
     src = open_source(Path(source))
-    items = src.items()
-    paths = [src.path_of(it) for it in items]
-    archive = any(p is None for p in paths)
     out = Path(out)
-    n = params.shard_size
-    tasks = [ShardTask(index=k, kind=kind, params=params, keys=tuple(it.key for it in items[k * n:(k + 1) * n]),
-                       msd_ids=tuple(it.msd_id for it in items[k * n:(k + 1) * n]),
-                       paths=tuple(str(p) if p is not None else None for p in paths[k * n:(k + 1) * n]),
-                       out=str(out))
-             for k in range((len(items) + n - 1) // n)]
+    tasks = make_tasks(src.items(), src, out, shard_size=params.shard_size, max_file_bytes=params.max_file_bytes,
+                       job=Job(kind=kind, params=params))
+    archive = any(p is None for t in tasks for p in t.paths)
+    count = _markers(out, kind, "count")
+    encode = _markers(out, kind, "encode")
     # pass 1 keeps only the token counts here: each shard's manifest rows stay in its marker
     # file and are read back one shard at a time (memory flat in the number of files)
     totals = Counter()
-    for _, (_rows, shard_counts) in _run_pass(count_shard, tasks, src, archive, workers=workers,
-                                              scheduler=scheduler, description=f"build-vocab {kind}: count"):
-        totals.update(shard_counts)
-    dups, recount = _mark_duplicates(tasks)
+    for _, result in run_pending(count_shard, tasks, count, src, workers=workers, scheduler=scheduler,
+                                 description=f"build-vocab {kind}: count"):
+        totals.update(result["counts"])
+    dups = find_duplicates(count, tasks)
     skip: dict[int, set] = {}
-    for k, j in recount:
+    for k, j, _ in dups.converted:
         skip.setdefault(k, set()).add(tasks[k].keys[j])
-    if recount:  # duplicates across shards (rare): their counts leave the totals
-        keys = {tasks[k].keys[j]: (k, j) for k, j in recount}
+    if dups.converted:  # duplicates across shards (rare): their counts leave the totals
+        keys = {tasks[k].keys[j]: (k, j) for k, j, _ in dups.converted}
         if archive:
             blobs = {item.key: raw for item, raw, _ in src.iter_payloads(set(keys), max_bytes=params.max_file_bytes)}
         else:
-            blobs = {key: tasks[k].raw(j)[0] for key, (k, j) in keys.items()}
+            blobs = {key: tasks[k].read(j)[0] for key, (k, j) in keys.items()}
         for key in sorted(keys):
             totals.subtract(song_counts(tokenize_one(blobs[key], key, kind, params), kind, params))
     vocab = given or build_vocabulary(totals, config=config, min_count=params.min_count, max_size=params.max_size)
     vocab.save(out / "vocab.json")
-    enc_tasks = [ShardTask(**{**t.__dict__, "vocab_tokens": vocab.tokens, "vocab_hash": vocab.hash,
-                              "skip_keys": frozenset(skip.get(t.index, ()))}) for t in tasks]
-    for _ in _run_pass(encode_shard, enc_tasks, src, archive, workers=workers, scheduler=scheduler,
-                       description=f"build-vocab {kind}: encode"):
+    enc_tasks = [replace(t, job=replace(t.job, vocab_tokens=vocab.tokens, vocab_hash=vocab.hash,
+                                        skip_keys=frozenset(skip.get(t.index, ())))) for t in tasks]
+    for _ in run_pending(encode_shard, enc_tasks, encode, src, workers=workers, scheduler=scheduler,
+                         description=f"build-vocab {kind}: encode", outputs=lambda t, _: [_shard_path(t)]):
         pass  # each shard's UNK counts stay in its marker, read back with its rows
-    for p in [*(out / "shards").glob(f"{kind}-*.parquet"), *(out / STATE_DIR).glob(f"{kind}-*-*.json")]:
-        if int(p.stem.rsplit("-", 1)[1]) >= len(tasks):  # shards and markers of a larger earlier run
-            p.unlink()
+    # shards and markers of a larger earlier run
+    remove_stale(out / "shards", f"{kind}-*.parquet", lambda p: task_number(p) < len(tasks))
+    count.sweep(len(tasks))
+    encode.sweep(len(tasks))
     bpe_info = None
     if kind != "notes" and getattr(params, kind).bpe_vocab_size > 0:
         bpe_info = _learn_bpe(out, kind, getattr(params, kind).bpe_vocab_size, vocab, len(tasks))
-    return _write_outputs(out, kind, params, vocab, enc_tasks, dups, bpe_info)
+    return _write_outputs(out, kind, params, vocab, tasks, count, encode, dups, bpe_info)
 
 
-def _finished(task: ShardTask, pass_name: str):
-    result = _read_marker(task, pass_name)
-    if result is None:  # written by this run's own task a moment ago: gone or damaged since
-        raise StageError(f"{_marker(task, pass_name)}: the marker of a finished shard is missing or damaged; "
-                         "run the stage again")
-    return result
-
-
-_CLEARED = ("repairs", "n_notes", "n_bars", "notes_dropped", "n_streams", "n_tokens", "shard")
-
-
-def _mark_duplicates(tasks: list[ShardTask]) -> tuple[dict[int, dict[int, tuple[bool, str]]], list[tuple[int, int]]]:
-    """Songs whose bytes were seen earlier (in shard order, then file order), from the count
-    markers one shard at a time. Returns ``dups[shard][row] = (across, source of the first copy)``
-    (``across``: the copy was tokenised in its own shard and leaves the shards and the totals) and
-    the ``(shard, row)`` of each such tokenised copy."""
-    first: dict[str, str] = {}  # song id -> source of its first file (~150 bytes a song)
-    dups: dict[int, dict[int, tuple[bool, str]]] = {}
-    recount: list[tuple[int, int]] = []
-    for task in tasks:
-        rows, _ = _finished(task, "count")
-        for j, row in enumerate(rows):
-            sid = row["id"]
-            if sid is None:
-                continue
-            if row["code"] == "skip.duplicate":  # a repeat inside its own shard
-                dups.setdefault(task.index, {})[j] = (False, first.get(sid, "an earlier file"))
-            elif sid in first:
-                dups.setdefault(task.index, {})[j] = (True, first[sid])
-                if row["status"] in ("ok", "recovered"):
-                    recount.append((task.index, j))
-            else:
-                first[sid] = row["source"]
-    return dups, recount
-
-
-def _final_rows(task: ShardTask, dups: dict[int, tuple[bool, str]], params: Params) -> list[dict]:
-    """One shard's manifest rows as written: duplicates marked, UNK counts and splits filled in."""
+def _final_rows(rows: list[dict], unk: dict[str, int], params: Params) -> list[dict]:
+    """One shard's manifest rows (duplicates marked) with UNK counts and splits filled in."""
     from pipeline.tokens.shards import split_of
 
-    rows, _ = _finished(task, "count")
-    unk = _finished(task, "encode")
-    for j, row in enumerate(rows):
-        if j in dups:
-            across, source = dups[j]
-            if across:
-                for f in _CLEARED:
-                    row[f] = None
-                row.update(status="skipped", code="skip.duplicate")
-            row["message"] = f"same bytes as {source}"
+    for row in rows:
         ok = row["status"] in ("ok", "recovered")
         row["n_unk"] = unk.get(row["source"]) if ok else None
         row["split"] = split_of(row["id"], valid_fraction=params.valid_fraction,
                                 test_fraction=params.test_fraction) if ok else None
     return rows
-
-
-def _run_pass(fn, tasks: list[ShardTask], src, archive: bool, *, workers: int, scheduler: str | None,
-              description: str):
-    """``run_tasks`` over the shards; for an archive, the archive is streamed once per pass and a
-    few complete shards at a time go to the workers with their bytes."""
-    pass_name = "count" if fn is count_shard else "encode"
-    todo = []
-    for task in tasks:
-        done = _read_marker(task, pass_name)
-        if done is None:
-            todo.append(task)
-        else:
-            yield task.index, done
-    yield from run_shards(fn, todo, src, workers=workers, scheduler=scheduler, description=description)
 
 
 def _learn_bpe(out: Path, kind: str, size: int, vocab, n_shards: int) -> dict:
@@ -529,46 +412,40 @@ def _manifest_table(rows: list[dict], schema):
     return pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in schema}, schema=schema)
 
 
-def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[ShardTask], dups: dict,
-                   bpe_info: dict | None = None) -> dict:
-    from pipeline.io.manifest import ManifestWriter
+def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[Task], count: Markers,
+                   encode: Markers, dups, bpe_info: dict | None = None) -> dict:
     from pipeline.io.npz import atomic_write_bytes
     from pipeline.tokens.shards import schema_document
 
-    from pipeline.cards import Digest
+    sums = Counter()
+    splits = Counter()
 
-    files = songs = n_streams = n_tokens = n_unk = 0
-    splits, status, codes = Counter(), Counter(), Counter()
-    digest = Digest()
-    with ManifestWriter(out / "manifest.parquet", _manifest_schema(), to_table=_manifest_table,
-                        stage="build_vocab") as manifest:
-        for task in tasks:
-            rows = _final_rows(task, dups.get(task.index, {}), params)
-            manifest.write(rows)
-            digest.update(rows)
-            files += len(rows)
-            for r in rows:
-                status[r["status"]] += 1
-                if r["code"]:
-                    codes[r["code"]] += 1
-                if r["status"] in ("ok", "recovered"):
-                    songs += 1
-                    splits[r["split"]] += 1
-                    n_streams += r["n_streams"] or 0
-                    n_tokens += r["n_tokens"] or 0
-                    n_unk += r["n_unk"] or 0
+    def add(rows: list[dict]) -> None:
+        for r in rows:
+            if r["status"] in ("ok", "recovered"):
+                sums["songs"] += 1
+                splits[r["split"]] += 1
+                sums["streams"] += r["n_streams"] or 0
+                sums["tokens"] += r["n_tokens"] or 0
+                sums["unk"] += r["n_unk"] or 0
+
+    chunks = (_final_rows(rows, encode.finished(task.index)["unk"], params)
+              for task, rows in final_rows(count, tasks, dups))
+    tally, inputs = write_manifest(out / "manifest.parquet", _manifest_schema(), chunks, stage="build_vocab",
+                                   to_table=_manifest_table, on_rows=add)
+    rec = tally.record(warnings=False)
     summary = {
         "kind": kind,
-        "files": files,
-        "songs": songs,
-        "streams": int(n_streams),
-        "tokens": int(n_tokens),
-        "unk_tokens": int(n_unk),
+        "files": rec["files"],
+        "songs": sums["songs"],
+        "streams": int(sums["streams"]),
+        "tokens": int(sums["tokens"]),
+        "unk_tokens": int(sums["unk"]),
         "vocab_size": len(vocab),
         "vocab_hash": vocab.hash,
         "splits": {s: splits.get(s, 0) for s in ("train", "valid", "test")},
-        "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
-        "codes": dict(sorted(codes.items())),
+        "status": rec["status"],
+        "codes": rec["codes"],
         **(bpe_info or {}),
     }
     splits = {"valid_fraction": params.valid_fraction, "test_fraction": params.test_fraction}
@@ -583,10 +460,10 @@ def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[Shar
                               vocab_file="tokenizer.json")
         atomic_write_bytes(out / "shards" / "bpe" / "schema.json",
                            (json.dumps(bpe, indent=2, sort_keys=True) + "\n").encode())
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    write_summary(out, summary)
     from pipeline.cards import write_card
 
-    write_card(out, card_text(kind, params, doc, summary, digest.hexdigest(), bpe=bool(bpe_info)))
+    write_card(out, card_text(kind, params, doc, summary, inputs, bpe=bool(bpe_info)))
     return summary
 
 

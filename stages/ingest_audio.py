@@ -5,13 +5,12 @@ peak-limited (a peak over full scale is scaled down, the factor recorded), downm
 seeded fixed-length clips (no bars: ``start_bar``/``end_bar`` are null), written by the same
 shard writer as render_audio. A file that cannot be decoded is a manifest row
 (``audio.undecodable``), never a crash. Same tasks, markers, duplicates and outputs as
-render_audio (both run :mod:`pipeline.audio.shard_stage`).
+render_audio (both run :mod:`pipeline.audio.shard_stage` on :mod:`pipeline.sharded`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,10 +18,11 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.audio import AudioError
-from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks, make_writer, manifest_row,
-                                       write_marker, write_outputs)
+from pipeline.audio.shard_stage import (MACHINE_ERRORS, ROW_EXTRA, emit_clips, execute, finish, make_writer,
+                                       markers, write_outputs)
 from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, params_section
-from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.errors import ParamsError, StageError
+from pipeline.sharded import FileRows, Task, attempt, make_tasks
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aif", ".aiff")
 
@@ -82,15 +82,11 @@ class _Folder:
 
 
 @dataclass(frozen=True)
-class Task:
-    index: int
-    out: str
+class Job:
+    """What every task needs besides its files (the engine's ``Task.job``)."""
+
     params: Params
     settings: dict
-    keys: tuple[str, ...]
-    msd_ids: tuple
-    paths: tuple[str | None, ...]
-    payloads: tuple = ()
 
 
 def settings_record(params: Params) -> dict:
@@ -145,57 +141,51 @@ def load_one(path: str, key: str, params: Params):
 
 
 def ingest_task(task: Task) -> dict:
-    from pipeline.audio.downmix import downmix
+    """Worker: decode one task's files into its shard parts, write the marker; return rows + parts."""
     from pipeline.config import params_digest
-    from pipeline.sources import reason_code
-    from pipeline.stagekit import read_input_file
 
     out = Path(task.out)
-    params = task.params
+    params, settings = task.job.params, task.job.settings
     writer = make_writer(out, task.index, sample_rate=params.sample_rate,
                          row_group_bytes=int(params.row_group_mb * 2**20), shard_bytes=int(params.shard_mb * 2**20),
                          write_npz=params.write_npz)
-    rows: list[dict] = []
-    seen: dict[str, str] = {}
+    files = FileRows(task, extra=ROW_EXTRA, keep_bytes=False)  # soundfile reads the file itself
     try:
-        for i, key in enumerate(task.keys):
-            path = task.paths[i]
-            raw, reason = read_input_file(path, params.max_file_bytes)
-            song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
-            row = manifest_row(key, None, len(raw) if raw is not None else 0, song_id)
-            rows.append(row)
-            if raw is None:
-                row.update(status="error", code=reason_code(reason), message=reason)
+        for i, _, row in files:
+            key = row["source"]
+            done = attempt(row, _ingest_clips, writer, task.paths[i], key, params, settings, row["id"], key=key,
+                           reraise=MACHINE_ERRORS, time_limit=False)
+            if done is None:
                 continue
-            del raw
-            if song_id in seen:
-                row.update(status="skipped", code="skip.duplicate", message=f"same bytes as {seen[song_id]}")
-                continue
-            seen[song_id] = key
-            try:
-                stereo, info = load_one(path, key, params)
-            except MidiError as exc:
-                row.update(status="skipped" if exc.code.startswith("skip.") else "error", code=exc.code,
-                           message=exc.detail)
-                continue
-            rec = dict(task.settings, source_sample_rate=info["source_sample_rate"],
-                       source_channels=info["source_channels"], source_format=info["source_format"])
-            audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
-            n = emit_clips(writer, audio, song_id=song_id, source=key, sample_rate=params.sample_rate,
-                           clip_samples=params.clip_samples, clip_offset=params.clip_offset, seed=params.seed,
-                           clips_per_song=params.clips_per_song, downmix=params.downmix, bar_times=None,
-                           gain=info["gain_scale"], gain_scale=info["gain_scale"],
-                           render_json=json.dumps(rec, sort_keys=True), downmix_weight=m)
+            info, n, m = done
             row.update(info)
             row.update(status="ok", shard=task.index, n_clips=n, downmix_weight=m)
         parts = writer.close()
     except BaseException:
         writer.abort()
         raise
-    result = {"rows": rows, "parts": parts}
-    write_marker(out, task, params_digest=params_digest(params),
-                 settings_json=json.dumps(task.settings, sort_keys=True), result=result)
+    result = {"rows": files.rows, "parts": parts}
+    markers(out, params_digest=params_digest(params), settings_json=json.dumps(settings, sort_keys=True)).write(
+        task, result)
     return result
+
+
+def _ingest_clips(writer, path: str, key: str, params: Params, settings: dict, song_id: str):
+    """Decode one file (under the per-file time limit), downmix it and add its clips to ``writer``:
+    (info, clips, downmix weight)."""
+    from pipeline.audio.downmix import downmix
+    from pipeline.stagekit import call_with_time_limit
+
+    stereo, info = call_with_time_limit(load_one, path, key, params, key=key)
+    rec = dict(settings, source_sample_rate=info["source_sample_rate"], source_channels=info["source_channels"],
+               source_format=info["source_format"])
+    audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
+    n = emit_clips(writer, audio, song_id=song_id, source=key, sample_rate=params.sample_rate,
+                   clip_samples=params.clip_samples, clip_offset=params.clip_offset, seed=params.seed,
+                   clips_per_song=params.clips_per_song, downmix=params.downmix, bar_times=None,
+                   gain=info["gain_scale"], gain_scale=info["gain_scale"],
+                   render_json=json.dumps(rec, sort_keys=True), downmix_weight=m)
+    return info, n, m
 
 
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None) -> dict:
@@ -207,11 +197,12 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
     src = _Folder(Path(source))
     out = Path(out)
     with OutputLock(out):
-        tasks = make_tasks(src.items(), src, out, params, settings, shard_size=params.shard_size, task_cls=Task)
-        results = execute(ingest_task, tasks, out, src, json.dumps(settings, sort_keys=True),
-                          params_digest=params_digest(params), write_npz=params.write_npz, workers=workers,
-                          scheduler=scheduler, description="ingest-audio")
-        chunks = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
+        tasks = make_tasks(src.items(), src, out, shard_size=params.shard_size, max_file_bytes=params.max_file_bytes,
+                           job=Job(params=params, settings=settings))
+        marks = markers(out, params_digest=params_digest(params), settings_json=json.dumps(settings, sort_keys=True))
+        parts = execute(ingest_task, tasks, marks, src, write_npz=params.write_npz, workers=workers,
+                        scheduler=scheduler, description="ingest-audio")
+        chunks = finish(out, tasks, marks, parts, row_group_bytes=int(params.row_group_mb * 2**20))
         return write_outputs(out, chunks, params_record=dataclasses.asdict(params), sample_rate=params.sample_rate,
                              downmix=params.downmix, clip_samples=params.clip_samples, settings=settings,
                              producer="ingest_audio")

@@ -8,7 +8,8 @@ Data flow: ``open_source`` lists the inputs in a fixed order -> they are cut int
 into its own shard parts, then writes a marker with its manifest rows -> the main process marks
 duplicates, writes the manifest, ``schema.json`` and the summary metric. A rerun skips the tasks
 whose marker matches; nothing written depends on timing, host or worker count. The tasks, markers,
-duplicates and the manifest are :mod:`pipeline.audio.shard_stage`'s (shared with ingest_audio).
+duplicates and the manifest are :mod:`pipeline.audio.shard_stage`'s (shared with ingest_audio), on the
+sharded-stage engine :mod:`pipeline.sharded`.
 
 What is rendered (``rendered_from`` in the manifest): ``original``: the file's own bytes;
 ``first_track_tempo``: the same bytes without the tempo events outside the first track (pretty_midi
@@ -24,19 +25,18 @@ Outputs: ``parquet/audio-<task>-<part>.parquet``, ``npz/audio-<task>-<part>.npz`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks, make_writer, manifest_row,
-                                       write_marker, write_outputs)
+from pipeline.audio.shard_stage import (MACHINE_ERRORS, ROW_EXTRA, emit_clips, execute, finish, make_writer,
+                                       markers, write_outputs)
 from pipeline.config import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_digest,
                              params_section)
 from pipeline.errors import MidiError, ParamsError
-from pipeline.sources import reason_code
-from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file
+from pipeline.sharded import FileRows, Task, attempt, make_tasks
+from pipeline.stagekit import OutputLock, call_with_time_limit
 
 MAX_PERIOD = 1024
 #: FluidSynth's player silently refuses a file of more tracks (it renders silence, exit code 0)
@@ -117,15 +117,11 @@ class Params:
 
 
 @dataclass(frozen=True)
-class Task:
-    index: int
-    out: str
+class Job:
+    """What every task needs besides its files (the engine's ``Task.job``)."""
+
     params: Params
     settings: object  # SynthSettings, resolved once in the main process
-    keys: tuple[str, ...]
-    msd_ids: tuple[str | None, ...]
-    paths: tuple[str | None, ...]
-    payloads: tuple = ()  # archive sources: (bytes | None, reason | None) per item
 
 
 def sanitize_reason(score) -> str | None:
@@ -251,50 +247,21 @@ def _bar_times(score):
 
 def render_task(task: Task) -> dict:
     """Worker: render one task's files into its shard parts, write the marker; return rows + parts."""
-    from pipeline.audio.downmix import downmix
-
     out = Path(task.out)
-    params = task.params
-    settings = task.settings
+    params, settings = task.job.params, task.job.settings
     render_json = json.dumps(settings.as_record(), sort_keys=True)
     writer = make_writer(out, task.index, sample_rate=params.sample_rate,
                          row_group_bytes=int(params.row_group_mb * 2**20), shard_bytes=int(params.shard_mb * 2**20),
                          write_npz=params.write_npz)
-    rows: list[dict] = []
-    seen: dict[str, str] = {}
+    files = FileRows(task, extra=ROW_EXTRA)
     try:
-        for i, key in enumerate(task.keys):
-            if task.payloads:
-                raw, reason = task.payloads[i]
-            else:
-                raw, reason = read_input_file(task.paths[i], params.max_file_bytes)
-            song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
-            row = manifest_row(key, task.msd_ids[i], len(raw) if raw is not None else 0, song_id)
-            rows.append(row)
-            if raw is None:
-                row.update(status="error", code=reason_code(reason), message=reason)
+        for _, raw, row in files:
+            key = row["source"]
+            done = attempt(row, _render_clips, writer, raw, key, params, settings, row["id"], render_json, key=key,
+                           reraise=MACHINE_ERRORS, time_limit=False)
+            if done is None:
                 continue
-            if song_id in seen:
-                row.update(status="skipped", code="skip.duplicate", message=f"same bytes as {seen[song_id]}")
-                continue
-            seen[song_id] = key
-            try:
-                (score, stereo), info = call_with_time_limit(render_one, raw, key, params, settings, key=key)
-                audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
-                n = emit_clips(writer, audio, song_id=song_id, source=key, sample_rate=params.sample_rate,
-                               clip_samples=params.clip_samples, clip_offset=params.clip_offset, seed=params.seed,
-                               clips_per_song=params.clips_per_song, downmix=params.downmix,
-                               bar_times=_bar_times(score), gain=settings.gain * info["gain_scale"],
-                               gain_scale=info["gain_scale"], render_json=render_json, downmix_weight=m)
-            except MidiError as exc:
-                status = "skipped" if exc.code.startswith("skip.") else "error"
-                row.update(status=status, code=exc.code, message=exc.detail)
-                continue
-            except (OSError, MemoryError):
-                raise  # the machine, not the file: stop (dask retries the task elsewhere)
-            except Exception as exc:  # a bug, but one file must not sink a Lakh-size run: record it
-                row.update(status="error", code="internal.bug", message=f"{type(exc).__name__}: {exc}")
-                continue
+            info, n, m = done
             row.update(info)
             row.update(status="recovered" if info["repairs"] else "ok", shard=task.index, n_clips=n,
                        downmix_weight=m)
@@ -305,9 +272,24 @@ def render_task(task: Task) -> dict:
     except BaseException:
         writer.abort()
         raise
-    result = {"rows": rows, "parts": parts}
-    write_marker(out, task, params_digest=params_digest(params), settings_json=render_json, result=result)
+    result = {"rows": files.rows, "parts": parts}
+    markers(out, params_digest=params_digest(params), settings_json=render_json).write(task, result)
     return result
+
+
+def _render_clips(writer, raw: bytes, key: str, params: Params, settings, song_id: str, render_json: str):
+    """Render one file (under the per-file time limit), downmix it and add its clips to ``writer``:
+    (info, clips, downmix weight)."""
+    from pipeline.audio.downmix import downmix
+
+    (score, stereo), info = call_with_time_limit(render_one, raw, key, params, settings, key=key)
+    audio, m = downmix(stereo, params.downmix, seed=params.seed, song_id=song_id)
+    n = emit_clips(writer, audio, song_id=song_id, source=key, sample_rate=params.sample_rate,
+                   clip_samples=params.clip_samples, clip_offset=params.clip_offset, seed=params.seed,
+                   clips_per_song=params.clips_per_song, downmix=params.downmix,
+                   bar_times=_bar_times(score), gain=settings.gain * info["gain_scale"],
+                   gain_scale=info["gain_scale"], render_json=render_json, downmix_weight=m)
+    return info, n, m
 
 
 def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler: str | None = None) -> dict:
@@ -323,11 +305,12 @@ def run(*, source: Path, out: Path, params: Params, workers: int = 0, scheduler:
     items = src.items()
     out = Path(out)
     with OutputLock(out):
-        tasks = make_tasks(items, src, out, params, settings, shard_size=params.shard_size, task_cls=Task)
-        results = execute(render_task, tasks, out, src, render_json, params_digest=params_digest(params),
-                          write_npz=params.write_npz, workers=workers, scheduler=scheduler,
-                          description="render-audio")
-        chunks = finish(out, results, row_group_bytes=int(params.row_group_mb * 2**20), index_of_task=lambda k: k)
+        tasks = make_tasks(items, src, out, shard_size=params.shard_size, max_file_bytes=params.max_file_bytes,
+                           job=Job(params=params, settings=settings))
+        marks = markers(out, params_digest=params_digest(params), settings_json=render_json)
+        parts = execute(render_task, tasks, marks, src, write_npz=params.write_npz, workers=workers,
+                        scheduler=scheduler, description="render-audio")
+        chunks = finish(out, tasks, marks, parts, row_group_bytes=int(params.row_group_mb * 2**20))
         summary = write_outputs(out, chunks, params_record=dataclasses.asdict(params), sample_rate=params.sample_rate,
                                 downmix=params.downmix, clip_samples=params.clip_samples,
                                 settings=settings.as_record(), producer="render_audio")

@@ -161,6 +161,20 @@ def test_duplicates_across_shards_are_counted_once(small_corpus, tmp_path):
     assert (tmp_path / "once" / "vocab.json").read_bytes() == (tmp_path / "twice" / "vocab.json").read_bytes()
 
 
+def test_two_copies_in_a_later_shard_leave_the_song_in_the_shards_once(small_corpus, tmp_path):
+    """a/song0.mid, then two copies of it in the last shard: the first copy is taken out of the
+    shards after pass 1, the second (a repeat inside its shard) never enters them."""
+    for name in ("x1.mid", "x2.mid"):
+        (small_corpus / "c").mkdir(exist_ok=True)
+        (small_corpus / "c" / name).write_bytes((small_corpus / "a" / "song0.mid").read_bytes())
+    out = tmp_path / "v"
+    stage.run(source=small_corpus, out=out, kind="remi", params=stage.Params(shard_size=2), workers=1)
+    m = pd.read_parquet(out / "manifest.parquet").set_index("source")
+    assert list(m.loc[["c/x1.mid", "c/x2.mid"], "message"]) == ["same bytes as a/song0.mid"] * 2
+    ids = [i for p in sorted((out / "shards").glob("remi-*.parquet")) for i in pq.read_table(p).column("id").to_pylist()]
+    assert len(ids) == len(set(ids)) == (m.status == "ok").sum() + (m.status == "recovered").sum()
+
+
 def test_archive_gives_the_same_outputs_as_the_folder(small_corpus, tmp_path):
     import tarfile
 

@@ -1,12 +1,11 @@
-"""The shard engine that stages ``render_audio`` and ``ingest_audio`` share: songs -> clips ->
-shard parts, with resume markers, cross-task duplicates, the manifest, ``schema.json`` and the
-summary metric.
+"""What the audio stages ``render_audio`` and ``ingest_audio`` share on top of the sharded-stage
+engine (:mod:`pipeline.sharded`): songs -> clips -> shard parts, their markers and duplicates,
+the manifest columns, ``schema.json``, the summary metric and the card.
 
-A stage supplies its task dataclass (``index``, ``out``, ``params``, ``settings``, ``keys``,
-``msd_ids``, ``paths``, ``payloads``) and a worker function; the worker cuts each song with
-:func:`emit_clips` into a :func:`make_writer` writer, starts each input's manifest row with
-:func:`manifest_row` and ends with :func:`write_marker`. The main process runs
-:func:`make_tasks` -> :func:`execute` -> :func:`finish` -> :func:`write_outputs`.
+A stage's worker starts its rows with ``FileRows(task, extra=ROW_EXTRA)``, cuts each song with
+:func:`emit_clips` into a :func:`make_writer` writer and ends with ``markers(...).write(task,
+{"rows": ..., "parts": ...})``. The main process runs ``sharded.make_tasks`` -> :func:`execute`
+-> :func:`finish` -> :func:`write_outputs`.
 
 Layout of a stage's output folder ``out``: ``parquet/audio-<task>-<part>.parquet``,
 ``npz/audio-<task>-<part>.npz`` (see :mod:`pipeline.io.audio_shards`), ``manifest.parquet``,
@@ -16,12 +15,11 @@ Layout of a stage's output folder ``out``: ``parquet/audio-<task>-<part>.parquet
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
-from pipeline.stagekit import inputs_digest, run_shards, warning_counts
+from pipeline.sharded import (Duplicates, Markers, Task, final_rows, find_duplicates, remove_stale, run_pending,
+                              write_manifest, write_summary)
 
-STATE_DIR = ".state"
 PARQUET_DIR = "parquet"  # the Parquet parts alone, so that a reader can take the whole folder
 NPZ_DIR = "npz"
 
@@ -70,132 +68,58 @@ def make_writer(out: Path, index: int, *, sample_rate: int, row_group_bytes: int
                        write_npz=write_npz, npz_folder=out / NPZ_DIR)
 
 
-def manifest_row(key: str, msd_id: str | None, size: int, song_id: str | None) -> dict:
-    """The manifest row an input starts with (the worker fills in its status)."""
-    return {"source": key, "id": song_id, "msd_id": msd_id, "size_bytes": size, "status": None, "code": None,
-            "message": None, "repairs": [], "warnings": [], "shard": None, "n_clips": 0}
+#: the fields an audio row starts with besides the engine's (``FileRows(task, extra=ROW_EXTRA)``),
+#: and the values a duplicate gets
+ROW_EXTRA = {"repairs": [], "warnings": [], "n_clips": 0}
+
+#: what a worker stops at instead of recording a bad file: the machine's errors (dask retries the task)
+MACHINE_ERRORS = (OSError, MemoryError)
 
 
-def task_inputs_digest(task) -> str:
-    """The digest of a task's inputs that its marker records."""
-    return inputs_digest(task.keys, task.msd_ids)
+def markers(out: Path, *, params_digest: str, settings_json: str) -> Markers:
+    """The task markers (``.state/task-<index>.json``): params digest, settings, inputs digest, rows and parts."""
+    return Markers(out, "task", params=params_digest, checks={"settings": settings_json})
 
 
-def marker_path(out: Path, index: int) -> Path:
-    return out / STATE_DIR / f"task-{index:05d}.json"
+def execute(fn, tasks: list[Task], markers: Markers, src, *, write_npz: bool, workers: int, scheduler: str | None,
+            description: str) -> list[list[str]]:
+    """Run the tasks whose marker does not match or whose parts are gone; every task's parts, in order."""
+    out = markers.out
 
+    def parts_of(task: Task, data: dict) -> list[Path]:
+        paths = [out / PARQUET_DIR / part for part in data["parts"]]
+        if write_npz:
+            paths += [out / NPZ_DIR / Path(part).with_suffix(".npz").name for part in data["parts"]]
+        return paths
 
-def write_marker(out: Path, task, *, params_digest: str, settings_json: str, result: dict) -> None:
-    """The marker of a finished task: its params digest, settings, inputs digest, rows and parts."""
-    from pipeline.io.npz import atomic_write_bytes
-
-    marker = {"params": params_digest, "settings": settings_json, "inputs": task_inputs_digest(task), **result}
-    atomic_write_bytes(marker_path(out, task.index), json.dumps(marker, sort_keys=True).encode())
-
-
-def read_marker(out: Path, task, *, params_digest: str, settings_json: str, write_npz: bool) -> dict | None:
-    """The task's marker when it records the same params, settings and inputs and its parts exist."""
-    path = marker_path(out, task.index)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if (data.get("params") != params_digest or data.get("inputs") != task_inputs_digest(task)
-            or data.get("settings") != settings_json):
-        return None
-    for part in data["parts"]:
-        if not (out / PARQUET_DIR / part).exists() or (
-                write_npz and not (out / NPZ_DIR / Path(part).with_suffix(".npz").name).exists()):
-            return None
-    return data
-
-
-def make_tasks(items, src, out: Path, params, settings, *, shard_size: int, task_cls) -> list:
-    """One ``task_cls`` per ``shard_size`` items, in order (``params`` and ``settings`` ride along)."""
-    tasks = []
-    for k in range(0, len(items), shard_size):
-        chunk = items[k : k + shard_size]
-        paths = tuple(str(p) if (p := src.path_of(it)) is not None else None for it in chunk)
-        tasks.append(task_cls(index=k // shard_size, out=str(out), params=params, settings=settings,
-                              keys=tuple(it.key for it in chunk), msd_ids=tuple(it.msd_id for it in chunk),
-                              paths=paths))
-    return tasks
-
-
-def execute(fn, tasks: list, out: Path, src, settings_json: str, *, params_digest: str, write_npz: bool,
-            workers: int, scheduler: str | None, description: str) -> list[dict]:
-    """Run the tasks that have no valid marker (streaming archives), return every task's result in order."""
-    results: dict[int, dict] = {}
-    todo = []
-    for t in tasks:
-        data = read_marker(out, t, params_digest=params_digest, settings_json=settings_json, write_npz=write_npz)
-        if data is None:
-            todo.append(t)
-        else:
-            results[t.index] = {"parts": data["parts"]}
-    for index, res in run_shards(fn, todo, src, workers=workers, scheduler=scheduler, description=description):
-        results[index] = res
+    parts: dict[int, list[str]] = {}
+    for index, res in run_pending(fn, tasks, markers, src, workers=workers, scheduler=scheduler,
+                                  description=description, outputs=parts_of):
+        parts[index] = res["parts"]
     # the rows stay in the task markers (read back one task at a time): memory flat in the files
-    return [{"index": t.index, "parts": results[t.index]["parts"]} for t in tasks]
+    return [parts[t.index] for t in tasks]
 
 
-def task_rows(out: Path, index: int) -> list[dict]:
-    """The rows of one finished task, from its marker."""
-    return json.loads(marker_path(out, index).read_text())["rows"]
-
-
-def finish(out: Path, results: list[dict], *, row_group_bytes: int, index_of_task):
+def finish(out: Path, tasks: list[Task], markers: Markers, parts: list[list[str]], *, row_group_bytes: int):
     """Remove stale parts and markers, mark cross-task duplicates (dropping their clips).
 
-    Returns ``chunks()``: the rows in order, one task's list at a time, duplicates marked (read
-    back from the markers; only the duplicate decisions are held here)."""
+    Returns the rows in order, ``(task, rows)`` one task at a time, duplicates marked (read back
+    from the markers; only the duplicate decisions are held here)."""
     from pipeline.io.audio_shards import filter_shard
 
-    keep = {p for r in results for p in r["parts"]}
+    keep = {p for ps in parts for p in ps}
     keep |= {Path(p).with_suffix(".npz").name for p in keep}
     for folder in (out / PARQUET_DIR, out / NPZ_DIR):
-        if folder.exists():
-            for p in folder.glob("audio-*"):
-                if p.name not in keep:
-                    p.unlink()
-    state = out / STATE_DIR
-    n_tasks = len(results)
-    if state.exists():
-        for p in state.glob("task-*.json"):
-            if int(p.stem.split("-")[1]) >= n_tasks:
-                p.unlink()
-    first: dict[str, str] = {}
-    dups: dict[int, dict[int, str]] = {}
+        remove_stale(folder, "audio-*", lambda p: p.name in keep)
+    markers.sweep(len(tasks))
+    dups: Duplicates = find_duplicates(markers, tasks)
     drop: dict[int, set[str]] = {}
-    for res in results:
-        for i, r in enumerate(task_rows(out, res["index"])):
-            sid = r["id"]
-            if sid is None or r["code"] == "skip.duplicate" and sid in first:
-                continue
-            if sid in first:
-                if r["status"] in ("ok", "recovered"):
-                    drop.setdefault(r["shard"], set()).add(r["source"])
-                dups.setdefault(res["index"], {})[i] = first[sid]
-            else:
-                first[sid] = r["source"]
-    del first
+    for _, _, r in dups.converted:
+        drop.setdefault(r["shard"], set()).add(r["source"])
     for shard, sources in drop.items():
-        for part in results[index_of_task(shard)]["parts"]:
+        for part in parts[shard]:
             filter_shard(out / PARQUET_DIR, part, sources, row_group_bytes=row_group_bytes, npz_folder=out / NPZ_DIR)
-
-    def chunks():
-        for res in results:
-            rows = task_rows(out, res["index"])
-            for i, source in dups.get(res["index"], {}).items():
-                r = rows[i]
-                for k in list(r):
-                    if k not in ("source", "id", "msd_id", "size_bytes"):
-                        r[k] = None
-                r.update(status="skipped", code="skip.duplicate", message=f"same bytes as {source}",
-                         repairs=[], warnings=[], n_clips=0)
-            yield rows
-
-    return chunks
+    return final_rows(markers, tasks, dups, reset=ROW_EXTRA)
 
 
 MANIFEST_FIELDS = [
@@ -213,13 +137,13 @@ MANIFEST_FIELDS = [
 def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, downmix: str, clip_samples: int,
                   settings: dict, producer: str) -> dict:
     """manifest.parquet (one row per input, plus the settings as constant columns; written as
-    ``chunks()`` yields each task's rows, in row groups of ``ROW_GROUP_ROWS``), schema.json, summary.json.
+    ``chunks`` (from :func:`finish`) yields each task's rows, in row groups of ``ROW_GROUP_ROWS``),
+    schema.json, summary.json.
 
     ``params_record``: the stage's params as a dict (``dataclasses.asdict``), kept in schema.json."""
     import pyarrow as pa
 
     from pipeline.io.audio_shards import schema_document
-    from pipeline.io.manifest import ManifestWriter
     from pipeline.io.npz import atomic_write_bytes
     from pipeline.schema import arrow_dtypes
 
@@ -237,46 +161,37 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
         full = [{**r, **setting_cols, "downmix": downmix} for r in rows]
         return pa.table({f.name: pa.array([r.get(f.name) for r in full], f.type) for f in schema}, schema=schema)
 
-    status: Counter = Counter()
-    codes: Counter = Counter()
-    warnings: Counter = Counter()
-    files = songs = clips = peak_limited = 0
-    seconds = 0.0
-    from pipeline.cards import Digest
+    counts = {"songs": 0, "clips": 0, "peak_limited": 0, "seconds": 0.0}
 
-    digest = Digest()
-    with ManifestWriter(out / "manifest.parquet", schema, to_table=to_table, stage=producer) as manifest:
-        for rows in chunks():
-            manifest.write(rows)
-            digest.update(rows)
-            files += len(rows)
-            status.update(r["status"] for r in rows)
-            codes.update(r["code"] for r in rows if r["code"])
-            warnings.update(warning_counts(rows))
-            done = [r for r in rows if r["status"] in ("ok", "recovered")]
-            songs += len(done)
-            clips += int(sum(r["n_clips"] or 0 for r in done))
-            for r in done:  # one running sum in row order, as sum() over all rows gave
-                seconds += r["duration"] or 0.0
-            peak_limited += sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0)
+    def add(rows: list[dict]) -> None:
+        done = [r for r in rows if r["status"] in ("ok", "recovered")]
+        counts["songs"] += len(done)
+        counts["clips"] += int(sum(r["n_clips"] or 0 for r in done))
+        for r in done:  # one running sum in row order, as sum() over all rows gave
+            counts["seconds"] += r["duration"] or 0.0
+        counts["peak_limited"] += sum(1 for r in done if (r.get("gain_scale") or 1.0) < 1.0)
+
+    tally, inputs = write_manifest(out / "manifest.parquet", schema, (rows for _, rows in chunks),
+                                   stage=producer, to_table=to_table, on_rows=add)
     doc = schema_document(sample_rate=sample_rate, downmix=downmix, clip_samples=clip_samples,
                           producer=producer, settings={"params": params_record, "render": settings})
     doc["manifest"] = {"file": "manifest.parquet", "row": "one input file", "dtypes": arrow_dtypes(schema)}
     atomic_write_bytes(out / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    rec = tally.record()
     summary = {
-        "files": files,
-        "songs": songs,
-        "clips": clips,
-        "hours": round(seconds / 3600.0, 4),
-        "peak_limited": peak_limited,
-        "status": {s: status.get(s, 0) for s in ("ok", "recovered", "skipped", "error")},
-        "codes": dict(sorted(codes.items())),
-        "warnings": dict(sorted(warnings.items())),
+        "files": rec["files"],
+        "songs": counts["songs"],
+        "clips": counts["clips"],
+        "hours": round(counts["seconds"] / 3600.0, 4),
+        "peak_limited": counts["peak_limited"],
+        "status": rec["status"],
+        "codes": rec["codes"],
+        "warnings": rec["warnings"],
     }
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    write_summary(out, summary)
     from pipeline.cards import write_card
 
-    write_card(out, card_text(producer, params_record, doc, summary, digest.hexdigest(), sample_rate=sample_rate))
+    write_card(out, card_text(producer, params_record, doc, summary, inputs, sample_rate=sample_rate))
     return summary
 
 
