@@ -285,16 +285,14 @@ def report(
 ) -> None:
     """The report: a web page (index.html) and a Markdown page over the data and every model family."""
     from pipeline import numerics
-    from pipeline.config import load_section, read_params
+    from pipeline.config import read_params
 
     numerics.pin(native_numerics)
-    from stages import render_audio
     from stages import report as stage
 
-    synth = load_section(render_audio.Params, "render_audio", params)
-    render = {k: getattr(synth, k) for k in stage.RENDER_KEYS}
+    doc = read_params(params)
     s = stage.run(datasets=datasets, out=out, images_per_part=images, links_per_part=links,
-                  render=render, params=read_params(params))
+                  render=doc.get("render_audio"), params=doc)
     fams = ", ".join(f"{k} ({len(v['parts'])})" for k, v in s["families"].items()) or "no model families yet"
     typer.echo(f"{fams}; {s['players']} audio players, {s['figures']} data figures -> {s['page']}")
 

@@ -24,8 +24,9 @@ RENDER_KEYS = ("soundfont", "sample_rate", "gain", "reverb", "chorus", "period_s
 
 def run(*, datasets: Path, out: Path, images_per_part: int = 2, links_per_part: int = 8,
         render: dict | None = None, params: dict | None = None) -> dict:
-    """``render``: ``render_audio``'s settings (:data:`RENDER_KEYS`) for the MIDI samples' players
-    (``None``: MIDI samples get no player); ``params``: the params file, for the page's digest."""
+    """``render``: the ``render_audio`` params section (the :data:`RENDER_KEYS` are used) for the
+    MIDI samples' players (``None``: MIDI samples get no player); ``params``: the whole params file,
+    for the page's digest."""
     datasets = Path(datasets)
     if not datasets.is_dir():
         raise StageError(f"no datasets folder at {datasets}: run the data stages first (dvc repro)")
@@ -34,6 +35,10 @@ def run(*, datasets: Path, out: Path, images_per_part: int = 2, links_per_part: 
     synth = None
     if render is not None:
         from pipeline.audio.render import make_settings
+
+        missing = [k for k in RENDER_KEYS if k not in render]
+        if missing:
+            raise StageError(f"render_audio section: missing {', '.join(missing)} (the report renders MIDI samples with it)")
 
         settings = make_settings(**{k: render[k] for k in RENDER_KEYS[:7]})
         synth = Render(settings, float(render["release_tail"]), float(render["silence_db"]))

@@ -94,11 +94,9 @@ def workspace(tmp_path) -> Path:
 
 
 def _render() -> dict:
-    from pipeline.config import load_section
-    from stages import render_audio
+    from pipeline.config import read_params
 
-    p = load_section(render_audio.Params, "render_audio", ROOT / "params.yaml")
-    return {k: getattr(p, k) for k in stage.RENDER_KEYS}
+    return read_params(ROOT / "params.yaml")["render_audio"]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
