@@ -80,7 +80,7 @@ async def _visit(url: str, screenshot: Path, *, width: int, settle: float, exe: 
     import aiohttp
 
     profile = tempfile.mkdtemp(prefix="chromium-")
-    proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                              "--no-default-browser-check", "--remote-debugging-port=0", "--mute-audio",
                              f"--user-data-dir={profile}", f"--window-size={width},900", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -49,6 +49,7 @@ figure{margin:0}figure img{max-width:100%;border:1px solid #e3e6ea}figcaption{fo
 .samples{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
 .sample{border:1px solid #e3e6ea;border-radius:6px;padding:8px;background:#fbfcfd}
 .sample img{width:100%;display:block}.sample audio{width:100%;margin-top:6px}.sample .name{font-size:13px;font-weight:600}
+.row{display:flex;flex-wrap:wrap;gap:4px 22px;align-items:flex-start}.row h6{font-size:13.5px;margin:8px 0 2px}
 .bad{color:#a33}.ok{color:#2a7a3b}.muted{color:#666;font-size:13px}
 """
 
@@ -103,7 +104,31 @@ def markdown_html(text: str, *, demote: int = 0) -> str:
                 para.append(lines[i].strip())
                 i += 1
             out.append(f"<p>{_inline(' '.join(para))}</p>")
-    return "\n".join(out)
+    return "\n".join(_side_by_side(out))
+
+
+def _side_by_side(chunks: list[str]) -> list[str]:
+    """Runs of (deepest heading, table) pairs side by side: MuseGAN's one table per metric fit a row."""
+    levels = [int(c[2]) for c in chunks if re.match(r"<h[1-6]>", c)]
+    if not levels or max(levels) < 5:
+        return chunks
+    deepest = f"<h{max(levels)}>"
+    out: list[str] = []
+    row: list[str] = []
+    i = 0
+    while i < len(chunks):
+        if chunks[i].startswith(deepest) and i + 1 < len(chunks) and chunks[i + 1].startswith("<table>"):
+            row.append(f'<div class="cell">{chunks[i]}{chunks[i + 1]}</div>')
+            i += 2
+            continue
+        if row:
+            out.append('<div class="row">' + "".join(row) + "</div>")
+            row = []
+        out.append(chunks[i])
+        i += 1
+    if row:
+        out.append('<div class="row">' + "".join(row) + "</div>")
+    return out
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -272,13 +297,14 @@ def build_page(datasets: Path, out: Path, *, render: Render | None = None, param
         body = [f'<section id="family-{_slug(fam)}"><h2>{_e(title)}</h2>', _reference(fam, fam_dir, datasets)]
         curve = assets / "curves" / f"{fam}.png"
         curve.parent.mkdir(parents=True, exist_ok=True)
-        xlabel = plots.curves(parts, curve, title)
-        if xlabel is not None:
+        drawn = plots.curves(parts, curve, title)
+        if drawn is not None:
+            xlabel, held_out = drawn
             body.append('<h3>Training curves</h3><figure class="curves">'
                         f'<img src="{_e(_rel(curve, out))}" alt="{_e(fam)} training curves">'
-                        f"<figcaption>One panel per quantity of the variants' <code>metrics.json</code> against "
-                        f"{_e(xlabel)}; dashed: held-out values; a log axis where the values span two decades."
-                        "</figcaption></figure>")
+                        f"<figcaption>One panel per quantity of the <code>metrics.json</code> files against "
+                        f"{_e(xlabel)}{'; dashed: held-out values' if held_out else ''}; a log axis where the "
+                        "values span two decades.</figcaption></figure>")
         for part in parts:
             evaluation = part.evaluation.read_text() if part.evaluation is not None else ""
             sample_html, players, silent = _samples(part, fam, out, assets, render)

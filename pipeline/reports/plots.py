@@ -273,9 +273,9 @@ def _rows(path: Path) -> list[dict]:
     return [r for r in rows if isinstance(r, dict)]
 
 
-def curves(parts, path: Path, title: str) -> str | None:
+def curves(parts, path: Path, title: str) -> tuple[str, bool] | None:
     """One panel per quantity of the parts' ``metrics.json`` (lines: part, train/valid, level);
-    returns the x label, or ``None`` when there is nothing to draw."""
+    returns ``(x label, whether held-out lines are drawn)``, or ``None`` when there is nothing to draw."""
     panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
     xlabel = ""
     for part in parts:
@@ -326,4 +326,4 @@ def curves(parts, path: Path, title: str) -> str | None:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save(fig, path, dpi=90)
-    return xlabel
+    return xlabel, any("valid" in label.split() for series in panels.values() for label in series)
