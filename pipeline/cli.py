@@ -286,11 +286,14 @@ def report(
     """The report: a web page (index.html) and a Markdown page over the data and every model family."""
     from pipeline import numerics
     from pipeline.config import read_params
+    from pipeline.errors import ParamsError
 
     numerics.pin(native_numerics)
     from stages import report as stage
 
     doc = read_params(params)
+    if not isinstance(doc.get("render_audio"), dict):
+        raise ParamsError(f"{params}: no render_audio section (the report renders the MIDI samples with its settings)")
     s = stage.run(datasets=datasets, out=out, images_per_part=images, links_per_part=links,
                   render=doc.get("render_audio"), params=doc)
     fams = ", ".join(f"{k} ({len(v['parts'])})" for k, v in s["families"].items()) or "no model families yet"

@@ -89,6 +89,10 @@ def test_report_cli(workspace):
     assert res.exit_code == 0, res.output
     assert "toy (2)" in res.output and (workspace / "r" / "report.md").is_file()
     assert "4 audio players" in res.output and (workspace / "r" / "index.html").is_file()  # MIDI rendered
+    bad = workspace / "p.yaml"
+    bad.write_text("corpus: {}\n")
+    res = CliRunner().invoke(app, ["report", "--datasets", str(workspace), "--params", str(bad)])
+    assert res.exit_code != 0 and "no render_audio section" in str(res.exception)
     res = CliRunner().invoke(app, ["report", "--datasets", str(workspace / "missing")])
     assert res.exit_code != 0
     assert isinstance(res.exception, StageError) and "no datasets folder" in str(res.exception)
