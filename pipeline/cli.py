@@ -277,20 +277,27 @@ def inspect(
 @app.command()
 def report(
     datasets: Annotated[Path, typer.Option(help="The data workspace the stages wrote.")] = Path("datasets"),
-    out: Annotated[Path, typer.Option(help="Output folder (report.md + curve PNGs).")] = Path("datasets/report"),
-    images: Annotated[int, typer.Option(help="Sample images shown per variant.")] = 2,
-    links: Annotated[int, typer.Option(help="Sample files linked per variant.")] = 8,
+    out: Annotated[Path, typer.Option(help="Output folder (index.html + assets/, report.md + curve PNGs).")] = Path("datasets/report"),
+    images: Annotated[int, typer.Option(help="Sample images shown per variant in report.md.")] = 2,
+    links: Annotated[int, typer.Option(help="Sample files linked per variant in report.md.")] = 8,
+    params: ParamsOpt = Path("params.yaml"),
     native_numerics: NativeNumericsOpt = False,
 ) -> None:
-    """One Markdown page: data summaries, and per model family the metrics, loss curves and samples."""
+    """The report: a web page (index.html) and a Markdown page over the data and every model family."""
     from pipeline import numerics
+    from pipeline.config import read_params
+    from pipeline.errors import ParamsError
 
     numerics.pin(native_numerics)
     from stages import report as stage
 
-    s = stage.run(datasets=datasets, out=out, images_per_part=images, links_per_part=links)
+    doc = read_params(params)
+    if not isinstance(doc.get("render_audio"), dict):
+        raise ParamsError(f"{params}: no render_audio section (the report renders the MIDI samples with its settings)")
+    s = stage.run(datasets=datasets, out=out, images_per_part=images, links_per_part=links,
+                  render=doc.get("render_audio"), params=doc)
     fams = ", ".join(f"{k} ({len(v['parts'])})" for k, v in s["families"].items()) or "no model families yet"
-    typer.echo(f"{fams} -> {s['report']}")
+    typer.echo(f"{fams}; {s['players']} audio players, {s['figures']} data figures -> {s['page']}")
 
 
 @app.command("fetch-lmd")

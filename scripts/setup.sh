@@ -10,8 +10,9 @@ if [ -z "$PY" ]; then
     if command -v "$cand" >/dev/null 2>&1; then PY=$cand; break; fi
   done
 fi
-# gcc (and the Python headers) build the compiled SMF kernels, pipeline/io/_smf.c
-apt_packages=(git fluidsynth gcc libc6-dev)
+# gcc (and the Python headers) build the compiled SMF kernels, pipeline/io/_smf.c; chromium (headless)
+# opens the report page in tests/test_report_page.py
+apt_packages=(git fluidsynth gcc libc6-dev chromium)
 if ! "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   apt_packages+=("python3-dev")
 fi

@@ -79,15 +79,20 @@ def test_report_lists_data_metrics_curves_and_samples(workspace, tmp_path):
         assert (out / t).is_file(), t
     assert (out / "toy_curves.png").stat().st_size > 1000 and (out / "gan_curves.png").is_file()
     # same outputs, same bytes
-    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     stage.run(datasets=workspace, out=out, images_per_part=1, links_per_part=1)
-    assert first == {p.name: p.read_bytes() for p in out.iterdir()}
+    assert first == {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
 def test_report_cli(workspace):
     res = CliRunner().invoke(app, ["report", "--datasets", str(workspace), "--out", str(workspace / "r")])
     assert res.exit_code == 0, res.output
     assert "toy (2)" in res.output and (workspace / "r" / "report.md").is_file()
+    assert "4 audio players" in res.output and (workspace / "r" / "index.html").is_file()  # MIDI rendered
+    bad = workspace / "p.yaml"
+    bad.write_text("corpus: {}\n")
+    res = CliRunner().invoke(app, ["report", "--datasets", str(workspace), "--params", str(bad)])
+    assert res.exit_code != 0 and "no render_audio section" in str(res.exception)
     res = CliRunner().invoke(app, ["report", "--datasets", str(workspace / "missing")])
     assert res.exit_code != 0
     assert isinstance(res.exception, StageError) and "no datasets folder" in str(res.exception)
