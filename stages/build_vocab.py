@@ -33,11 +33,9 @@ import numpy as np
 
 from pipeline.config import PositiveInt, Range, params_section
 from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.names import VOCAB_KINDS
 from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file, run_shards
-
-Kind = Literal["notes", "remi", "midilike"]
-KINDS = ("notes", "remi", "midilike")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +85,8 @@ class Params:
 
 def token_config(kind: str, params: Params) -> dict:
     """What the vocabulary depends on (stored in vocab.json and hashed with the token list)."""
-    if kind not in KINDS:
-        raise ParamsError(f"kind={kind!r} must be one of {', '.join(KINDS)}")
+    if kind not in VOCAB_KINDS:
+        raise ParamsError(f"kind={kind!r} must be one of {', '.join(VOCAB_KINDS)}")
     sub = asdict(getattr(params, kind))
     if kind == "notes" and sub["ties"] == "merge":  # the default: the config (and hash) of before
         del sub["ties"]
@@ -292,7 +290,8 @@ def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
 
 def encode_shard(task: ShardTask) -> dict[str, int]:
     """Pass 2: tokens -> ids, one Parquet shard; returns per-song UNK counts keyed by source."""
-    from pipeline.tokens.shards import split_of, write_token_shard
+    from pipeline.splits import song_split
+    from pipeline.tokens.shards import write_token_shard
     from pipeline.tokens.vocab import UNK, Vocabulary
 
     vocab = Vocabulary(tokens=task.vocab_tokens, config={})
@@ -316,7 +315,7 @@ def encode_shard(task: ShardTask) -> dict[str, int]:
             song = call_with_time_limit(tokenize_one, raw, key, task.kind, task.params, key=key)
         except Exception:  # noqa: BLE001 - pass 1 recorded why
             continue
-        split = split_of(song_id, valid_fraction=task.params.valid_fraction, test_fraction=task.params.test_fraction)
+        split = song_split(song_id, valid_fraction=task.params.valid_fraction, test_fraction=task.params.test_fraction)
         n_unk = 0
         for k, name in enumerate(song.streams):
             ids = vocab.ids(song.strings[k]) if song.strings is not None else lut[song.codes[k]]
@@ -436,7 +435,7 @@ def _mark_duplicates(tasks: list[ShardTask]) -> tuple[dict[int, dict[int, tuple[
 
 def _final_rows(task: ShardTask, dups: dict[int, tuple[bool, str]], params: Params) -> list[dict]:
     """One shard's manifest rows as written: duplicates marked, UNK counts and splits filled in."""
-    from pipeline.tokens.shards import split_of
+    from pipeline.splits import song_split
 
     rows, _ = _finished(task, "count")
     unk = _finished(task, "encode")
@@ -450,7 +449,7 @@ def _final_rows(task: ShardTask, dups: dict[int, tuple[bool, str]], params: Para
             row["message"] = f"same bytes as {source}"
         ok = row["status"] in ("ok", "recovered")
         row["n_unk"] = unk.get(row["source"]) if ok else None
-        row["split"] = split_of(row["id"], valid_fraction=params.valid_fraction,
+        row["split"] = song_split(row["id"], valid_fraction=params.valid_fraction,
                                 test_fraction=params.test_fraction) if ok else None
     return rows
 
