@@ -141,8 +141,8 @@ def _prior(params_path: Path, steps: int, out: Path, level_from_top: int) -> dic
     import torch
 
     from pipeline.config import load_section
-    from pipeline.models.jukebox_prior import JukeboxPrior
-    from pipeline.training import prior as fam
+    from pipeline.models.jukebox import JukeboxPrior
+    from pipeline.training import jukebox as fam
     from pipeline.training.solver import seed_everything
     from stages import jukebox as stage
 

@@ -65,10 +65,10 @@ class Range:
             return False
         return True
 
-    def check(self, where: str, value: Any) -> None:
+    def check(self, where: str, value: Any, error: type[Exception] = ParamsError) -> None:
         if not self.holds(value):
             note = f" ({self.note})" if self.note else ""
-            raise ParamsError(f"{where}={value!r} must be {self.describe()}{note}")
+            raise error(f"{where}={value!r} must be {self.describe()}{note}")
 
 
 PositiveInt = Annotated[int, Range(1)]
@@ -118,6 +118,25 @@ def check_fields(obj: Any, where: str) -> None:
         for m in meta:
             if isinstance(m, Range):
                 m.check(name, value)
+
+
+def check_bounds(obj: Any, error: type[Exception] = ParamsError) -> None:
+    """Check the declared bounds (``Range``) and choices (``Literal``) of a config built in code (a model's
+    or a tokenizer's, from its ``__post_init__``), not the types; ``error``: the exception to raise, with
+    ``<field>=<value> must be ...``."""
+    hints = _hints_cached(type(obj), True)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        tp = hints[f.name]
+        meta: tuple = ()
+        if get_origin(tp) is Annotated:
+            tp, *rest = get_args(tp)
+            meta = tuple(rest)
+        if get_origin(tp) is Literal and value not in get_args(tp):
+            raise error(f"{f.name}={value!r} must be one of {', '.join(map(str, get_args(tp)))}")
+        for m in meta:
+            if isinstance(m, Range):
+                m.check(f.name, value, error)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ FILES: dict[str, Remote] = {
                                 sha256="267bc606dfa21f0ad0601a4a080972cd4ae8088fe4003b9bb2811b5be060a102"),
 }
 
-VARIANTS: dict[str, tuple[str, ...]] = {
+#: the files of each LMD variant (the keys: pipeline.names.LMD_VARIANTS, in order)
+ARCHIVES: dict[str, tuple[str, ...]] = {
     "full": ("lmd_full.tar.gz", "match_scores.json"),
     "matched": ("lmd_matched.tar.gz", "match_scores.json"),
     "aligned": ("lmd_aligned.tar.gz", "match_scores.json"),
@@ -127,8 +128,8 @@ def fetch_lmd(variant: str, out: Path, *, url_base: str | None = None, retries: 
         HTTP error, connection lost after ``retries`` resumptions, checksum mismatch.
         One line naming the URL or file; a part that can be resumed is kept.
     """
-    if variant not in VARIANTS:
-        raise ParamsError(f"--variant={variant!r} must be one of {', '.join(VARIANTS)}")
+    if variant not in ARCHIVES:
+        raise ParamsError(f"--variant={variant!r} must be one of {', '.join(ARCHIVES)}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ParamsError(f"--retries={retries!r} must be a non-negative integer")
     base = url_base_of(url_base)
@@ -139,7 +140,7 @@ def fetch_lmd(variant: str, out: Path, *, url_base: str | None = None, retries: 
         raise FetchError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     results = []
     with OutputLock(out):
-        for name in VARIANTS[variant]:
+        for name in ARCHIVES[variant]:
             result = fetch_file(base + name, out / name, FILES[name], retries=retries,
                                 retry_wait_s=retry_wait_s, progress=progress, log=log)
             if log is not None:
@@ -150,7 +151,7 @@ def fetch_lmd(variant: str, out: Path, *, url_base: str | None = None, retries: 
 
 def next_command(variant: str, out: Path) -> str:
     """The build-lpd command that reads what ``fetch_lmd(variant, out)`` downloaded."""
-    archive, *rest = VARIANTS[variant]
+    archive, *rest = ARCHIVES[variant]
     cmd = f"pipeline build-lpd {Path(out) / archive}"
     if "match_scores.json" in rest:
         cmd += f" --match-scores {Path(out) / 'match_scores.json'}"

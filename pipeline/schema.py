@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import SchemaError
+from pipeline.names import VOCAB_KINDS
 
 TENSORS = "lakh-pipeline/pianoroll-tensors"
 SONGS = "lakh-pipeline/song-pianorolls"
@@ -84,8 +85,6 @@ KINDS: dict[str, Kind] = {
 UNIFORM_KEYS = ("kind", "schema_version", "fields", "dtypes", "shapes", "track_order", "resolution",
                 "resolution_unit", "vocabulary")
 
-_TOKEN_KINDS = ("notes", "remi", "midilike")
-
 
 def version(kind: str) -> int:
     """The ``schema_version`` the writers of ``kind`` write now."""
@@ -108,7 +107,7 @@ def normalise(doc: dict) -> dict:
     """A copy of ``doc`` with the older version-1 spellings read as the current keys."""
     doc = dict(doc)
     if "schema_version" not in doc and "version" in doc:
-        if doc.get("kind") in _TOKEN_KINDS and "vocab_hash" in doc:
+        if doc.get("kind") in VOCAB_KINDS and "vocab_hash" in doc:
             doc.setdefault("token_kind", doc["kind"])
             doc["kind"], doc["schema_version"] = TOKENS, doc["version"]
         elif "kind" not in doc and "producer" in doc and "sample_rate" in doc:

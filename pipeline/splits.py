@@ -5,14 +5,22 @@
 first split whose cumulative fraction is above it: ``split_of(id, [("test", 0.1), ("valid", 0.1)],
 rest="train")`` puts u < 0.1 in test, 0.1 <= u < 0.2 in valid, the rest in train.
 
-Every stage that splits by song uses it (token shards, MuseGAN phrases, the VQ-VAE's held-out
-clips), so a song is held out by all of them or by none when their fractions agree.
+Every stage that splits by song uses it, through ``song_split`` (token shards, MuseGAN phrases:
+``train``/``valid``/``test``) or ``heldout_split`` (the VQ-VAE's and the Jukebox family's clips:
+``train``/``heldout``), so a song is held out by all of them or by none when their fractions agree.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Literal, Sequence, get_args
+
+#: the splits of the token shards and the phrases (their ``split`` column, ``npz/<split>.npz``)
+Split = Literal["train", "valid", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
+#: the splits of the audio clips that the VQ-VAE and the Jukebox family train and evaluate on
+ClipSplit = Literal["train", "heldout"]
+CLIP_SPLITS: tuple[str, ...] = get_args(ClipSplit)
 
 
 def unit(song_id: str) -> float:
@@ -30,3 +38,15 @@ def split_of(song_id: str, fractions: Sequence[tuple[str, float]], *, rest: str)
         if u < total:
             return name
     return rest
+
+
+def song_split(song_id: str, *, valid_fraction: float, test_fraction: float) -> str:
+    """``test`` for ``unit(id) < test_fraction``, then ``valid`` for the next ``valid_fraction``,
+    else ``train`` (token shards, phrases)."""
+    return split_of(song_id, [("test", test_fraction), ("valid", valid_fraction)], rest="train")
+
+
+def heldout_split(song_id: str, heldout_fraction: float) -> str:
+    """``heldout`` for ``unit(id) < heldout_fraction``, else ``train`` (audio clips): with equal
+    fractions, the held-out songs are the test songs of ``song_split``."""
+    return split_of(song_id, [("heldout", heldout_fraction)], rest="train")

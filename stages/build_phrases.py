@@ -37,10 +37,10 @@ from pipeline.config import Fraction, NonNegativeInt, PositiveInt, Range, params
 from pipeline.errors import ParamsError, StageError
 from pipeline.schema import PHRASES
 from pipeline.schema import version as schema_version
+from pipeline.splits import SPLITS, song_split
 from pipeline.stagekit import OutputLock
 
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
-SPLITS = ("train", "valid", "test")
 SCHEMA_VERSION = schema_version(PHRASES)
 
 
@@ -70,13 +70,6 @@ class Params:
         if self.valid_fraction + self.test_fraction > 1.0:
             raise ParamsError(f"build_phrases.valid_fraction + test_fraction = "
                               f"{self.valid_fraction + self.test_fraction} must be at most 1")
-
-
-def split_of(song_id: str, params: Params) -> str:
-    """train / valid / test from a hash of the song id (never from order): ``pipeline.splits``."""
-    from pipeline import splits
-
-    return splits.split_of(song_id, [("test", params.test_fraction), ("valid", params.valid_fraction)], rest="train")
 
 
 @dataclass
@@ -307,7 +300,7 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
             digest.update({"source": shard_path.name, "id": i} for i in ids)
             for song_id, t in zip(ids, bars):
                 n_songs += 1
-                split = split_of(song_id, params)
+                split = song_split(song_id, valid_fraction=params.valid_fraction, test_fraction=params.test_fraction)
                 sp = song_phrases(song_id, t.n_bars, t.bar, t.step, t.pitch, t.track, in_steps=in_steps,
                                   params=params, track_map=track_map)
                 n = len(sp.first_bar)

@@ -34,10 +34,8 @@ from pipeline.config import PositiveInt, Range, params_section
 from pipeline.errors import MidiError, ParamsError, StageError
 from pipeline.sharded import (FileRows, Markers, Task, attempt, final_rows, find_duplicates, make_tasks,
                               remove_stale, run_pending, task_number, write_manifest, write_summary)
+from pipeline.names import VOCAB_KINDS
 from pipeline.stagekit import OutputLock
-
-Kind = Literal["notes", "remi", "midilike"]
-KINDS = ("notes", "remi", "midilike")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +85,8 @@ class Params:
 
 def token_config(kind: str, params: Params) -> dict:
     """What the vocabulary depends on (stored in vocab.json and hashed with the token list)."""
-    if kind not in KINDS:
-        raise ParamsError(f"kind={kind!r} must be one of {', '.join(KINDS)}")
+    if kind not in VOCAB_KINDS:
+        raise ParamsError(f"kind={kind!r} must be one of {', '.join(VOCAB_KINDS)}")
     sub = asdict(getattr(params, kind))
     if kind == "notes" and sub["ties"] == "merge":  # the default: the config (and hash) of before
         del sub["ties"]
@@ -243,7 +241,8 @@ def count_shard(task: Task) -> dict:
 
 def encode_shard(task: Task) -> dict:
     """Pass 2: tokens -> ids, one Parquet shard; returns per-song UNK counts keyed by source."""
-    from pipeline.tokens.shards import split_of, write_token_shard
+    from pipeline.splits import song_split
+    from pipeline.tokens.shards import write_token_shard
     from pipeline.tokens.vocab import UNK, Vocabulary
 
     job: Job = task.job
@@ -261,7 +260,7 @@ def encode_shard(task: Task) -> dict:
         if song is None:  # pass 1 recorded why
             continue
         song_id = row["id"]
-        split = split_of(song_id, valid_fraction=job.params.valid_fraction, test_fraction=job.params.test_fraction)
+        split = song_split(song_id, valid_fraction=job.params.valid_fraction, test_fraction=job.params.test_fraction)
         n_unk = 0
         for k, name in enumerate(song.streams):
             ids = vocab.ids(song.strings[k]) if song.strings is not None else lut[song.codes[k]]
@@ -343,12 +342,12 @@ def _run(*, source: Path, out: Path, kind: str, params: Params, workers: int,
 
 def _final_rows(rows: list[dict], unk: dict[str, int], params: Params) -> list[dict]:
     """One shard's manifest rows (duplicates marked) with UNK counts and splits filled in."""
-    from pipeline.tokens.shards import split_of
+    from pipeline.splits import song_split
 
     for row in rows:
         ok = row["status"] in ("ok", "recovered")
         row["n_unk"] = unk.get(row["source"]) if ok else None
-        row["split"] = split_of(row["id"], valid_fraction=params.valid_fraction,
+        row["split"] = song_split(row["id"], valid_fraction=params.valid_fraction,
                                 test_fraction=params.test_fraction) if ok else None
     return rows
 

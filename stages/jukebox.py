@@ -1,10 +1,11 @@
-"""Stages train_prior / train_upsampler / sample_jukebox / evaluate_jukebox: the Jukebox prior, its
-upsamplers, three ways to sample, and one report (Dhariwal et al. 2020), over the codes of the
+"""Stages train_jukebox_prior / train_jukebox_upsampler / sample_jukebox / evaluate_jukebox
+(``pipeline train jukebox --part prior|upsampler``, ``pipeline sample|evaluate jukebox``): the Jukebox
+prior, its upsamplers, three ways to sample, and one report (Dhariwal et al. 2020), over the codes of the
 VQ-VAE that stage ``vqvae`` trains (read through :mod:`pipeline.training.vqvae`: ``load_vqvae``,
 ``load_clips``, ``evaluate_vqvae``).
 
 One params section ``jukebox`` (``prior``, ``upsampler``, ``train``, ``sample``, ``evaluate``);
-outputs under ``<models>/jukebox/``:
+outputs under ``out`` (``datasets/models/jukebox/``):
 
 - ``prior/`` (top level) and ``upsampler_<level>/`` (every lower level): ``checkpoints/last.pt``
   (+ ``config.json``: the model config, the VQ-VAE's digest and the digest a resume must match),
@@ -40,9 +41,8 @@ from pipeline import figures, numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
+from pipeline.names import ATTENTION_KINDS, JUKEBOX_MODES
 
-MODES = ("ancestral", "windowed", "primed")
-KINDS = ("dense", "row", "column", "prev_row")
 SAMPLE_RATE = 44100  # render_audio's rate; the VQ-VAE's config.json ``sample_rate`` wins where it has one
 
 
@@ -54,7 +54,7 @@ class PriorParams:
     heads: PositiveInt
     context: PositiveInt  # codes per window
     blocksize: PositiveInt  # codes per row of the factorized attention
-    pattern: tuple[str, ...]  # attention kinds (KINDS), cycled over the layers
+    pattern: tuple[str, ...]  # attention kinds (pipeline.names.ATTENTION_KINDS), cycled over the layers
     mlp_ratio: PositiveFloat
     dropout: Annotated[float, Range(0, 1, hi_open=True)]
 
@@ -118,9 +118,9 @@ class Params:
         for name, m in (("prior", self.prior), ("upsampler", self.upsampler)):
             if m.width % m.heads:
                 raise ParamsError(f"jukebox.{name}.width={m.width} must be a multiple of heads={m.heads}")
-            if not m.pattern or any(k not in KINDS for k in m.pattern):
+            if not m.pattern or any(k not in ATTENTION_KINDS for k in m.pattern):
                 raise ParamsError(f"jukebox.{name}.pattern={list(m.pattern)} must list attention kinds "
-                                  f"out of {', '.join(KINDS)}")
+                                  f"out of {', '.join(ATTENTION_KINDS)}")
         s = self.sample
         if s.prompt_seconds >= s.seconds:
             raise ParamsError(f"jukebox.sample.prompt_seconds={s.prompt_seconds} must be shorter than seconds={s.seconds}")
@@ -224,7 +224,7 @@ def check_level(vq, level: int) -> None:
 
 def model_config(params: Params, vq, level: int):
     """The ``PriorConfig`` of the model of ``level`` (the top prior, or an upsampler)."""
-    from pipeline.models.jukebox_prior import PriorConfig
+    from pipeline.models.jukebox import PriorConfig
 
     top = level == vq.levels - 1
     m = params.prior if top else params.upsampler
@@ -257,17 +257,18 @@ def _digest(params: Params, cfg, level: int, vq_digest: str) -> str:
                                               continuing=("prior_steps", "upsampler_steps", "checkpoint_every"))})
 
 
-def load_model(models_dir: Path, level: int, vq, *, device: str = "cpu", vq_digest: str | None = None):
-    """The trained prior (top level) or upsampler of ``level`` from ``<models_dir>/<name>``."""
-    from pipeline.models.jukebox_prior import JukeboxPrior, PriorConfig
+def load_model(out: Path, level: int, vq, *, device: str = "cpu", vq_digest: str | None = None):
+    """The trained prior (top level) or upsampler of ``level`` from ``<out>/<name>``."""
+    from pipeline.models.jukebox import JukeboxPrior, PriorConfig
     from pipeline.training.solver import load_checkpoint, resolve_device
 
     name = level_name(level, vq.levels)
-    folder = Path(models_dir) / name
+    folder = Path(out) / name
     cfg_path = folder / "checkpoints" / "config.json"
     ckpt = folder / "checkpoints" / "last.pt"
     if not cfg_path.exists() or not ckpt.exists():
-        cmd = "pipeline train prior" if name == "prior" else f"pipeline train upsampler --level {level}"
+        cmd = "pipeline train jukebox --part prior" if name == "prior" else \
+            f"pipeline train jukebox --part upsampler --level {level}"
         raise StageError(f"{folder}: no trained {name.replace('_', ' ')} (run `{cmd}` first)")
     cfg = json.loads(cfg_path.read_text())
     want = vq_digest or vqvae_digest(vq)
@@ -299,8 +300,8 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
             log, device: str) -> dict:
     import torch
 
-    from pipeline.models.jukebox_prior import JukeboxPrior, parameter_count
-    from pipeline.training import prior as fam
+    from pipeline.models.jukebox import JukeboxPrior, parameter_count
+    from pipeline.training import jukebox as fam
     from pipeline.training.solver import plot_curves, resolve_device, resume_config, seed_everything
 
     dev = resolve_device(device)
@@ -432,25 +433,25 @@ def save_spectrogram(path: Path, audio: np.ndarray, sr: int, title: str = "", ma
     figures.save(fig, Path(path), dpi=90)
 
 
-def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: Params,
+def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, out: Path, params: Params,
                prompt: Path | None = None, device: str = "cpu", log=None) -> dict:
     """Sample ``sample.n`` pieces in one mode (ancestral | windowed | primed) with every level's
-    model; writes ``<models_dir>/samples/<mode>/``."""
+    model (read from ``out``); writes ``<out>/samples/<mode>/``."""
     import torch
 
     from pipeline.io.npz import write_npz
-    from pipeline.training import prior as fam
+    from pipeline.training import jukebox as fam
     from pipeline.training.solver import seed_everything
 
-    if mode not in MODES:
-        raise ParamsError(f"mode={mode!r} must be one of {', '.join(MODES)}")
+    if mode not in JUKEBOX_MODES:
+        raise ParamsError(f"mode={mode!r} must be one of {', '.join(JUKEBOX_MODES)}")
     s = params.sample
     # one thread: the per-code steps are too small to gain from more (and two threads on a busy
     # machine are many times slower); a fixed count keeps the bytes the same on every machine
     seed_everything(s.seed, threads=1)
     vq = _vqvae(vqvae_dir, device)
     vq_digest = vqvae_digest(vq)
-    models = [load_model(models_dir, lvl, vq, device=device, vq_digest=vq_digest)
+    models = [load_model(out, lvl, vq, device=device, vq_digest=vq_digest)
               for lvl in range(vq.levels - 1, -1, -1)][::-1]  # the prior first: its error comes first
     meta = vqvae_meta(vqvae_dir)
     sr = meta["sample_rate"]
@@ -486,7 +487,7 @@ def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, models_dir: Path,
     codes, windows = fam.sample_hierarchy(models, n=s.n, top_tokens=top_tokens, hop_fractions=hop_fractions,
                                           temperature=s.temperature, generator=gen, prompt=prompt_codes, log=log)
     sample_seconds = time.perf_counter() - t0
-    out = Path(models_dir) / "samples" / mode
+    out = Path(out) / "samples" / mode
     out.mkdir(parents=True, exist_ok=True)
     for old in sorted(out.glob("level_*/*")) + sorted(out.glob("prompt_*")):
         old.unlink()
@@ -523,10 +524,10 @@ def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, models_dir: Path,
 # evaluate
 
 
-def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: Params, device: str = "cpu") -> dict:
+def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, out: Path, params: Params, device: str = "cpu") -> dict:
     """VQ-VAE numbers per level, held-out bits per token of every prior, codebook use of the samples;
-    ``<models_dir>/evaluation.json`` + ``evaluation.md``."""
-    from pipeline.training import prior as fam
+    ``<out>/evaluation.json`` + ``evaluation.md``."""
+    from pipeline.training import jukebox as fam
     from pipeline.training.solver import seed_everything
     from pipeline.training.vqvae import evaluate_vqvae
 
@@ -545,9 +546,9 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
     models = []
     for lvl in range(vq.levels - 1, -1, -1):
         name = level_name(lvl, vq.levels)
-        model = load_model(models_dir, lvl, vq, device=device, vq_digest=vq_digest)
+        model = load_model(out, lvl, vq, device=device, vq_digest=vq_digest)
         ev = fam.evaluate_bits(model, codes[lvl], codes[lvl + 1] if lvl < vq.levels - 1 else None)
-        train_doc_path = Path(models_dir) / name / "train.json"
+        train_doc_path = Path(out) / name / "train.json"
         train_doc = json.loads(train_doc_path.read_text()) if train_doc_path.exists() else {}
         models.append({"name": name, "level": lvl, "hop_length": vq.hop_lengths[lvl], "context": model.cfg.context,
                        "attention": model.cfg.kinds(), "heldout_bits_per_token": ev["bits_per_token"],
@@ -556,8 +557,8 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
                        "train_steps": train_doc.get("steps"),
                        "heldout_code_stats": fam.codebook_stats(codes[lvl], bins)})
     samples = {}
-    for mode in MODES:
-        doc_path = Path(models_dir) / "samples" / mode / "samples.json"
+    for mode in JUKEBOX_MODES:
+        doc_path = Path(out) / "samples" / mode / "samples.json"
         if doc_path.exists():
             sdoc = json.loads(doc_path.read_text())
             samples[mode] = [{k: lv[k] for k in ("level", "codes", "seconds", "codebook_usage", "perplexity")}
@@ -566,7 +567,7 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
                         "heldout_clips": int(len(clips)), "clip_samples": e.clip_samples, "levels": vq_report},
               "priors": models, "samples": samples}
     report = _clean(report)
-    out = Path(models_dir)
+    out = Path(out)
     report["numerics"] = numerics.record()
     _write_json(out / "evaluation.json", report)
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())

@@ -2,7 +2,7 @@
 
 Two variants (``lstm``: stacked LSTM; ``lstm_attention``: + causal attention over the window's
 LSTM outputs), one params section ``lstm`` (sizes, training, sampling, evaluation), outputs under
-``<models>/lstm/<variant>/``:
+``out`` (``datasets/models/lstm/<variant>``), the argument of every ``run_*``:
 
 - ``train``: ``checkpoints/{last,best}.pt`` (+ ``config.json``: the digest a resume must match),
   ``metrics.json`` (one object per epoch, for ``dvc plots``), ``loss.png``, ``train.json``.
@@ -26,8 +26,7 @@ from pipeline import figures, numerics
 from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.io.npz import atomic_write_bytes
-
-VARIANTS = ("lstm", "lstm_attention")
+from pipeline.names import LSTM_VARIANTS, VocabKind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +78,7 @@ class EvalParams:
 @dataclass(frozen=True, kw_only=True)
 @params_section("lstm")
 class Params:
-    vocab: Literal["notes", "remi", "midilike"]
+    vocab: VocabKind
     model: ModelParams
     train: TrainParams
     sample: SampleParams
@@ -87,8 +86,8 @@ class Params:
 
 
 def _check_variant(variant: str) -> bool:
-    if variant not in VARIANTS:
-        raise ParamsError(f"variant={variant!r} must be one of {', '.join(VARIANTS)}")
+    if variant not in LSTM_VARIANTS:
+        raise ParamsError(f"variant={variant!r} must be one of {', '.join(LSTM_VARIANTS)}")
     return variant == "lstm_attention"
 
 
@@ -252,8 +251,9 @@ def _held_out(shards: Path, vocab) -> list[tuple[str, np.ndarray]]:
     return []
 
 
-def run_sample(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params, device: str = "cpu") -> dict:
-    """Generate ``sample.n`` pieces: MIDI through the vocabulary's decoder and a piano-roll PNG each."""
+def run_sample(*, vocab_dir: Path, out: Path, variant: str, params: Params, device: str = "cpu") -> dict:
+    """Generate ``sample.n`` pieces with the model that ``run_train`` wrote into ``out``: MIDI through
+    the vocabulary's decoder and a piano-roll PNG each, into ``<out>/samples``."""
     import torch
 
     from pipeline.training import lstm as fam
@@ -261,11 +261,11 @@ def run_sample(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params
 
     _check_variant(variant)
     vocab = _load_vocab(vocab_dir)
-    model, saved = _load_best(params, variant, model_dir, vocab, device)
+    model, saved = _load_best(params, variant, out, vocab, device)
     s = params.sample
     seed_everything(s.seed, threads=saved.train.threads)
     gen = torch.Generator().manual_seed(s.seed)
-    out = Path(model_dir) / "samples"
+    out = Path(out) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("sample_*.mid")) + list(out.glob("sample_*.png")):
         old.unlink()
@@ -318,15 +318,15 @@ def _roll_metrics(raw: bytes) -> dict | None:
     return all_metrics(pr[0], pr[1], resolution=24)
 
 
-def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Params, device: str = "cpu") -> dict:
-    """Valid/test cross-entropy, perplexity and next-token accuracy, and UPC/QN/EB of the samples
+def run_evaluate(*, vocab_dir: Path, out: Path, variant: str, params: Params, device: str = "cpu") -> dict:
+    """Of the model in ``out`` (``<out>/evaluation.json`` + ``evaluation.md``): valid/test cross-entropy, perplexity and next-token accuracy, and UPC/QN/EB of the samples
     next to the same metrics of held-out songs (tokens -> the same decoder -> piano-roll)."""
     from pipeline.training import lstm as fam
     from pipeline.training.solver import batches, evaluate, seed_everything
 
     _check_variant(variant)
     vocab = _load_vocab(vocab_dir)
-    model, saved = _load_best(params, variant, model_dir, vocab, device)
+    model, saved = _load_best(params, variant, out, vocab, device)
     seed_everything(saved.train.seed, threads=saved.train.threads)
     t = saved.train
     shards = Path(vocab_dir) / "shards"
@@ -336,13 +336,13 @@ def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Para
         ev = evaluate(model, batches(w, t.batch_size, limit=t.max_eval_windows), fam.loss_sums)
         splits[split] = {"cross_entropy": ev["loss"], "perplexity": ev["perplexity"],
                          "accuracy": ev["accuracy"], "tokens": ev["tokens"], "windows": int(len(w))}
-    samples_doc_path = Path(model_dir) / "samples" / "samples.json"
+    samples_doc_path = Path(out) / "samples" / "samples.json"
     sample_metrics = []
     sample_lengths = []
     if samples_doc_path.exists():
         sdoc = json.loads(samples_doc_path.read_text())
         for r in sdoc["samples"]:
-            p = Path(model_dir) / "samples" / r["file"]
+            p = Path(out) / "samples" / r["file"]
             m = _roll_metrics(p.read_bytes()) if p.exists() else None
             sample_lengths.append(len(r["tokens"]))
             if m is not None:
@@ -357,7 +357,7 @@ def run_evaluate(*, vocab_dir: Path, model_dir: Path, variant: str, params: Para
               "symbolic": {"samples": _mean_metrics(sample_metrics), "data": _mean_metrics(data_metrics),
                            "data_tokens": cut},
               "qn_min_steps": 3, "resolution": 24}
-    out = Path(model_dir)
+    out = Path(out)
     report["numerics"] = numerics.record()
     _write_json(out / "evaluation.json", report)
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())

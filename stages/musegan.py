@@ -4,7 +4,7 @@ Variants (``pipeline.models.musegan``): jamming, composer, hybrid, temporal (tra
 track_conditional and musegan (the full model). One params section ``musegan`` (model sizes with
 a ``width`` knob, WGAN-GP training, sampling, evaluation); input ``datasets/phrases`` (build_phrases:
 ``npz/<split>.npz`` with ``shape`` + ``nonzero``, ``schema.json``); outputs under
-``<models>/musegan/<variant>/``:
+``out`` (``datasets/models/musegan/<variant>``):
 
 - ``train``: ``checkpoints/last.pt`` (+ ``config.json``: the digest a resume must match, the data's
   dimensions and track names), ``metrics.json`` (one object per generator step, for
@@ -14,7 +14,8 @@ a ``width`` knob, WGAN-GP training, sampling, evaluation); input ``datasets/phra
   ``samples/sample_NN.mid`` + ``.png`` for the first ``sample.files``, ``samples/samples.json``.
   ``--song ID`` (track_conditional): accompaniment for every phrase of that song, written to
   ``accompaniment/<ID>/`` instead.
-- ``evaluate`` (all variants at once): ``<models>/musegan/evaluation.json`` and ``evaluation.md``:
+- ``evaluate`` (all variants at once, ``out``: the family's folder ``datasets/models/musegan``):
+  ``evaluation.json`` and ``evaluation.md``:
   EB, UPC, QN, DP and TD of the training data and of each variant's samples, under both metric
   definitions (``corrected`` and ``official``: the official code's own).
 """
@@ -26,7 +27,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 
@@ -34,10 +35,10 @@ from pipeline import numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes, write_npz
+from pipeline.names import MUSEGAN_VARIANTS
+from pipeline.splits import SPLITS, Split
 
-VARIANTS = ("jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan")
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
-SPLITS = ("train", "valid", "test")
 DEFINITIONS = ("corrected", "official")
 
 
@@ -74,13 +75,13 @@ class SampleParams:
     files: NonNegativeInt  # of which written as MIDI + PNG
     tempo: PositiveFloat  # bpm of the MIDI files (official: 100)
     seed: int
-    condition_split: Literal["train", "valid", "test"]  # track_conditional: the given phrases
+    condition_split: Split  # track_conditional: the given phrases
 
 
 @dataclass(frozen=True, kw_only=True)
 @params_section("musegan.evaluate")
 class EvalParams:
-    data_split: Literal["train", "valid", "test"]  # the data row of the table
+    data_split: Split  # the data row of the table
     data_phrases: Annotated[int, Range(0, note="0: all")]  # 0: all phrases of data_split; else that many, evenly spread
     qn_min_steps: int | None  # QN: shortest qualified note in steps (null: the definition's default)
     dp_tolerance: float | None  # DP: credit of a drum onset one step off the grid (null: 0.3)
@@ -114,8 +115,8 @@ def params_from_dict(doc: dict) -> Params:
 
 
 def check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ParamsError(f"variant={variant!r} must be one of {', '.join(VARIANTS)}")
+    if variant not in MUSEGAN_VARIANTS:
+        raise ParamsError(f"variant={variant!r} must be one of {', '.join(MUSEGAN_VARIANTS)}")
     return variant
 
 
@@ -289,9 +290,9 @@ def _song_phrases(phrases: Path, song: str) -> tuple[np.ndarray, np.ndarray, np.
     return x[order], ids[order], first[order]
 
 
-def run_sample(*, phrases: Path, model_dir: Path, variant: str, params: Params, device: str = "cpu",
-               song: str | None = None, track: str | None = None, out: Path | None = None) -> dict:
-    """Generate ``sample.n`` phrases (binarised at 0) into ``samples.npz``, the first ``sample.files``
+def run_sample(*, phrases: Path, out: Path, variant: str, params: Params, device: str = "cpu",
+               song: str | None = None, track: str | None = None) -> dict:
+    """With the generator that ``run_train`` wrote into ``out``, generate ``sample.n`` phrases (binarised at 0) into ``samples.npz``, the first ``sample.files``
     also as MIDI (with ``sample.tempo``) and PNG. track_conditional: accompaniment of the phrases of
     ``sample.condition_split`` (in order), or with ``song`` of every phrase of that song."""
     from pipeline.training import musegan as fam
@@ -300,7 +301,7 @@ def run_sample(*, phrases: Path, model_dir: Path, variant: str, params: Params, 
     if (song is not None or track is not None) and variant != "track_conditional":
         raise ParamsError(f"--song/--track: only the track_conditional variant accompanies a given track, "
                           f"not {variant}")
-    gen, doc = load_generator(model_dir, variant, device)
+    gen, doc = load_generator(out, variant, device)
     names = tuple(doc["track_names"])
     c = gen.cfg
     given = names[c.condition_track] if variant == "track_conditional" else None
@@ -326,7 +327,7 @@ def run_sample(*, phrases: Path, model_dir: Path, variant: str, params: Params, 
     else:
         n = s.n
     x = fam.generate(gen, n, seed=s.seed, condition=condition)
-    out = Path(out) if out is not None else Path(model_dir) / ("samples" if song is None else f"accompaniment/{song}")
+    out = Path(out) / ("samples" if song is None else f"accompaniment/{song}")
     out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("sample_*.mid")) + list(out.glob("sample_*.png")):
         old.unlink()
@@ -366,10 +367,10 @@ def _pick(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> dict:
+def run_evaluate(*, phrases: Path, out: Path, params: Params, log=None) -> dict:
     """EB, UPC, QN, DP and TD of the data (``evaluate.data_split``) and of the samples of every
-    trained variant found under ``models/musegan/``, under both metric definitions; writes
-    ``models/musegan/evaluation.json`` and ``evaluation.md``."""
+    trained variant found under ``out`` (the family's folder, ``datasets/models/musegan``), under
+    both metric definitions; writes ``<out>/evaluation.json`` and ``evaluation.md``."""
     from pipeline.metrics.musegan import compute_metrics
     from pipeline.training.musegan import decode_phrases
 
@@ -379,8 +380,8 @@ def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> di
     x, _, _ = load_split(phrases, e.data_split)
     x = x[_pick(len(x), e.data_phrases)]
     sources: dict[str, np.ndarray] = {"data": x}
-    root = Path(models) / "musegan"
-    for v in VARIANTS:
+    root = Path(out)
+    for v in MUSEGAN_VARIANTS:
         path = root / v / "samples" / "samples.npz"
         if not path.exists():
             continue

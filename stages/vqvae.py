@@ -1,7 +1,7 @@
 """Stage train_vqvae: the Jukebox-style multi-level VQ-VAE on the audio shards.
 
 One params section ``vqvae`` (model sizes, training, the held-out fraction); outputs under
-``<models>/vqvae/`` (``datasets/models/vqvae``):
+``out`` (``datasets/models/vqvae``):
 
 - ``config.json``: everything ``pipeline.training.vqvae.load_vqvae`` needs to rebuild the model
   (``model_kwargs``), the params, the data statistics that normalise the losses, the split, and

@@ -15,9 +15,14 @@ from pipeline.config import section_doc
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.tensor_shards import schema_document as lpd_schema, write_tensor_shard
 from pipeline.symbolic.bars import BarTensor
+from pipeline.splits import SPLITS, song_split
 from stages import build_lpd
 from stages import build_phrases as stage
-from stages.build_phrases import Params, load_phrases, song_phrases, split_of
+from stages.build_phrases import Params, load_phrases, song_phrases
+
+
+def split_of(song_id: str, p: Params) -> str:
+    return song_split(song_id, valid_fraction=p.valid_fraction, test_fraction=p.test_fraction)
 
 
 @pytest.fixture
@@ -53,7 +58,7 @@ def test_corpus_phrases_shapes_split_and_parquet_agree(lpd, tmp_path):
     for sid, split in zip(man["id"], man["split"]):
         assert split == split_of(sid, Params())
     total = 0
-    for split in stage.SPLITS:
+    for split in SPLITS:
         with np.load(out / "npz" / f"{split}.npz") as z:
             shape, nonzero, ids, first = z["shape"], z["nonzero"], z["ids"], z["first_bar"]
         n = summary["phrases"][split]
@@ -79,7 +84,7 @@ def test_corpus_phrases_shapes_split_and_parquet_agree(lpd, tmp_path):
 def test_48_steps_are_every_other_of_96(lpd, tmp_path):
     stage.run(lpd=lpd, out=tmp_path / "p96", params=Params(steps_per_bar=96))
     stage.run(lpd=lpd, out=tmp_path / "p48", params=Params(steps_per_bar=48))
-    for split in stage.SPLITS:
+    for split in SPLITS:
         x96 = load_phrases(tmp_path / "p96" / "npz" / f"{split}.npz")
         x48 = load_phrases(tmp_path / "p48" / "npz" / f"{split}.npz")
         assert x96.shape[2] == 96 and np.array_equal(x96[:, :, ::2], x48)
@@ -144,7 +149,7 @@ def test_selection_rules():
 def test_split_by_hash():
     ids = [f"{i:032x}" for i in range(2000)]
     splits = [split_of(s, Params()) for s in ids]
-    frac = {s: splits.count(s) / len(ids) for s in stage.SPLITS}
+    frac = {s: splits.count(s) / len(ids) for s in SPLITS}
     assert abs(frac["valid"] - 0.1) < 0.03 and abs(frac["test"] - 0.1) < 0.03
     assert all(split_of(s, Params(valid_fraction=0.0, test_fraction=0.0)) == "train" for s in ids[:50])
     assert all(split_of(s, Params(valid_fraction=0.0, test_fraction=1.0)) == "test" for s in ids[:50])
@@ -208,7 +213,7 @@ def test_lpd17_input_merges_into_the_same_lpd5_phrases(small_corpus, lpd, tmp_pa
     build_lpd.run(source=small_corpus, out=lpd17, params=build_lpd.Params(tracks="lpd17"), workers=1)
     stage.run(lpd=lpd, out=tmp_path / "a", params=Params())
     stage.run(lpd=lpd17, out=tmp_path / "b", params=Params())
-    for split in stage.SPLITS:
+    for split in SPLITS:
         assert np.array_equal(load_phrases(tmp_path / "a" / "npz" / f"{split}.npz"),
                               load_phrases(tmp_path / "b" / "npz" / f"{split}.npz"))
     assert json.loads((tmp_path / "b" / "schema.json").read_text())["input_tracks"].startswith("lpd17")

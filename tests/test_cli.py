@@ -89,25 +89,84 @@ def test_good_run(tmp_path, small_corpus):
 
 
 def test_fixed_choices_are_choices_in_help_and_match_the_stages():
-    """--kind, --variant and --mode list their values in --help, refuse others (exit 2), and the
-    lists are the stages' own constants."""
+    """--kind, --variant, --part and --mode take their values from pipeline.names (defined once), list
+    them in --help and refuse others (exit 2)."""
     import typing
 
-    from pipeline import cli, fetch
-    from stages import build_vocab, jukebox, lstm, musegan
+    from pipeline import cli, fetch, names
 
-    def choices(alias) -> tuple:
-        return typing.get_args(typing.get_args(alias)[0]) if typing.get_origin(alias) is typing.Annotated \
-            else typing.get_args(alias)
+    def choices(fn, option) -> tuple:
+        alias = typing.get_type_hints(fn, include_extras=True)[option]
+        return typing.get_args(typing.get_args(alias)[0])
 
-    assert choices(cli.VocabKind) == build_vocab.KINDS
-    assert choices(cli.LstmVariant) == lstm.VARIANTS
-    assert choices(cli.MuseganVariant) == musegan.VARIANTS
-    hints = typing.get_type_hints(cli.sample_jukebox, include_extras=True)
-    assert choices(hints["mode"]) == jukebox.MODES
-    hints = typing.get_type_hints(cli.fetch_lmd, include_extras=True)
-    assert set(choices(hints["variant"])) == set(fetch.VARIANTS)
-    result = runner.invoke(app, ["train", "musegan", "--help"])
-    assert "<jamming|composer|" in result.output
+    assert choices(cli.build_vocab, "kind") == names.VOCAB_KINDS
+    for fn in (cli.train_lstm, cli.sample_lstm, cli.evaluate_lstm):
+        assert choices(fn, "variant") == names.LSTM_VARIANTS
+    for fn in (cli.train_musegan, cli.sample_musegan):
+        assert choices(fn, "variant") == names.MUSEGAN_VARIANTS
+    assert choices(cli.train_jukebox, "part") == names.JUKEBOX_PARTS
+    assert choices(cli.sample_jukebox, "mode") == names.JUKEBOX_MODES
+    assert choices(cli.fetch_lmd, "variant") == names.LMD_VARIANTS == tuple(fetch.ARCHIVES)
+    for cmd, shown in [(["train", "musegan"], "<jamming|composer|"), (["train", "lstm"], "<lstm|lstm_attention>"),
+                       (["train", "jukebox"], "<prior|upsampler>"), (["sample", "jukebox"], "<ancestral|windowed|primed>"),
+                       (["build-vocab"], "<notes|remi|midilike>"), (["fetch-lmd"], "<full|matched|aligned|clean>")]:
+        result = runner.invoke(app, [*cmd, "--help"])
+        assert result.exit_code == 0 and shown in result.output, (cmd, result.output)
     result = runner.invoke(app, ["build-vocab", "x", "--kind", "bpe"])
     assert result.exit_code == 2
+
+
+def test_a_wrong_choice_is_one_line_and_exit_2(tmp_path):
+    """Through the console entry point: a value outside an option's choices is a usage error, one line."""
+    for args, option in [(["build-vocab", str(tmp_path), "--kind", "bpe"], "--kind"),
+                         (["train", "jukebox", "--part", "middle"], "--part"),
+                         (["sample", "jukebox", "--mode", "beam"], "--mode"),
+                         (["train", "lstm", "--variant", "gru"], "--variant")]:
+        res = run_cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: Invalid value for '{option}'"), res.stderr
+
+
+def test_jukebox_level_goes_with_the_upsampler(tmp_path):
+    for args in (["train", "jukebox", "--part", "upsampler"], ["train", "jukebox", "--level", "0"]):
+        res = run_cli(*args, "--out", str(tmp_path / "j"))
+        assert res.returncode == 1 and res.stderr.strip() == "error: --level goes with --part upsampler (and only with it)"
+    assert not (tmp_path / "j").exists()
+
+
+def test_every_command_names_its_output_folder_out():
+    """One name for the output-folder option: --out, in every command that writes a folder."""
+    import typer
+
+    def commands(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):  # a group (typer ships its own click)
+                yield from commands(cmd, prefix + (name,))
+            else:
+                yield prefix + (name,), cmd
+
+    root = typer.main.get_command(app)
+    for path, cmd in commands(root):
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        assert not opts & {"--models", "--model-dir", "--models-dir", "--output"}, (path, opts)
+        if path not in {("init",), ("inspect",)}:
+            assert "--out" in opts, path
+
+
+def test_a_bug_keeps_its_traceback_and_ends_with_one_line_exit_3(tmp_path, monkeypatch, capsys):
+    """An unexpected exception is a bug: the traceback, then one `error: internal.bug` line, exit 3."""
+    import pytest
+
+    from pipeline import cli, config
+
+    def broken(directory, force=False):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(config, "init_project", broken)
+    monkeypatch.setattr(sys, "argv", ["pipeline", "init", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == cli.EXIT_BUG == 3
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: internal.bug: KeyError: 'boom'")

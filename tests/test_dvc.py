@@ -74,7 +74,7 @@ def test_repro_then_nothing_then_only_what_changed(clone):
     # metrics (the evaluations) runs only if its inputs came out different from the committed dvc.lock
     assert ran(first) <= stages
     assert ran(first) >= {"corpus", "build_lpd", "build_phrases", "render_audio", "train_musegan@musegan",
-                          "sample_musegan@track_conditional", "train_vqvae", "train_prior", "train_upsampler@0",
+                          "sample_musegan@track_conditional", "train_vqvae", "train_jukebox_prior", "train_jukebox_upsampler@0",
                           "sample_jukebox@primed", "train_lstm@lstm_attention", "report"}
     if _committed_code_unchanged():
         # the same bytes and numbers as this repository: dvc.lock (every output's hash) and every

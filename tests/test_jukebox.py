@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError, PipelineError, StageError
-from pipeline.models.jukebox_prior import JukeboxPrior, PriorConfig
-from pipeline.training import prior as fam
+from pipeline.models.jukebox import JukeboxPrior, PriorConfig
+from pipeline.names import JUKEBOX_MODES
+from pipeline.training import jukebox as fam
 from stages import ingest_audio, vqvae
 from stages import jukebox as stage
 
@@ -255,7 +256,7 @@ def test_sample_stage_writes_audio_and_repeats(audio_dir, vqvae_dir, trained, tm
 
     p = tiny()
     kw = dict(vqvae_dir=vqvae_dir, audio_dir=audio_dir, params=p)
-    s = stage.run_sample(mode="windowed", models_dir=trained, **kw)
+    s = stage.run_sample(mode="windowed", out=trained, **kw)
     out = trained / "samples" / "windowed"
     doc = json.loads((out / "samples.json").read_text())
     top = doc["levels"][2]
@@ -268,11 +269,11 @@ def test_sample_stage_writes_audio_and_repeats(audio_dir, vqvae_dir, trained, tm
     # same seed, params and models -> the same bytes
     copy = tmp_path / "models"
     shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("samples"))
-    stage.run_sample(mode="windowed", models_dir=copy, **kw)
+    stage.run_sample(mode="windowed", out=copy, **kw)
     for name in ("codes.npz", "samples.json", "level_0/sample_00.wav", "level_2/sample_01.png"):
         assert (copy / "samples" / "windowed" / name).read_bytes() == (out / name).read_bytes()
     # ancestral: one top-level window
-    stage.run_sample(mode="ancestral", models_dir=copy, **kw)
+    stage.run_sample(mode="ancestral", out=copy, **kw)
     anc = json.loads((copy / "samples" / "ancestral" / "samples.json").read_text())
     assert anc["levels"][2]["codes"] == 32 and anc["levels"][0]["codes"] == 512
 
@@ -283,7 +284,7 @@ def test_primed_from_a_prompt_file_keeps_its_codes(audio_dir, vqvae_dir, trained
     wav = tmp_path / "prompt.wav"
     sf.write(wav, _recording(np.random.default_rng(7), 0.2)[::2], SR // 2)  # 22.05 kHz: resampled
     p = tiny()
-    stage.run_sample(mode="primed", vqvae_dir=vqvae_dir, audio_dir=audio_dir, models_dir=trained, params=p, prompt=wav)
+    stage.run_sample(mode="primed", vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=trained, params=p, prompt=wav)
     out = trained / "samples" / "primed"
     doc = json.loads((out / "samples.json").read_text())
     p_samples = int(0.05 * SR) // 128 * 128
@@ -298,13 +299,13 @@ def test_primed_from_a_prompt_file_keeps_its_codes(audio_dir, vqvae_dir, trained
         assert (codes[f"level_{lvl}"][:, :n] == want[lvl].numpy()).all()
         assert codes[f"level_{lvl}"].shape[1] == 52 * 128 // vq.hop_lengths[lvl]
     # default: held-out clips as prompts
-    stage.run_sample(mode="primed", vqvae_dir=vqvae_dir, audio_dir=audio_dir, models_dir=trained, params=p)
+    stage.run_sample(mode="primed", vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=trained, params=p)
     assert json.loads((out / "samples.json").read_text())["prompt"]["source"] == "heldout"
     assert (out / "prompt_01.wav").exists()
 
 
 def test_evaluate_stage_report(audio_dir, vqvae_dir, trained):
-    r = stage.run_evaluate(vqvae_dir=vqvae_dir, audio_dir=audio_dir, models_dir=trained, params=tiny())
+    r = stage.run_evaluate(vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=trained, params=tiny())
     assert [m["name"] for m in r["priors"]] == ["prior", "upsampler_1", "upsampler_0"]
     for m in r["priors"]:
         assert m["uniform_bits"] == 5.0 and 0 < m["heldout_bits_per_token"] < 8
@@ -313,7 +314,7 @@ def test_evaluate_stage_report(audio_dir, vqvae_dir, trained):
     saved = json.loads((trained / "evaluation.json").read_text())
     assert saved == r
     first = (trained / "evaluation.json").read_bytes()
-    stage.run_evaluate(vqvae_dir=vqvae_dir, audio_dir=audio_dir, models_dir=trained, params=tiny())
+    stage.run_evaluate(vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=trained, params=tiny())
     assert (trained / "evaluation.json").read_bytes() == first  # same seed -> the same numbers
     md = (trained / "evaluation.md").read_text()
     assert "spectral_convergence_db" in md and "| prior | 2 | 128 | 32 | row,column,prev_row |" in md
@@ -324,25 +325,25 @@ def test_bad_inputs_are_pipeline_errors(audio_dir, vqvae_dir, trained, tmp_path)
     with pytest.raises(ParamsError, match="level=2 must be one of 0, 1"):
         stage.run_train_upsampler(level=2, out=tmp_path, params=tiny(), **kw)
     with pytest.raises(ParamsError, match="mode='beam'"):
-        stage.run_sample(mode="beam", models_dir=trained, params=tiny(), **kw)
+        stage.run_sample(mode="beam", out=trained, params=tiny(), **kw)
     with pytest.raises(StageError, match="no trained prior"):
-        stage.run_sample(mode="ancestral", models_dir=tmp_path / "none", params=tiny(), **kw)
+        stage.run_sample(mode="ancestral", out=tmp_path / "none", params=tiny(), **kw)
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"RIFF....not a wave")
     with pytest.raises(StageError, match="junk.wav.*not a readable audio file"):
-        stage.run_sample(mode="primed", models_dir=trained, params=tiny(), prompt=junk, **kw)
+        stage.run_sample(mode="primed", out=trained, params=tiny(), prompt=junk, **kw)
     with pytest.raises(StageError, match="missing.wav'.*no such file"):
-        stage.run_sample(mode="primed", models_dir=trained, params=tiny(), prompt=tmp_path / "missing.wav", **kw)
+        stage.run_sample(mode="primed", out=trained, params=tiny(), prompt=tmp_path / "missing.wav", **kw)
     import shutil
 
     broken = tmp_path / "broken"
     shutil.copytree(trained, broken, ignore=shutil.ignore_patterns("samples"))
     (broken / "prior" / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(PipelineError, match="last.pt"):
-        stage.run_sample(mode="ancestral", models_dir=broken, params=tiny(), **kw)
+        stage.run_sample(mode="ancestral", out=broken, params=tiny(), **kw)
     shutil.copy(trained / "upsampler_0" / "checkpoints" / "last.pt", broken / "prior" / "checkpoints" / "last.pt")
     with pytest.raises(StageError, match="weights do not fit"):
-        stage.run_sample(mode="ancestral", models_dir=broken, params=tiny(), **kw)
+        stage.run_sample(mode="ancestral", out=broken, params=tiny(), **kw)
     with pytest.raises(ParamsError, match=r"clip_samples=4096 gives 32 codes at level 2 .hop 128., fewer than jukebox.prior.context=64"):
         stage.run_train_prior(out=tmp_path, params=tiny(prior={"context": 64}), **kw)
     with pytest.raises(ParamsError, match=r"pattern=\['row', 'diag'\]"):
@@ -359,16 +360,17 @@ def test_cli_end_to_end(audio_dir, vqvae_dir, tmp_path, monkeypatch):
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"jukebox": section_doc("jukebox", **TINY)}))
-    common = ["--vqvae-dir", str(vqvae_dir), "--audio-dir", str(audio_dir), "--models", str(tmp_path / "models"),
+    common = ["--vqvae-dir", str(vqvae_dir), "--audio-dir", str(audio_dir), "--out", str(tmp_path / "models" / "jukebox"),
               "--params", str(params)]
     runner = CliRunner()
-    for cmd in (["train", "prior"], ["train", "upsampler", "--level", "0"], ["train", "upsampler", "--level", "1"],
+    for cmd in (["train", "jukebox"], ["train", "jukebox", "--part", "upsampler", "--level", "0"],
+                ["train", "jukebox", "--part", "upsampler", "--level", "1"],
                 ["sample", "jukebox", "--mode", "ancestral"], ["sample", "jukebox", "--mode", "windowed"],
                 ["sample", "jukebox", "--mode", "primed"], ["evaluate", "jukebox"]):
         res = runner.invoke(app, cmd + common)
         assert res.exit_code == 0, (cmd, res.output)
     root = tmp_path / "models" / "jukebox"
-    for mode in stage.MODES:
+    for mode in JUKEBOX_MODES:
         assert (root / "samples" / mode / "level_0" / "sample_00.wav").exists()
     assert json.loads((root / "evaluation.json").read_text())["priors"][0]["name"] == "prior"
     # a bad value: one line, exit 1 (through main(), as the console script)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from pipeline.config import load_params, section_doc
 from pipeline.metrics import symbolic
+from pipeline.names import LSTM_VARIANTS
 from pipeline.training import lstm as fam
 from stages import build_vocab
 from stages import lstm as stage
@@ -49,7 +50,7 @@ def notes_dir(small_corpus, tmp_path) -> Path:
     return make_shards(small_corpus, tmp_path / "vocab_notes", "notes")
 
 
-@pytest.mark.parametrize("variant", stage.VARIANTS)
+@pytest.mark.parametrize("variant", LSTM_VARIANTS)
 def test_loss_falls_and_reruns_repeat(notes_dir, tmp_path, variant):
     p = tiny()
     a = stage.run_train(vocab_dir=notes_dir, out=tmp_path / "a", variant=variant, params=p)
@@ -92,7 +93,7 @@ def test_sample_and_evaluate(small_corpus, tmp_path, kind, variant):
     p = tiny(vocab=kind, train={"epochs": 1})
     model_dir = tmp_path / "models" / variant
     stage.run_train(vocab_dir=vd, out=model_dir, variant=variant, params=p)
-    s = stage.run_sample(vocab_dir=vd, model_dir=model_dir, variant=variant, params=p)
+    s = stage.run_sample(vocab_dir=vd, out=model_dir, variant=variant, params=p)
     assert s["samples"] == 2
     doc = json.loads((model_dir / "samples" / "samples.json").read_text())
     for r in doc["samples"]:
@@ -102,9 +103,9 @@ def test_sample_and_evaluate(small_corpus, tmp_path, kind, variant):
     assert list((model_dir / "samples").glob("*.png"))
     again = tmp_path / "again"
     stage.run_train(vocab_dir=vd, out=again, variant=variant, params=p)
-    stage.run_sample(vocab_dir=vd, model_dir=again, variant=variant, params=p)
+    stage.run_sample(vocab_dir=vd, out=again, variant=variant, params=p)
     assert json.loads((again / "samples" / "samples.json").read_text())["samples"] == doc["samples"]
-    r = stage.run_evaluate(vocab_dir=vd, model_dir=model_dir, variant=variant, params=p)
+    r = stage.run_evaluate(vocab_dir=vd, out=model_dir, variant=variant, params=p)
     for split in ("valid", "test"):
         d = r[split]
         assert d["tokens"] > 0 and math.isclose(d["perplexity"], math.exp(d["cross_entropy"]))
@@ -117,7 +118,7 @@ def test_sample_and_evaluate(small_corpus, tmp_path, kind, variant):
 def test_sample_from_bos_and_greedy(notes_dir, tmp_path):
     p = tiny(train={"epochs": 1}, sample={"prime": "bos", "temperature": 0.0})
     stage.run_train(vocab_dir=notes_dir, out=tmp_path / "m", variant="lstm", params=p)
-    stage.run_sample(vocab_dir=notes_dir, model_dir=tmp_path / "m", variant="lstm", params=p)
+    stage.run_sample(vocab_dir=notes_dir, out=tmp_path / "m", variant="lstm", params=p)
     rows = json.loads((tmp_path / "m" / "samples" / "samples.json").read_text())["samples"]
     assert rows[0]["prime"] == "bos" and rows[0]["tokens"][0] == fam.BOS
     assert rows[0]["tokens"] == rows[1]["tokens"]  # greedy: the same piece twice
@@ -129,7 +130,7 @@ def test_cli_train_sample_evaluate(notes_dir, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"lstm": section_doc("lstm", **tiny_doc(epochs=1))}))
     runner = CliRunner()
-    common = ["--variant", "lstm", "--vocab-dir", str(notes_dir), "--models", str(tmp_path / "models"),
+    common = ["--variant", "lstm", "--vocab-dir", str(notes_dir), "--out", str(tmp_path / "models" / "lstm" / "lstm"),
               "--params", str(params)]
     for cmd in ("train", "sample", "evaluate"):
         res = runner.invoke(app, [cmd, "lstm", *common])
@@ -237,6 +238,6 @@ def test_trains_samples_and_evaluates_on_cuda(notes_dir, tmp_path):
     out = tmp_path / "models" / "lstm"
     s = stage.run_train(vocab_dir=notes_dir, out=out, variant="lstm_attention", params=tiny(), device="cuda")
     assert s["epochs_run"] >= 1
-    stage.run_sample(vocab_dir=notes_dir, model_dir=out, variant="lstm_attention", params=tiny(), device="cuda")
-    r = stage.run_evaluate(vocab_dir=notes_dir, model_dir=out, variant="lstm_attention", params=tiny(), device="cuda")
+    stage.run_sample(vocab_dir=notes_dir, out=out, variant="lstm_attention", params=tiny(), device="cuda")
+    r = stage.run_evaluate(vocab_dir=notes_dir, out=out, variant="lstm_attention", params=tiny(), device="cuda")
     assert math.isfinite(r["valid"]["cross_entropy"] or 0.0)

@@ -23,6 +23,7 @@ from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError, PipelineError, StageError
 from pipeline.io.npz import write_npz
 from pipeline.models import musegan as M
+from pipeline.names import MUSEGAN_VARIANTS
 from pipeline.training import musegan as fam
 from stages import musegan as stage
 
@@ -81,7 +82,7 @@ def phrases(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("steps", [48, 96])
-@pytest.mark.parametrize("variant", M.VARIANTS)
+@pytest.mark.parametrize("variant", MUSEGAN_VARIANTS)
 def test_every_variant_makes_phrases_in_the_tanh_range(variant, steps):
     torch.manual_seed(0)
     cfg = tiny_cfg(variant, steps)
@@ -99,7 +100,7 @@ def test_every_variant_makes_phrases_in_the_tanh_range(variant, steps):
 
 
 def test_latents_follow_the_paper():
-    shapes = {v: M.MuseGANGenerator(tiny_cfg(v)).latent_shapes() for v in M.VARIANTS}
+    shapes = {v: M.MuseGANGenerator(tiny_cfg(v)).latent_shapes() for v in MUSEGAN_VARIANTS}
     assert shapes["jamming"] == {"z_i": (4, 5, 8)}  # own z per track (and bar)
     assert shapes["composer"] == {"z": (4, 8)}  # one shared z
     assert shapes["hybrid"] == {"z": (4, 4), "z_i": (4, 5, 4)}  # shared + per track
@@ -231,7 +232,7 @@ def test_same_seed_same_losses_and_samples(phrases, tmp_path):
     assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
     assert a["final_wasserstein"] == b["final_wasserstein"] and a["steps_run"] == 4
     for d in ("a", "b"):
-        stage.run_sample(phrases=phrases, model_dir=tmp_path / d, variant="hybrid", params=p)
+        stage.run_sample(phrases=phrases, out=tmp_path / d, variant="hybrid", params=p)
     assert (tmp_path / "a/samples/samples.npz").read_bytes() == (tmp_path / "b/samples/samples.npz").read_bytes()
     assert (tmp_path / "a/samples/sample_00.mid").read_bytes() == (tmp_path / "b/samples/sample_00.mid").read_bytes()
     c = stage.run_train(phrases=phrases, out=tmp_path / "c", variant="hybrid", params=tiny(train={"seed": 6}))
@@ -311,7 +312,7 @@ def test_sample_writes_npz_midi_png_and_accompaniment(phrases, tmp_path):
     p = tiny()
     out = tmp_path / "m"
     stage.run_train(phrases=phrases, out=out / "composer", variant="composer", params=p)
-    s = stage.run_sample(phrases=phrases, model_dir=out / "composer", variant="composer", params=p)
+    s = stage.run_sample(phrases=phrases, out=out / "composer", variant="composer", params=p)
     assert s["phrases"] == 6 and s["files"] == 2
     samples = out / "composer" / "samples"
     with np.load(samples / "samples.npz", allow_pickle=False) as z:
@@ -323,14 +324,14 @@ def test_sample_writes_npz_midi_png_and_accompaniment(phrases, tmp_path):
     assert any(m.type == "set_tempo" and m.tempo == 500000 for m in mid.tracks[0])
 
     stage.run_train(phrases=phrases, out=out / "track_conditional", variant="track_conditional", params=p)
-    s = stage.run_sample(phrases=phrases, model_dir=out / "track_conditional", variant="track_conditional", params=p)
+    s = stage.run_sample(phrases=phrases, out=out / "track_conditional", variant="track_conditional", params=p)
     test_x, test_ids, _ = stage.load_split(phrases, "test")
     with np.load(out / "track_conditional/samples/samples.npz", allow_pickle=False) as z:
         y = fam.decode_phrases(z["shape"], z["nonzero"])
         assert z["ids"].tolist() == [test_ids[i % 3] for i in range(6)]
     assert np.array_equal(y[..., 1], test_x[np.arange(6) % 3][..., 1])  # the given Piano, unchanged
     song = str(test_ids[0])
-    s = stage.run_sample(phrases=phrases, model_dir=out / "track_conditional", variant="track_conditional",
+    s = stage.run_sample(phrases=phrases, out=out / "track_conditional", variant="track_conditional",
                          params=p, song=song, track="Piano")
     assert s["out"].endswith(f"accompaniment/{song}") and s["phrases"] == 2 and s["files"] == 2
     with np.load(Path(s["out"]) / "samples.npz", allow_pickle=False) as z:
@@ -338,15 +339,15 @@ def test_sample_writes_npz_midi_png_and_accompaniment(phrases, tmp_path):
         assert z["first_bar"].tolist() == [0, 4] and set(z["ids"].tolist()) == {song}
     assert np.array_equal(y[..., 1], test_x[test_ids == song][..., 1])
     with pytest.raises(ParamsError, match="'Bass'"):
-        stage.run_sample(phrases=phrases, model_dir=out / "track_conditional", variant="track_conditional",
+        stage.run_sample(phrases=phrases, out=out / "track_conditional", variant="track_conditional",
                          params=p, song=song, track="Bass")
     with pytest.raises(StageError, match="'f00'"):
-        stage.run_sample(phrases=phrases, model_dir=out / "track_conditional", variant="track_conditional",
+        stage.run_sample(phrases=phrases, out=out / "track_conditional", variant="track_conditional",
                          params=p, song="f00")
     with pytest.raises(ParamsError, match="only the track_conditional"):
-        stage.run_sample(phrases=phrases, model_dir=out / "composer", variant="composer", params=p, song=song)
+        stage.run_sample(phrases=phrases, out=out / "composer", variant="composer", params=p, song=song)
     with pytest.raises(PipelineError, match="no trained model"):
-        stage.run_sample(phrases=phrases, model_dir=out / "hybrid", variant="hybrid", params=p)
+        stage.run_sample(phrases=phrases, out=out / "hybrid", variant="hybrid", params=p)
 
 
 def test_evaluate_reports_data_and_variants_under_both_definitions(phrases, tmp_path):
@@ -356,8 +357,8 @@ def test_evaluate_reports_data_and_variants_under_both_definitions(phrases, tmp_
     models = tmp_path / "models"
     for v in ("jamming", "temporal"):
         stage.run_train(phrases=phrases, out=models / "musegan" / v, variant=v, params=p)
-        stage.run_sample(phrases=phrases, model_dir=models / "musegan" / v, variant=v, params=p)
-    r = stage.run_evaluate(phrases=phrases, models=models, params=p)
+        stage.run_sample(phrases=phrases, out=models / "musegan" / v, variant=v, params=p)
+    r = stage.run_evaluate(phrases=phrases, out=models / "musegan", params=p)
     doc = json.loads((models / "musegan" / "evaluation.json").read_text())
     assert doc == json.loads(json.dumps(r))
     assert doc["samples"] == {"jamming": 6, "temporal": 6} and doc["data"] == {"split": "train", "phrases": 12}
@@ -371,7 +372,7 @@ def test_evaluate_reports_data_and_variants_under_both_definitions(phrases, tmp_
     assert "## corrected definitions" in md and "## official definitions" in md
     assert "| source | Drums | Piano | Guitar | Bass | Strings |" in md and "| jamming |" in md
     # the same again: the same bytes
-    stage.run_evaluate(phrases=phrases, models=models, params=p)
+    stage.run_evaluate(phrases=phrases, out=models / "musegan", params=p)
     assert json.loads((models / "musegan" / "evaluation.json").read_text()) == doc
 
 
@@ -389,7 +390,7 @@ def test_trains_and_samples_on_cuda(phrases, tmp_path):
     for v in ("jamming", "track_conditional"):
         s = stage.run_train(phrases=phrases, out=tmp_path / v, variant=v, params=tiny(), device="cuda")
         assert s["steps_run"] == 4 and np.isfinite(s["final_d_loss"])
-        r = stage.run_sample(phrases=phrases, model_dir=tmp_path / v, variant=v, params=tiny(), device="cuda")
+        r = stage.run_sample(phrases=phrases, out=tmp_path / v, variant=v, params=tiny(), device="cuda")
         assert r["phrases"] == 6
 
 
@@ -422,7 +423,7 @@ def test_bad_data_is_a_stage_error(tmp_path, phrases):
     assert not stage.run_train(phrases=phrases, out=tmp_path / "m", variant="composer", params=tiny())["resumed"]
     (tmp_path / "m" / "checkpoints" / "config.json").write_text("[]")
     with pytest.raises(StageError, match="not a MuseGAN config"):
-        stage.run_sample(phrases=phrases, model_dir=tmp_path / "m", variant="composer", params=tiny())
+        stage.run_sample(phrases=phrases, out=tmp_path / "m", variant="composer", params=tiny())
     (phrases / "npz" / "train.npz").write_bytes(b"not a zip")
     with pytest.raises(StageError, match="not a phrase NPZ"):
         stage.run_train(phrases=phrases, out=tmp_path / "m", variant="composer", params=tiny())
@@ -437,14 +438,14 @@ def test_cli_end_to_end_and_a_bad_variant(phrases, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"musegan": section_doc("musegan", **TINY)}))
     runner = CliRunner()
-    common = ["--phrases", str(phrases), "--models", str(tmp_path / "models"), "--params", str(params)]
+    common = ["--phrases", str(phrases), "--params", str(params)]
+    variant = ["--variant", "track_conditional", "--out", str(tmp_path / "models" / "musegan" / "track_conditional")]
     for cmd in ("train", "sample"):
-        res = runner.invoke(app, [cmd, "musegan", "--variant", "track_conditional", *common])
+        res = runner.invoke(app, [cmd, "musegan", *variant, *common])
         assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["sample", "musegan", "--variant", "track_conditional", "--song", "a" + "0" * 31,
-                              "--track", "Piano", *common])
+    res = runner.invoke(app, ["sample", "musegan", *variant, "--song", "a" + "0" * 31, "--track", "Piano", *common])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["evaluate", "musegan", *common])
+    res = runner.invoke(app, ["evaluate", "musegan", "--out", str(tmp_path / "models" / "musegan"), *common])
     assert res.exit_code == 0 and "track_conditional" in res.output, res.output
     assert (tmp_path / "models/musegan/evaluation.json").exists()
     assert (tmp_path / "models/musegan/track_conditional/accompaniment" / ("a" + "0" * 31) / "sample_01.mid").exists()

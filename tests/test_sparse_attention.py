@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipeline.models import sparse_attention as sa
-from pipeline.models.jukebox_prior import Conditioner, JukeboxPrior, PriorConfig, dilations, upsample_strides
+from pipeline.names import ATTENTION_KINDS
+from pipeline.models.jukebox import Conditioner, JukeboxPrior, PriorConfig, dilations, upsample_strides
 
 
 def _matrix(text: str) -> torch.Tensor:
@@ -74,7 +75,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("kind", sa.KINDS)
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
 def test_mask_equals_hand_written_matrix(kind):
     mask = sa.make_mask(kind, 12, 4)
     assert mask.dtype == torch.bool and mask.shape == (12, 12)
@@ -100,7 +101,7 @@ def test_bad_kind_and_blocksize():
         sa.make_mask("row", 4, 0)
 
 
-@pytest.mark.parametrize("kind", sa.KINDS)
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
 def test_disallowed_keys_get_zero_weight_and_zero_gradient(kind):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 12, 8, generator=g, requires_grad=True) for _ in range(3))
@@ -125,7 +126,7 @@ def test_disallowed_keys_get_zero_weight_and_zero_gradient(kind):
                 assert moved == bool(allowed[j])
 
 
-@pytest.mark.parametrize("kind", sa.KINDS)
+@pytest.mark.parametrize("kind", ATTENTION_KINDS)
 @pytest.mark.parametrize("T", [12, 16, 10])
 def test_block_reshape_equals_mask(kind, T):
     g = torch.Generator().manual_seed(1)

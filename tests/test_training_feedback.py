@@ -24,7 +24,7 @@ def test_ctrl_c_says_where_and_the_rerun_resumes(tmp_path):
     doc["train"].update(steps=100000, checkpoint_every=2)
     params.write_text(yaml.safe_dump({"musegan": section_doc("musegan", **doc)}))
     cmd = [sys.executable, "-c", "from pipeline.cli import main; main()", "train", "musegan", "--variant", "jamming",
-           "--phrases", str(phrases), "--models", str(tmp_path / "models"), "--params", str(params)]
+           "--phrases", str(phrases), "--out", str(tmp_path / "models" / "musegan" / "jamming"), "--params", str(params)]
     env = {**os.environ, "PIPELINE_PROGRESS": "0"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ckpt = tmp_path / "models" / "musegan" / "jamming" / "checkpoints" / "last.pt"

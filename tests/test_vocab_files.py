@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.tokens.shards import (read_token_shards, shard_vocab_hash, split_of, token_shard_bytes, windows,
+from pipeline.splits import song_split
+from pipeline.tokens.shards import (read_token_shards, shard_vocab_hash, token_shard_bytes, windows,
                                       write_token_shard)
 from pipeline.tokens.vocab import (BOS, EOS, PAD, UNK, VocabError, build_vocabulary, load_vocabulary)
 
@@ -55,9 +56,9 @@ def test_save_load_and_refusals(tmp_path):
 
 def test_split_is_stable_and_near_the_fractions():
     ids = [f"{i:032x}" for i in range(4000)]
-    splits = Counter(split_of(i, valid_fraction=0.1, test_fraction=0.1) for i in ids)
+    splits = Counter(song_split(i, valid_fraction=0.1, test_fraction=0.1) for i in ids)
     assert abs(splits["test"] / 4000 - 0.1) < 0.02 and abs(splits["valid"] / 4000 - 0.1) < 0.02
-    assert split_of(ids[7], valid_fraction=0.1, test_fraction=0.1) == split_of(ids[7], valid_fraction=0.1,
+    assert song_split(ids[7], valid_fraction=0.1, test_fraction=0.1) == song_split(ids[7], valid_fraction=0.1,
                                                                                test_fraction=0.1)
 
 

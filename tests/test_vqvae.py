@@ -21,6 +21,7 @@ from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError, StageError
 from pipeline.metrics import audio as am
 from pipeline.models.vqvae import VQVAE, EMABottleneck, level_downs
+from pipeline.splits import heldout_split
 from pipeline.training import vqvae as fam
 from stages import ingest_audio
 from stages import vqvae as stage
@@ -245,12 +246,12 @@ def test_split_by_sha256_of_the_song_id():
     import hashlib
 
     ids = [hashlib.md5(str(i).encode()).hexdigest() for i in range(400)]
-    held = [i for i in ids if fam.split_of(i, 0.25) == "heldout"]
+    held = [i for i in ids if heldout_split(i, 0.25) == "heldout"]
     assert 70 < len(held) < 130  # about a quarter
     u = int.from_bytes(hashlib.sha256(held[0].encode()).digest()[:8], "big") / 2.0**64
     assert u < 0.25
-    assert all(fam.split_of(i, 0.0) == "train" for i in ids)
-    assert set(held) <= {i for i in ids if fam.split_of(i, 0.5) == "heldout"}  # nested as the fraction grows
+    assert all(heldout_split(i, 0.0) == "train" for i in ids)
+    assert set(held) <= {i for i in ids if heldout_split(i, 0.5) == "heldout"}  # nested as the fraction grows
 
 
 def test_load_clips_is_seeded_and_splits_by_song(audio_dir):
@@ -258,7 +259,7 @@ def test_load_clips_is_seeded_and_splits_by_song(audio_dir):
     held = fam.read_clips(audio_dir, split="heldout", heldout_fraction=0.3)
     assert len(train) + len(held) == 10 and len(train) and len(held)
     assert not set(train.ids) & set(held.ids)
-    assert all(fam.split_of(i, 0.3) == "heldout" for i in held.ids)
+    assert all(heldout_split(i, 0.3) == "heldout" for i in held.ids)
     a = fam.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=1, heldout_fraction=0.3)
     b = fam.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=1, heldout_fraction=0.3)
     c = fam.load_clips(audio_dir, split="heldout", samples=1024, n=5, seed=2, heldout_fraction=0.3)
@@ -409,7 +410,7 @@ def test_cli_train_vqvae(audio_dir, tmp_path, monkeypatch, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"vqvae": section_doc("vqvae", **TINY)}))
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "vqvae", "--audio-dir", str(audio_dir), "--models", str(tmp_path / "models"),
+    res = runner.invoke(app, ["train", "vqvae", "--audio-dir", str(audio_dir), "--out", str(tmp_path / "models" / "vqvae"),
                               "--params", str(params), "--fresh", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "vqvae: 6 steps" in res.output and "hop 64" in res.output
@@ -423,7 +424,7 @@ def test_cli_train_vqvae(audio_dir, tmp_path, monkeypatch, capsys):
     for args, text in [(["--params", str(bad)], "crop_samples=1000"),
                        (["--params", str(params), "--audio-dir", str(tmp_path / "nope")], "no audio folder"),
                        (["--params", str(params), "--audio-dir", str(audio_dir), "--device", "tpu"], "device='tpu'")]:
-        monkeypatch.setattr(sys, "argv", ["pipeline", "train", "vqvae", "--models", str(tmp_path / "m2"), *args])
+        monkeypatch.setattr(sys, "argv", ["pipeline", "train", "vqvae", "--out", str(tmp_path / "m2"), *args])
         with pytest.raises(SystemExit) as exc:
             main()
         err = capsys.readouterr().err

@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 from pipeline.errors import SchemaError
 from pipeline.io.npz import load_npz
 from pipeline.schema import PHRASES, read_schema, schema_path
+from pipeline.splits import SPLITS
 
-SPLITS = ("train", "valid", "test")
 
 
 class PhraseTensors(Dataset):

@@ -14,32 +14,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline.config import PositiveInt, Range, check_bounds
+
 
 @dataclass(frozen=True, kw_only=True)
 class LSTMConfig:
-    vocab_size: int
-    embedding: int = 64  # 0: one-hot input
-    hidden: int = 128
-    layers: int = 2
-    dropout: float = 0.2
+    vocab_size: Annotated[int, Range(2)]
+    embedding: Annotated[int, Range(0, note="0: one-hot")] = 64  # 0: one-hot input
+    hidden: PositiveInt = 128
+    layers: PositiveInt = 2
+    dropout: Annotated[float, Range(0, 1, hi_open=True)] = 0.2
     attention: bool = False
-    attention_dim: int = 64
+    attention_dim: PositiveInt = 64
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size={self.vocab_size} must be at least 2")
-        for name in ("hidden", "layers", "attention_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
-        if self.embedding < 0:
-            raise ValueError(f"embedding={self.embedding} must be >= 0 (0: one-hot)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        check_bounds(self, ValueError)
 
 
 class CausalAttention(nn.Module):

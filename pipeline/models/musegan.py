@@ -49,7 +49,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-VARIANTS = ("jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan")
+from pipeline.config import PositiveFloat, PositiveInt, check_bounds
+from pipeline.names import MUSEGAN_VARIANTS
 
 #: channels of G_bar's time layers (first to last), the official v1 BarGenerator's
 G_TIME_CHANNELS = (512, 256, 256, 128, 128, 128, 128)
@@ -86,27 +87,23 @@ def time_factors(steps_per_bar: int) -> tuple[int, ...]:
 @dataclass(frozen=True, kw_only=True)
 class MuseGANConfig:
     variant: str
-    n_tracks: int = 5
-    n_bars: int = 4
+    n_tracks: PositiveInt = 5
+    n_bars: PositiveInt = 4
     steps_per_bar: int = 48
     n_pitches: int = 84
-    z_dim: int = 128  # input size of every G_bar (paper: 128)
-    width: float = 1.0  # multiplies every channel count (1: the paper's sizes)
+    z_dim: PositiveInt = 128  # input size of every G_bar (paper: 128)
+    width: PositiveFloat = 1.0  # multiplies every channel count (1: the paper's sizes)
     condition_track: int = 1  # index of the given track (track_conditional only)
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant={self.variant!r} must be one of {', '.join(VARIANTS)}")
-        for name in ("n_tracks", "n_bars", "z_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        if self.variant not in MUSEGAN_VARIANTS:
+            raise ValueError(f"variant={self.variant!r} must be one of {', '.join(MUSEGAN_VARIANTS)}")
+        check_bounds(self, ValueError)
         if self.n_tracks < 2 and self.variant == "track_conditional":
             raise ValueError("track_conditional needs at least two tracks")
         time_factors(self.steps_per_bar)
         if self.n_pitches < 12 or self.n_pitches % 12:
             raise ValueError(f"n_pitches={self.n_pitches} must be a positive multiple of 12 (84: 7 octaves)")
-        if self.width <= 0:
-            raise ValueError(f"width={self.width} must be positive")
         split = {"hybrid": 2, "temporal": 2, "musegan": 4, "track_conditional": 4}.get(self.variant, 1)
         if self.z_dim % split:
             raise ValueError(f"z_dim={self.z_dim} must be a multiple of {split} for {self.variant}")

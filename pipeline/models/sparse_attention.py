@@ -29,12 +29,12 @@ import math
 import torch
 from torch.nn import functional as F
 
-KINDS = ("dense", "row", "column", "prev_row")
+from pipeline.names import ATTENTION_KINDS
 
 
 def check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"attention kind {kind!r} must be one of {', '.join(KINDS)}")
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention kind {kind!r} must be one of {', '.join(ATTENTION_KINDS)}")
     return kind
 
 

@@ -33,10 +33,11 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
+from pipeline.config import PositiveInt, Range, check_bounds
 from pipeline.errors import MidiError, ParamsError
 
 Kind = Literal["remi", "midilike"]
@@ -48,26 +49,18 @@ MAX_BAR_BEATS = 32  # positions cover bars of up to 32 beats
 @dataclass(frozen=True, kw_only=True)
 class EventConfig:
     kind: Kind = "remi"
-    resolution: int = 24  # steps per beat (24 = the LPD grid, lossless against the piano-rolls)
-    velocity_bins: int = 32
-    max_duration: int = 192  # steps (REMI)
-    max_shift: int = 96  # steps per TimeShift (MIDI-like)
-    tempo_min: int = 10
+    resolution: Annotated[int, Range(1, 1024)] = 24  # steps per beat (24 = the LPD grid, lossless against the piano-rolls)
+    velocity_bins: Annotated[int, Range(1, 127)] = 32
+    max_duration: PositiveInt = 192  # steps (REMI)
+    max_shift: PositiveInt = 96  # steps per TimeShift (MIDI-like)
+    tempo_min: PositiveInt = 10
     tempo_max: int = 400
-    max_beats: int = 20_000
+    max_beats: PositiveInt = 20_000
 
     def __post_init__(self) -> None:
-        if self.kind not in ("remi", "midilike"):
-            raise ParamsError(f"kind={self.kind!r} must be 'remi' or 'midilike'")
-        for name in ("resolution", "velocity_bins", "max_duration", "max_shift", "tempo_min", "max_beats"):
-            if getattr(self, name) < 1:
-                raise ParamsError(f"{name}={getattr(self, name)} must be a positive integer")
-        if self.velocity_bins > 127:
-            raise ParamsError(f"velocity_bins={self.velocity_bins} must be at most 127")
+        check_bounds(self)
         if self.tempo_max < self.tempo_min:
             raise ParamsError(f"tempo_max={self.tempo_max} must be >= tempo_min={self.tempo_min}")
-        if self.resolution > 1024:
-            raise ParamsError(f"resolution={self.resolution} must be at most 1024")
 
     # --- the base table: every token this config can emit, in a fixed order -----------------
     @cached_property

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
 from pipeline.io.npz import atomic_write_bytes
+from pipeline.splits import SPLITS
 
 #: also written into each shard's key-value metadata (``schema_version``)
 SCHEMA_VERSION = shard_schema.version(shard_schema.TOKENS)
@@ -37,13 +38,6 @@ SCHEMA = pa.schema(
         ("bar_starts", pa.list_(pa.int32())),
     ]
 )
-
-
-def split_of(song_id: str, *, valid_fraction: float, test_fraction: float) -> str:
-    """train / valid / test by ``pipeline.splits`` (the first 8 bytes of sha256(id)): stable, order-free."""
-    from pipeline import splits
-
-    return splits.split_of(song_id, [("test", test_fraction), ("valid", valid_fraction)], rest="train")
 
 
 def parquet_metadata(vocab_hash: str) -> dict[str, str]:
@@ -90,10 +84,6 @@ def shard_vocab_hash(path: Path) -> str | None:
     meta = pq.read_schema(path).metadata or {}
     value = meta.get(b"vocab_hash")
     return value.decode() if value else None
-
-
-#: the values of the ``split`` column
-SPLITS = ("train", "valid", "test")
 
 
 def check_split(split: str | None) -> str | None:

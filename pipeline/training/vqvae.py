@@ -40,17 +40,8 @@ import torch
 
 from pipeline.progress import training_bar
 from pipeline.errors import ParamsError, StageError
+from pipeline.splits import CLIP_SPLITS, heldout_split
 from pipeline.training.solver import Panel, load_checkpoint, save_checkpoint, write_metrics
-
-SPLITS = ("train", "heldout")
-
-
-def split_of(song_id: str, heldout_fraction: float) -> str:
-    """``heldout`` when ``sha256(id)[:8] / 2**64 < heldout_fraction``, else ``train``."""
-    from pipeline import splits
-
-    return splits.split_of(song_id, [("heldout", heldout_fraction)], rest="train")
-
 
 # ---------------------------------------------------------------------------------------------
 # data
@@ -97,8 +88,8 @@ def read_clips(audio_dir: Path, *, split: str, heldout_fraction: float) -> ClipB
 
     from pipeline.data.pianoroll import shard_paths
 
-    if split not in SPLITS:
-        raise StageError(f"split={split!r} must be one of {', '.join(SPLITS)}")
+    if split not in CLIP_SPLITS:
+        raise StageError(f"split={split!r} must be one of {', '.join(CLIP_SPLITS)}")
     audio_dir = Path(audio_dir)
     if not audio_dir.exists():
         raise StageError(f"{audio_dir}: no audio folder (run `pipeline render-audio` or `pipeline ingest-audio` first)")
@@ -117,7 +108,7 @@ def read_clips(audio_dir: Path, *, split: str, heldout_fraction: float) -> ClipB
         valid = t.column("valid_samples").to_pylist()
         audio = t.column("audio")
         for r, (sid, c) in enumerate(zip(ids, clips)):
-            if split_of(sid, heldout_fraction) != split:
+            if heldout_split(sid, heldout_fraction) != split:
                 continue
             blob = audio[r]["bytes"].as_py()
             try:
@@ -372,8 +363,8 @@ def load_clips(audio_dir: Path, *, split: str, samples: int, n: int | None, seed
     clip; stereo clips are mixed down with Jukebox's random weight (per song, clip and round,
     as ``AudioClips``). The same arguments always give the same tensor.
     """
-    if split not in SPLITS:
-        raise ParamsError(f"split={split!r} must be one of {', '.join(SPLITS)}")
+    if split not in CLIP_SPLITS:
+        raise ParamsError(f"split={split!r} must be one of {', '.join(CLIP_SPLITS)}")
     if samples < 1 or (n is not None and n < 0):
         raise ParamsError(f"samples={samples} must be positive and n={n} >= 0 (or None)")
     bank = read_clips(audio_dir, split=split, heldout_fraction=heldout_fraction)

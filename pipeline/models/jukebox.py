@@ -25,50 +25,45 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.models.sparse_attention import KINDS, factorized_attention, key_index
+from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, Range, check_bounds
+from pipeline.models.sparse_attention import factorized_attention, key_index
+from pipeline.names import ATTENTION_KINDS
 
 
 @dataclass(frozen=True, kw_only=True)
 class PriorConfig:
-    bins: int  # codebook size of the level
-    width: int = 128
-    layers: int = 3
-    heads: int = 2
-    context: int = 512  # positions (codes) per window
-    blocksize: int = 32  # positions per row of the factorized attention
+    bins: Annotated[int, Range(2)]  # codebook size of the level
+    width: PositiveInt = 128
+    layers: PositiveInt = 3
+    heads: PositiveInt = 2
+    context: PositiveInt = 512  # positions (codes) per window
+    blocksize: PositiveInt = 32  # positions per row of the factorized attention
     pattern: tuple[str, ...] = ("row", "column", "prev_row")  # cycled over the layers
-    mlp_ratio: float = 1.0  # MLP width / width (jukebox m_mlp = 1)
-    dropout: float = 0.0
-    cond_ratio: int = 1  # > 1: an upsampler, conditioned on the level above (hop ratio)
-    cond_depth: int = 4  # residual blocks per upsampling step of the conditioner
-    cond_dilation_growth: int = 3  # dilation = growth ** (depth % cycle)
-    cond_dilation_cycle: int = 0  # 0: no cycle
-    cond_width: int = 0  # conditioner channels (0: width)
+    mlp_ratio: PositiveFloat = 1.0  # MLP width / width (jukebox m_mlp = 1)
+    dropout: Annotated[float, Range(0, 1, hi_open=True)] = 0.0
+    cond_ratio: PositiveInt = 1  # > 1: an upsampler, conditioned on the level above (hop ratio)
+    cond_depth: NonNegativeInt = 4  # residual blocks per upsampling step of the conditioner
+    cond_dilation_growth: PositiveInt = 3  # dilation = growth ** (depth % cycle)
+    cond_dilation_cycle: NonNegativeInt = 0  # 0: no cycle
+    cond_width: NonNegativeInt = 0  # conditioner channels (0: width)
 
     def __post_init__(self) -> None:
-        if self.bins < 2:
-            raise ValueError(f"bins={self.bins} must be at least 2")
-        for name in ("width", "layers", "heads", "context", "blocksize", "cond_ratio", "cond_dilation_growth"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
-        if self.cond_depth < 0 or self.cond_dilation_cycle < 0 or self.cond_width < 0:
-            raise ValueError("cond_depth, cond_dilation_cycle and cond_width must be >= 0")
+        check_bounds(self, ValueError)
         if self.width % self.heads:
             raise ValueError(f"width={self.width} must be a multiple of heads={self.heads}")
         if not self.pattern:
             raise ValueError("pattern must name at least one attention kind")
         for kind in self.pattern:
-            if kind not in KINDS:
-                raise ValueError(f"pattern entry {kind!r} must be one of {', '.join(KINDS)}")
+            if kind not in ATTENTION_KINDS:
+                raise ValueError(f"pattern entry {kind!r} must be one of {', '.join(ATTENTION_KINDS)}")
         if self.context % self.cond_ratio:
             raise ValueError(f"context={self.context} must be a multiple of cond_ratio={self.cond_ratio}")
-        if self.mlp_ratio <= 0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError("mlp_ratio must be positive and dropout in [0, 1)")
 
     def kinds(self) -> list[str]:
         return [self.pattern[i % len(self.pattern)] for i in range(self.layers)]

@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.progress import training_bar
-from pipeline.models.jukebox_prior import JukeboxPrior
+from pipeline.models.jukebox import JukeboxPrior
 from pipeline.training.solver import Panel, load_checkpoint, model_device, save_checkpoint, write_metrics
 
 LN2 = math.log(2.0)
