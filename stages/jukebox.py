@@ -41,6 +41,7 @@ from pipeline import figures, numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes
+from pipeline.metrics.headline import jukebox_scores
 from pipeline.names import ATTENTION_KINDS, JUKEBOX_MODES
 
 SAMPLE_RATE = 44100  # render_audio's rate; the VQ-VAE's config.json ``sample_rate`` wins where it has one
@@ -570,6 +571,8 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, out: Path, params: Params,
     out = Path(out)
     report["numerics"] = numerics.record()
     _write_json(out / "evaluation.json", report)
+    for name, scores in jukebox_scores(report).items():
+        _write_json(out / "scores" / f"{name}.json", scores)
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -26,6 +26,7 @@ from pipeline import figures, numerics
 from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.io.npz import atomic_write_bytes
+from pipeline.metrics.headline import lstm_scores
 from pipeline.names import LSTM_VARIANTS, VocabKind
 
 
@@ -360,6 +361,7 @@ def run_evaluate(*, vocab_dir: Path, out: Path, variant: str, params: Params, de
     out = Path(out)
     report["numerics"] = numerics.record()
     _write_json(out / "evaluation.json", report)
+    _write_json(out / "scores.json", lstm_scores(report))
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

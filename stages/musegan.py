@@ -35,6 +35,7 @@ from pipeline import numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.io.npz import atomic_write_bytes, write_npz
+from pipeline.metrics.headline import musegan_scores
 from pipeline.names import MUSEGAN_VARIANTS
 from pipeline.splits import SPLITS, Split
 
@@ -406,6 +407,8 @@ def run_evaluate(*, phrases: Path, out: Path, params: Params, log=None) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     report["numerics"] = numerics.record()
     _write_json(root / "evaluation.json", report)
+    for src, scores in musegan_scores(report).items():
+        _write_json(root / "scores" / f"{src}.json", scores)
     atomic_write_bytes(root / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -59,6 +59,14 @@ def _committed_code_unchanged() -> bool:
     return not diff.stdout.strip()
 
 
+def _flat(doc: dict, prefix: str = "") -> list[str]:
+    """The dotted keys `dvc metrics show` makes columns of."""
+    keys = []
+    for k, v in doc.items():
+        keys += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return keys
+
+
 def ran(stdout: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", stdout))
 
@@ -97,6 +105,16 @@ def test_repro_then_nothing_then_only_what_changed(clone):
             path = next(iter(p)) if isinstance(p, dict) else p
             declared |= {path.replace("${item}", str(i)) for i in st.get("foreach", [None])}
     assert len(declared) == 12 and set(plots["data"]) == declared, (declared, set(plots["data"]))
+
+    # dvc metrics show is readable: the data summaries and each family's headline scores.json files
+    # (a handful of shared keys per family; every other number stays in the evaluation.json artefacts)
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=clone).stdout)
+    files = shown[""]["data"]
+    assert not [f for f, v in files.items() if "error" in v], files
+    columns = {key for v in files.values() for key in _flat(v["data"])}
+    assert 20 <= len(columns) <= 60, sorted(columns)
+    musegan = [set(_flat(v["data"])) for f, v in files.items() if "/musegan/scores/" in f]
+    assert len(musegan) == 7 and all(k == musegan[0] for k in musegan)
 
     second = dvc("repro", cwd=clone).stdout
     assert "Running stage" not in second and "up to date" in second
