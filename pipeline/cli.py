@@ -463,6 +463,13 @@ def main() -> None:
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except ModuleNotFoundError as exc:  # a module of an extra the install left out (torch...): one line
+        from pipeline.errors import missing_extra
+
+        if (line := missing_extra(exc)) is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
+        sys.exit(1)
     except usage_error as exc:
         message = " ".join(exc.format_message().split())
         if message:  # (no arguments at all: the help was shown, and there is nothing more to say)

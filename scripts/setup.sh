@@ -29,7 +29,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q torch==2.13.0
+# torch from PyTorch's CPU index: PyPI's Linux torch is the CUDA build (with its nvidia-* wheels, several GB
+# environment); then '.[dev]' (which pulls the extras models, report and dvc) keeps the torch it finds
+if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("torch") != "2.13.0+cpu")' 2>/dev/null; then
+  .venv/bin/python -m pip install -q torch==2.13.0+cpu \
+    --extra-index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 # byte-compile the project's own modules once: where PYTHONDONTWRITEBYTECODE is set, every run
 # would otherwise compile them again (pip byte-compiles installed packages, not an editable tree)
