@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pipeline.config import PositiveInt, Range, params_digest, params_section
 from pipeline.errors import MidiError, StageError
+from pipeline.progress import per_file
 from pipeline.sources import reason_code
 from pipeline.stagekit import (OutputLock, call_with_time_limit, inputs_digest, read_input_file, run_shards,
                                warning_counts)
@@ -133,7 +134,7 @@ def convert_shard(task: ShardTask) -> list[dict]:
     ids: list[str] = []
     tensors = []
     seen: set[str] = set()
-    for i, key in enumerate(task.keys):
+    for i, key in per_file(enumerate(task.keys)):
         if task.payloads:
             raw, reason = task.payloads[i]
         else:

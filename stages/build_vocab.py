@@ -33,6 +33,7 @@ import numpy as np
 
 from pipeline.config import PositiveInt, Range, params_section
 from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.progress import per_file
 from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file, run_shards
 
@@ -256,7 +257,7 @@ def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
     """Pass 1: manifest rows and the token counts of the shard's songs (each distinct song once)."""
     rows, counts = [], Counter()
     seen: set[str] = set()
-    for i, (key, msd_id) in enumerate(zip(task.keys, task.msd_ids)):
+    for i, (key, msd_id) in per_file(enumerate(zip(task.keys, task.msd_ids))):
         raw, reason = task.raw(i)
         row = {"source": key, "id": None, "msd_id": msd_id, "size_bytes": 0, "status": None, "code": None,
                "message": None, "shard": None}
@@ -302,7 +303,7 @@ def encode_shard(task: ShardTask) -> dict[str, int]:
     rows = []
     unk: dict[str, int] = {}
     seen: set[str] = set()
-    for i, key in enumerate(task.keys):
+    for i, key in per_file(enumerate(task.keys)):
         if key in task.skip_keys:
             continue
         raw, _ = task.raw(i)

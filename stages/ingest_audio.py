@@ -23,6 +23,7 @@ from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks,
                                        write_marker, write_outputs)
 from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, params_section
 from pipeline.errors import MidiError, ParamsError, StageError
+from pipeline.progress import per_file
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aif", ".aiff")
 
@@ -158,7 +159,7 @@ def ingest_task(task: Task) -> dict:
     rows: list[dict] = []
     seen: dict[str, str] = {}
     try:
-        for i, key in enumerate(task.keys):
+        for i, key in per_file(enumerate(task.keys)):
             path = task.paths[i]
             raw, reason = read_input_file(path, params.max_file_bytes)
             song_id = hashlib.md5(raw).hexdigest() if raw is not None else None

@@ -35,6 +35,7 @@ from pipeline.audio.shard_stage import (emit_clips, execute, finish, make_tasks,
 from pipeline.config import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_digest,
                              params_section)
 from pipeline.errors import MidiError, ParamsError
+from pipeline.progress import per_file
 from pipeline.sources import reason_code
 from pipeline.stagekit import OutputLock, call_with_time_limit, read_input_file
 
@@ -263,7 +264,7 @@ def render_task(task: Task) -> dict:
     rows: list[dict] = []
     seen: dict[str, str] = {}
     try:
-        for i, key in enumerate(task.keys):
+        for i, key in per_file(enumerate(task.keys)):
             if task.payloads:
                 raw, reason = task.payloads[i]
             else:
