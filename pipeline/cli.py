@@ -488,6 +488,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         rc = EXIT_INTERRUPTED
     except Exception as exc:  # a bug: its traceback is for the bug report
+        from pipeline.errors import missing_extra
+
+        if isinstance(exc, ModuleNotFoundError) and (line := missing_extra(exc)) is not None:
+            fail(line, EXIT_ERROR)  # a module of an extra the install left out (torch...): one line
         import traceback
 
         traceback.print_exc()

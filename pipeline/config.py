@@ -220,14 +220,29 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
     return _parse(text, path)
 
 
+def yaml_error(exc: Exception, path: Path | str | None = None, first_line: int = 1) -> str:
+    """A YAML parse error as one line, the way compilers write one: ``params.yaml:12:5: mapping values
+    are not allowed here`` (1-based line and column; without ``path``: ``line 12, column 5: ...``;
+    ``first_line``: the file's line where the parsed text starts). Where the parser names where the
+    construct began (an unclosed bracket or quote), that follows in parentheses."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc.__class__.__name__).split())
+    if mark is None:
+        return f"{path}: not valid YAML: {problem}" if path is not None else f"not valid YAML: {problem}"
+    where = (f"{path}:{mark.line + first_line}:{mark.column + 1}" if path is not None
+             else f"line {mark.line + first_line}, column {mark.column + 1}")
+    line = f"{where}: {problem}"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and (start.line, start.column) != (mark.line, mark.column):
+        line += f" ({' '.join(str(context).split())} at {start.line + first_line}:{start.column + 1})"
+    return line
+
+
 def _parse(text: str, path: Path) -> dict[str, Any]:
     try:
         raw = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise ParamsError(yaml_error(exc, path)) from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: the top level must be a mapping of sections")
     return raw

@@ -74,3 +74,16 @@ class UnsafeFileError(PipelineError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.detail))
+
+
+#: modules that only an extra of lakh-pipeline installs (a plain ``pip install lakh-pipeline`` runs
+#: the data stages and ``inspect``): the module's top-level name -> the extra
+EXTRAS = {"torch": "models", "matplotlib": "report", "librosa": "report", "dvc": "dvc"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """One line for a module that an extra installs (``None`` for any other missing module: a bug)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    return f"this command needs {top}, which `pip install 'lakh-pipeline[{EXTRAS[top]}]'` installs"

@@ -136,7 +136,10 @@ def _sniff_card(path: Path) -> Found:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SchemaError(path, f"not a dataset card ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - yaml.YAMLError: a damaged header
-        raise SchemaError(path, f"the dataset card's YAML header does not parse ({type(exc).__name__})") from None
+        from pipeline.config import yaml_error
+
+        # (the header starts on the card's second line, after its opening '---')
+        raise SchemaError(path, f"the dataset card's YAML header does not parse: {yaml_error(exc, first_line=2)}") from None
     if not isinstance(head, dict) or "configs" not in head:
         raise SchemaError(path, "not a lakh-pipeline dataset card (no 'configs' in its YAML header)")
     return Found("card", head)

@@ -12,7 +12,7 @@ import os
 from typing import Any, Callable, Iterator, Sequence
 
 from pipeline.errors import ParamsError, StageError
-from pipeline.progress import progress_bar
+from pipeline.progress import TOPIC, FileTally, progress_bar
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -52,7 +52,9 @@ def run_tasks(
     total_units : int, optional
         Units of work for the bar; ``sum(units(task))`` when None.
     units : callable, optional
-        Units of work in one task (e.g. its file count); 1 by default.
+        Units of work in one task (e.g. its file count); 1 by default. The bar moves by a task's
+        units when it finishes, or unit by unit where the task counts them as it goes
+        (``pipeline.progress.per_file`` / ``file_done``, from this process or a dask worker).
     retries : int, optional
         Passed to ``Client.map``: how many times dask re-runs a task that raised before
         giving up. A task whose worker died is rescheduled by the scheduler itself
@@ -102,19 +104,23 @@ def _run(fn, tasks, *, workers, address, description, total_units, units, retrie
     if not tasks:
         return
     with progress_bar(description, total_units) as bar:
+        # a task that calls pipeline.progress.file_done (its loop over files goes through per_file)
+        # moves the bar per file; any other task moves it by its units when it finishes
+        tally = FileTally(bar, [units(task) for task in tasks])
         if address is None and workers == 1:
             for index, task in enumerate(tasks):
-                result = fn(task)
-                bar.advance(units(task))
+                with tally.running_here(index):
+                    result = fn(task)
+                tally.finish(index)
                 yield index, result
             return
         for index, result in _run_dask(fn, tasks, workers=workers, address=address, retries=retries,
-                                       resubmits=resubmits):
-            bar.advance(units(tasks[index]))
+                                       resubmits=resubmits, tally=tally):
+            tally.finish(index)
             yield index, result
 
 
-def _run_dask(fn, tasks, *, workers, address, retries, resubmits):
+def _run_dask(fn, tasks, *, workers, address, retries, resubmits, tally):
     from contextlib import ExitStack
 
     from distributed import Client, LocalCluster, as_completed
@@ -141,6 +147,9 @@ def _run_dask(fn, tasks, *, workers, address, retries, resubmits):
                                  f"{' '.join(str(exc).split())}") from None
         futures = client.map(fn, tasks, retries=retries, pure=False)
         index_of = {future.key: index for index, future in enumerate(futures)}
+        if tally.enabled:  # the workers' file counts (pipeline.progress.file_done), as they come
+            tally.index_of.update((str(key), index) for key, index in index_of.items())
+            client.subscribe_topic(TOPIC, tally.on_event)
         lost = [0] * len(tasks)
         completed = as_completed(futures)
         del futures
@@ -157,6 +166,7 @@ def _run_dask(fn, tasks, *, workers, address, retries, resubmits):
                 logging.getLogger(__name__).warning("task %d lost with its worker: submitted again", index)
                 again = client.submit(fn, tasks[index], retries=retries, pure=False)
                 index_of[again.key] = index
+                tally.index_of[str(again.key)] = index
                 completed.add(again)
                 continue
             result = future.result()  # re-raises the worker's exception

@@ -253,11 +253,12 @@ class FileRows:
         self.rows: list[dict] = []
 
     def __iter__(self) -> Iterator[tuple[int, bytes | None, dict]]:
+        from pipeline.progress import per_file
         from pipeline.sources import reason_code
 
         task = self.task
         seen: dict[str, str] = {}
-        for i, key in enumerate(task.keys):
+        for i, key in per_file(enumerate(task.keys)):  # each file moves the progress bar when done
             raw, reason = task.read(i)
             song_id = hashlib.md5(raw).hexdigest() if raw is not None else None
             row = {"source": key, "id": song_id, "msd_id": task.msd_ids[i],

@@ -30,7 +30,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q torch==2.13.0
+# torch's CPU build (PyPI's Linux torch is the CUDA build: several GB with its nvidia-* wheels), from
+# PyTorch's CPU index where that host resolves, else from what pip is configured with (a local wheel);
+# '+cpu' is asked for by name, so pip fails rather than take a CUDA build. Then '.[dev]' (which pulls
+# the extras models, report and dvc) keeps the torch it finds.
+if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("torch") != "2.13.0+cpu")' 2>/dev/null; then
+  torch_index=()
+  if .venv/bin/python -c 'import socket; socket.getaddrinfo("download.pytorch.org", 443)' 2>/dev/null; then
+    torch_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+  .venv/bin/python -m pip install -q torch==2.13.0+cpu "${torch_index[@]}"
+fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 # byte-compile the project's own modules once: where PYTHONDONTWRITEBYTECODE is set, every run
 # would otherwise compile them again (pip byte-compiles installed packages, not an editable tree)

@@ -37,3 +37,21 @@ def die_always_on_ten(x: int) -> int:
     if x == 10:
         os._exit(1)
     return x * x
+
+
+def files(n: int) -> int:
+    """A task of ``n`` files, each counted on the bar as it is done."""
+    from pipeline.progress import per_file
+
+    return sum(1 for _ in per_file(range(n)))
+
+
+def files_slowly(n: int) -> int:
+    """``files``, each file a little longer than a worker waits between two progress events."""
+    import time
+
+    from pipeline.progress import SEND_EVERY_S, per_file
+
+    for _ in per_file(range(n)):
+        time.sleep(SEND_EVERY_S * 1.5)
+    return n

@@ -65,7 +65,8 @@ def test_bad_param_is_one_line(tmp_path, small_corpus):
     params.write_text("build_lpd:\n  resolution: 24\n  tracks: [lpd5\n")
     res = run_cli("build-lpd", str(small_corpus), "--out", str(tmp_path / "o"), "--params", str(params))
     assert res.returncode == 1
-    assert res.stderr.strip() == f"error: {params}: not valid YAML at line 4, column 1: did not find expected ',' or ']'"
+    assert res.stderr.strip() == (f"error: {params}:4:1: did not find expected ',' or ']' "
+                                  "(while parsing a flow sequence at 3:11)")
 
 
 def test_bad_option_exits_2():

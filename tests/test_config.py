@@ -94,6 +94,28 @@ def test_missing_or_bad_file_is_an_error(tmp_path, monkeypatch):
         read_params()
 
 
+@pytest.mark.parametrize("text, line", [
+    # a colon inside a value: where the parser stopped, as path:line:column
+    ("build_lpd:\n  resolution: 24\n  semantics: lpd: x\n", "p.yaml:3:17: mapping values are not allowed in this context"),
+    # an unclosed bracket is found at the end of the file: where it opened follows
+    ("build_lpd:\n  tracks: [lpd5\n", "p.yaml:3:1: did not find expected ',' or ']' (while parsing a flow sequence at 2:11)"),
+    ("build_lpd:\n\tresolution: 24\n", "p.yaml:2:1: found character that cannot start any token"),
+])
+def test_malformed_yaml_is_one_line_with_line_and_column(tmp_path, monkeypatch, text, line):
+    monkeypatch.chdir(tmp_path)
+    Path("p.yaml").write_text(text)
+    with pytest.raises(ParamsError) as err:
+        read_params("p.yaml")
+    assert str(err.value) == line
+
+
+def test_yaml_error_counts_from_the_first_line_of_the_parsed_text():
+    with pytest.raises(yaml.YAMLError) as err:
+        yaml.safe_load("a: 1\nb: c: d\n")
+    assert config.yaml_error(err.value, "card.md", first_line=2) == "card.md:3:5: mapping values are not allowed here"
+    assert config.yaml_error(err.value) == "line 2, column 5: mapping values are not allowed here"
+
+
 def test_range_messages_echo_the_value():
     assert Range(1).describe() == ">= 1"
     assert Range(0, 1, hi_open=True).describe() == "in [0, 1)"

@@ -570,3 +570,12 @@ def test_note_names():
     assert [figures.note_name(p) for p in (0, 36, 48, 60, 61, 69, 127)] == ["C-1", "C2", "C3", "C4", "C#4", "A4", "G9"]
     with pytest.raises(ValueError, match="pitch=128 is not a MIDI pitch"):
         figures.note_name(128)
+
+
+def test_a_damaged_card_header_names_line_and_column(tmp_path):
+    card = tmp_path / "README.md"
+    card.write_text("---\nlicense: cc-by-4.0\nconfigs: x: y\n---\n# a card\n")
+    with pytest.raises(PipelineError) as err:
+        describe(card)
+    assert str(err.value) == (f"{card}: the dataset card's YAML header does not parse: line 3, column 11: "
+                              "mapping values are not allowed here")

@@ -127,6 +127,86 @@ def test_units_feed_the_bar(monkeypatch):
     assert seen == [("files", 6), 1, 2, 3]
 
 
+class _RecordingBar:
+    """Stands in for the runner's bar: every advance, in order (from any thread)."""
+
+    enabled = True
+
+    def __init__(self):
+        self.advances: list[int] = []
+        self.total = None
+
+    def advance(self, n):
+        self.advances.append(n)
+
+
+@pytest.fixture
+def recording_bar(monkeypatch):
+    from contextlib import contextmanager
+
+    bars: list[_RecordingBar] = []
+
+    @contextmanager
+    def fake_bar(description, total):
+        bar = _RecordingBar()
+        bar.description, bar.total = description, total
+        bars.append(bar)
+        yield bar
+
+    monkeypatch.setattr("pipeline.runner.progress_bar", fake_bar)
+    return bars
+
+
+def test_the_bar_moves_per_file_in_process(recording_bar):
+    assert sorted(run_tasks(rt.files, [3, 5, 2], workers=1, units=lambda t: t)) == [(0, 3), (1, 5), (2, 2)]
+    (bar,) = recording_bar
+    assert bar.total == 10 and bar.advances == [1] * 10
+
+
+@pytest.mark.cluster
+def test_the_bar_moves_per_file_on_a_cluster(cluster, recording_bar):
+    # workers send their counts through the scheduler as files are done; each task's count is
+    # settled when it finishes, so the bar ends at its total exactly
+    assert sorted(run_tasks(rt.files_slowly, [4, 4], scheduler=cluster.scheduler_address, units=lambda t: t)) == \
+        [(0, 4), (1, 4)]
+    (bar,) = recording_bar
+    assert sum(bar.advances) == bar.total == 8
+    assert len(bar.advances) > 2 and max(bar.advances) < 4  # moved within the tasks, not per task
+
+
+def test_a_task_that_counts_no_files_moves_the_bar_when_it_ends(recording_bar):
+    list(run_tasks(rt.square, [1, 2, 3], workers=1, units=lambda t: t))
+    assert recording_bar[0].advances == [1, 2, 3]
+
+
+def test_the_data_stages_bars_count_every_file(recording_bar, small_corpus, tmp_path):
+    from pipeline.config import load_params
+    from stages import build_lpd, build_vocab, render_audio
+
+    n_files = 10  # 8 songs, an HTML page and an empty file
+    build_lpd.run(source=small_corpus, out=tmp_path / "lpd", params=load_params(build_lpd.Params, shard_size=3),
+                  workers=1)
+    build_vocab.run(source=small_corpus, out=tmp_path / "vocab", kind="remi", workers=1,
+                    params=load_params(build_vocab.Params, shard_size=3))
+    render_audio.run(source=small_corpus, out=tmp_path / "audio", workers=1,
+                     params=load_params(render_audio.Params, shard_size=3))
+    assert [b.description for b in recording_bar] == ["build-lpd", "build-vocab remi: count",
+                                                      "build-vocab remi: encode", "render-audio"]
+    for bar in recording_bar:  # one step per file, shards of 3 files notwithstanding
+        assert (bar.total, bar.advances) == (n_files, [1] * n_files), bar.description
+
+
+def test_a_real_bar_reaches_the_number_of_files(small_corpus, tmp_path, monkeypatch, capsys):
+    from pipeline.config import load_params
+    from stages import build_lpd
+
+    monkeypatch.delenv("PIPELINE_PROGRESS", raising=False)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    build_lpd.run(source=small_corpus, out=tmp_path / "lpd", params=load_params(build_lpd.Params, shard_size=3),
+                  workers=1)
+    assert "10/10" in capsys.readouterr().err
+
+
 def test_unreachable_scheduler_is_one_line_stage_error():
     import dask
 
