@@ -124,7 +124,8 @@ def _row(key: str, msd_id: str | None, size: int, song_id: str | None) -> dict:
 
 def convert_shard(task: ShardTask) -> list[dict]:
     """Worker: convert one shard's files, write songs + tensor shard + marker; return its rows."""
-    from pipeline.io.npz import atomic_write_bytes, pianoroll_npz_bytes
+    from pipeline.io.npz import pianoroll_npz_bytes
+    from pipeline.files import atomic_write_bytes
     from pipeline.io.tensor_shards import write_tensor_shard
 
     out = Path(task.out)
@@ -333,7 +334,7 @@ def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict
     """The manifest (streamed, one shard's rows at a time), the schema files and the summary."""
     from pipeline.cards import Digest
     from pipeline.io.manifest import ManifestWriter, manifest_schema
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
     from pipeline.io.tensor_shards import schema_document, song_schema_document
     from pipeline.symbolic.lpd import TRACK_SETS
 

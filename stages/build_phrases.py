@@ -262,7 +262,8 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
     import pyarrow as pa
 
     from pipeline.io.manifest import manifest_metadata
-    from pipeline.io.npz import atomic_write_bytes, npz_bytes
+    from pipeline.io.npz import npz_bytes
+    from pipeline.files import atomic_write_bytes, write_json
     from pipeline.io.tensor_shards import read_tensor_rows
 
     lpd, out = Path(lpd), Path(out)
@@ -387,7 +388,7 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
             "songs_with_phrases": songs,
             "reasons": dict(sorted(reasons.items())),
         }
-        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        write_json(out / "summary.json", summary)
         from pipeline.cards import write_card
 
         present = [s for s in SPLITS if any(n.startswith(f"{s}-") for n in written)]

@@ -231,7 +231,7 @@ def _marker(task: ShardTask, pass_name: str) -> Path:
 
 
 def _write_marker(task: ShardTask, pass_name: str, result) -> None:
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     doc = {"digest": task_digest(task, pass_name), "result": result}
     atomic_write_bytes(_marker(task, pass_name), json.dumps(doc, sort_keys=True).encode())
@@ -493,7 +493,7 @@ def _learn_bpe(out: Path, kind: str, size: int, vocab, n_shards: int) -> dict:
         raise StageError(f"build_vocab.{kind}.bpe_vocab_size={size} must exceed the base vocabulary ({len(vocab)} ids)")
     tok = train_bpe(train_rows(), base_size=len(vocab), vocab_size=size)
     blob = tok.to_str(pretty=False).encode()
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     atomic_write_bytes(out / "shards" / "bpe" / "tokenizer.json", blob)
     bpe_hash = hashlib.sha256(blob).hexdigest()
@@ -532,7 +532,7 @@ def _manifest_table(rows: list[dict], schema):
 def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[ShardTask], dups: dict,
                    bpe_info: dict | None = None) -> dict:
     from pipeline.io.manifest import ManifestWriter
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
     from pipeline.tokens.shards import schema_document
 
     from pipeline.cards import Digest

@@ -39,7 +39,7 @@ import numpy as np
 from pipeline import figures, numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes, write_json
 
 MODES = ("ancestral", "windowed", "primed")
 KINDS = ("dense", "row", "column", "prev_row")
@@ -130,10 +130,6 @@ def Params_from_dict(doc: dict) -> Params:  # noqa: N802 - reads back asdict(Par
     from pipeline.config import from_dict
 
     return from_dict(Params, doc, section="jukebox")
-
-
-def _write_json(path: Path, doc) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(_clean(doc), indent=2, sort_keys=True) + "\n").encode())
 
 
 def _clean(x):
@@ -333,9 +329,9 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     ckpt = folder / "checkpoints"
     cfg_path = ckpt / "config.json"
     resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
-    _write_json(cfg_path, {"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
+    write_json(cfg_path, _clean({"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
                            "hop_lengths": list(vq.hop_lengths), "model": dataclasses.asdict(cfg),
-                           "params": dataclasses.asdict(params)})
+                           "params": dataclasses.asdict(params)}))
     torch.manual_seed(t.seed)  # the initial weights do not depend on what encoding drew
     model = JukeboxPrior(cfg).to(dev)
     steps = t.prior_steps if top else t.upsampler_steps
@@ -354,7 +350,7 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
                "steps": len(hist), "first_train_bits": hist[0]["train_bits"] if hist else None,
                "last10_train_bits": float(np.mean(tail)) if tail else None, "uniform_bits": math.log2(cfg.bins),
                "vqvae": vq_digest}
-    _write_json(folder / "train.json", {**summary, "numerics": numerics.record()})
+    write_json(folder / "train.json", _clean({**summary, "numerics": numerics.record()}))
     # wall time goes to the caller (and the CLI line), never into a tracked output
     return {**summary, "steps_run": res["steps_run"], "resumed_at": res["resumed_at"], "out": str(folder),
             "encode_seconds": round(encode_seconds, 2), "train_seconds": round(train_seconds, 2)}
@@ -514,7 +510,7 @@ def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, models_dir: Path,
     write_npz(out / "codes.npz", {f"level_{lvl}": codes[lvl].numpy().astype(np.int32) for lvl in range(vq.levels)})
     doc = {"mode": mode, "n": s.n, "sample_rate": sr, "vqvae": vq_digest, "top_codes": top_tokens,
            "sample": dataclasses.asdict(s), "prompt": prompt_doc, "levels": levels_doc}
-    _write_json(out / "samples.json", doc)
+    write_json(out / "samples.json", _clean(doc))
     return {"mode": mode, "samples": s.n, "seconds": top_tokens * top_hop / sr, "out": str(out),
             "windows": [len(w) for w in windows], "sample_seconds": round(sample_seconds, 2)}
 
@@ -568,7 +564,7 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, models_dir: Path, params: 
     report = _clean(report)
     out = Path(models_dir)
     report["numerics"] = numerics.record()
-    _write_json(out / "evaluation.json", report)
+    write_json(out / "evaluation.json", _clean(report))
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

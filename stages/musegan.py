@@ -33,7 +33,8 @@ import numpy as np
 from pipeline import numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.npz import atomic_write_bytes, write_npz
+from pipeline.io.npz import write_npz
+from pipeline.files import atomic_write_bytes, write_json
 
 VARIANTS = ("jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan")
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
@@ -117,10 +118,6 @@ def check_variant(variant: str) -> str:
     if variant not in VARIANTS:
         raise ParamsError(f"variant={variant!r} must be one of {', '.join(VARIANTS)}")
     return variant
-
-
-def _write_json(path: Path, doc) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +213,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     ckpt = out / "checkpoints"
     cfg_path = ckpt / "config.json"
     resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
-    _write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
+    write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
                            "model": dataclasses.asdict(cfg), "track_names": list(schema["track_names"]),
                            "lowest_pitch": schema["lowest_pitch"],
                            "data": {"phrases": int(len(x)), "sha256": data_sha}})
@@ -238,7 +235,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
                "parameters": {"generator": count_parameters(gen), "critic": count_parameters(critic)},
                **{k: v for k, v in res.items() if k != "history"}, "seconds": round(seconds, 2)}
     # wall time goes to the caller (and the CLI line), never into a tracked output
-    _write_json(out / "train.json", {**{k: v for k, v in summary.items() if k not in ("seconds", "resumed")},
+    write_json(out / "train.json", {**{k: v for k, v in summary.items() if k not in ("seconds", "resumed")},
                                      "numerics": numerics.record()})
     return summary
 
@@ -349,7 +346,7 @@ def run_sample(*, phrases: Path, model_dir: Path, variant: str, params: Params, 
         if ids is not None:
             row.update(given_track=given, id=str(ids[i]), first_bar=int(first[i]))
         rows.append(row)
-    _write_json(out / "samples.json", {"variant": variant, "sample": dataclasses.asdict(s), "phrases": int(n),
+    write_json(out / "samples.json", {"variant": variant, "sample": dataclasses.asdict(s), "phrases": int(n),
                                        "song": song, "shape": list(x.shape), "track_names": list(names),
                                        "files": rows})
     return {"variant": variant, "phrases": int(n), "files": len(rows), "out": str(out),
@@ -404,7 +401,7 @@ def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> di
                 log(f"{definition}: {src} ({len(arr)} phrases)")
     root.mkdir(parents=True, exist_ok=True)
     report["numerics"] = numerics.record()
-    _write_json(root / "evaluation.json", report)
+    write_json(root / "evaluation.json", report)
     atomic_write_bytes(root / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -87,7 +87,7 @@ def marker_path(out: Path, index: int) -> Path:
 
 def write_marker(out: Path, task, *, params_digest: str, settings_json: str, result: dict) -> None:
     """The marker of a finished task: its params digest, settings, inputs digest, rows and parts."""
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     marker = {"params": params_digest, "settings": settings_json, "inputs": task_inputs_digest(task), **result}
     atomic_write_bytes(marker_path(out, task.index), json.dumps(marker, sort_keys=True).encode())
@@ -220,7 +220,7 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
 
     from pipeline.io.audio_shards import schema_document
     from pipeline.io.manifest import ManifestWriter
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
     from pipeline.schema import arrow_dtypes
 
     types = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),

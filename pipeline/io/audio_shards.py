@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
-from pipeline.io.npz import FILE_MODE, npy_header
+from pipeline.io.npz import npy_header
+from pipeline.files import FILE_MODE
 
 SCHEMA_VERSION = shard_schema.version(shard_schema.AUDIO)
 _EPOCH = (1980, 1, 1, 0, 0, 0)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from isal import isal_zlib
+
+from pipeline.files import atomic_write_bytes
 
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -149,33 +149,6 @@ def _npz_bytes_zip64(members: list[tuple[str, bytes]]) -> bytes:
             info.external_attr = 0o644 << 16
             zf.writestr(info, blob, compresslevel=ZIP64_LEVEL)
     return buf.getvalue()
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-#: the mode of every file written here: what ``open()`` would give under the process umask
-#: (0644 with the usual 022), read once at import
-FILE_MODE = _file_mode()
-
-
-def atomic_write_bytes(path: Path, blob: bytes | memoryview) -> None:
-    """Write ``blob`` (any bytes-like object) to ``path`` so that no reader ever sees a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600: others on a shared server could not read the data
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray], extra: Mapping[str, bytes] | None = None) -> None:

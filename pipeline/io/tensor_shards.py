@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
 from pipeline.io.arrow_arrays import lists, numeric, strings
-from pipeline.io.npz import ChunkedArray, atomic_write_bytes, npz_bytes
+from pipeline.io.npz import ChunkedArray, npz_bytes
+from pipeline.files import atomic_write_bytes
 from pipeline.symbolic.bars import BarTensor
 
 SCHEMA_VERSION = shard_schema.version(shard_schema.TENSORS)

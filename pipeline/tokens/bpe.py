@@ -80,7 +80,7 @@ def bpe_decode(tok, ids: Sequence[int]) -> np.ndarray:
 
 
 def save_bpe(tok, path: Path) -> None:
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     atomic_write_bytes(Path(path), tok.to_str(pretty=False).encode())
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes
 
 #: also written into each shard's key-value metadata (``schema_version``)
 SCHEMA_VERSION = shard_schema.version(shard_schema.TOKENS)
