@@ -124,9 +124,9 @@ def _row(key: str, msd_id: str | None, size: int, song_id: str | None) -> dict:
 
 def convert_shard(task: ShardTask) -> list[dict]:
     """Worker: convert one shard's files, write songs + tensor shard + marker; return its rows."""
-    from pipeline.io.npz import pianoroll_npz_bytes
+    from pipeline.formats.song_npz import pianoroll_npz_bytes
     from pipeline.files import atomic_write_bytes
-    from pipeline.io.tensor_shards import write_tensor_shard
+    from pipeline.formats.tensor_shards import write_tensor_shard
 
     out = Path(task.out)
     params = task.params
@@ -254,7 +254,7 @@ def _mark_duplicates(out: Path, params: Params, tasks: list[ShardTask], scores: 
     match scores name (cleanser.py: per MSD id, the best-matching MIDI that converted; it is in
     'cleansed' when it meets the cleansing criteria).
     """
-    from pipeline.io.tensor_shards import read_tensor_rows, write_tensor_shard
+    from pipeline.formats.tensor_shards import read_tensor_rows, write_tensor_shard
     from pipeline.symbolic.lpd import TRACK_SETS
 
     scored = {md5 for md5s in scores.values() for md5 in md5s} if scores else set()
@@ -333,9 +333,10 @@ def _write_outputs(out: Path, params: Params, tasks: list[ShardTask], dups: dict
                    scores: dict | None) -> dict:
     """The manifest (streamed, one shard's rows at a time), the schema files and the summary."""
     from pipeline.cards import Digest
-    from pipeline.io.manifest import ManifestWriter, manifest_schema
+    from pipeline.formats.manifest import ManifestWriter, manifest_schema
     from pipeline.files import atomic_write_bytes
-    from pipeline.io.tensor_shards import schema_document, song_schema_document
+    from pipeline.formats.song_npz import song_schema_document
+    from pipeline.formats.tensor_shards import schema_document
     from pipeline.symbolic.lpd import TRACK_SETS
 
     spec = TRACK_SETS[params.tracks]

@@ -292,8 +292,8 @@ def count_shard(task: ShardTask) -> tuple[list[dict], dict[str, int]]:
 
 def encode_shard(task: ShardTask) -> dict[str, int]:
     """Pass 2: tokens -> ids, one Parquet shard; returns per-song UNK counts keyed by source."""
-    from pipeline.tokens.shards import split_of, write_token_shard
-    from pipeline.tokens.vocab import UNK, Vocabulary
+    from pipeline.formats.token_shards import split_of, write_token_shard
+    from pipeline.formats.vocab import UNK, Vocabulary
 
     vocab = Vocabulary(tokens=task.vocab_tokens, config={})
     lut = None
@@ -349,7 +349,7 @@ def run(*, source: Path, out: Path, kind: str, params: Params, workers: int = 0,
 def _run(*, source: Path, out: Path, kind: str, params: Params, workers: int,
          scheduler: str | None, vocab_path: Path | None) -> dict:
     from pipeline.sources import open_source
-    from pipeline.tokens.vocab import build_vocabulary, load_vocabulary
+    from pipeline.formats.vocab import build_vocabulary, load_vocabulary
 
     config = token_config(kind, params)
     given = load_vocabulary(vocab_path, expect_config=config) if vocab_path is not None else None
@@ -436,7 +436,7 @@ def _mark_duplicates(tasks: list[ShardTask]) -> tuple[dict[int, dict[int, tuple[
 
 def _final_rows(task: ShardTask, dups: dict[int, tuple[bool, str]], params: Params) -> list[dict]:
     """One shard's manifest rows as written: duplicates marked, UNK counts and splits filled in."""
-    from pipeline.tokens.shards import split_of
+    from pipeline.formats.token_shards import split_of
 
     rows, _ = _finished(task, "count")
     unk = _finished(task, "encode")
@@ -475,7 +475,7 @@ def _learn_bpe(out: Path, kind: str, size: int, vocab, n_shards: int) -> dict:
     in BPE ids under ``shards/bpe/`` with the tokenizer ``shards/bpe/tokenizer.json``."""
     import pyarrow.parquet as pq
 
-    from pipeline.tokens.shards import write_token_shard
+    from pipeline.formats.token_shards import write_token_shard
     from pipeline.tokens.bpe import bpe_encode, train_bpe
 
     paths = [out / "shards" / f"{kind}-{k:05d}.parquet" for k in range(n_shards)]
@@ -531,9 +531,9 @@ def _manifest_table(rows: list[dict], schema):
 
 def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[ShardTask], dups: dict,
                    bpe_info: dict | None = None) -> dict:
-    from pipeline.io.manifest import ManifestWriter
+    from pipeline.formats.manifest import ManifestWriter
     from pipeline.files import atomic_write_bytes
-    from pipeline.tokens.shards import schema_document
+    from pipeline.formats.token_shards import schema_document
 
     from pipeline.cards import Digest
 

@@ -434,7 +434,7 @@ def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, models_dir: Path,
     model; writes ``<models_dir>/samples/<mode>/``."""
     import torch
 
-    from pipeline.io.npz import write_npz
+    from pipeline.formats.npz import write_npz
     from pipeline.training import prior as fam
     from pipeline.training.solver import seed_everything
 

@@ -93,7 +93,7 @@ def _check_variant(variant: str) -> bool:
 
 
 def _load_vocab(vocab_dir: Path):
-    from pipeline.tokens.vocab import load_vocabulary
+    from pipeline.formats.vocab import load_vocabulary
 
     return load_vocabulary(Path(vocab_dir) / "vocab.json")
 

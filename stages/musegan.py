@@ -33,11 +33,10 @@ import numpy as np
 from pipeline import numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.npz import write_npz
 from pipeline.files import atomic_write_bytes, write_json
+from pipeline.formats.phrase_shards import TRACKS
 
 VARIANTS = ("jamming", "composer", "hybrid", "temporal", "track_conditional", "musegan")
-TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
 SPLITS = ("train", "valid", "test")
 DEFINITIONS = ("corrected", "official")
 
@@ -138,25 +137,13 @@ def phrase_schema(phrases: Path) -> dict:
 
 def load_split(phrases: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bool phrases (n, bars, steps, pitches, tracks), ids, first_bar) of ``npz/<split>.npz``."""
-    from pipeline.training.musegan import decode_phrases
+    from pipeline.formats.phrase_shards import read_phrase_npz
 
     path = Path(phrases) / "npz" / f"{split}.npz"
     if not path.exists():
         raise StageError(f"{path}: missing (run `pipeline build-phrases` first)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            shape, nonzero = z["shape"], z["nonzero"]
-            ids = z["ids"] if "ids" in z.files else np.zeros(int(shape[0]), "<U1")
-            first = z["first_bar"] if "first_bar" in z.files else np.zeros(int(shape[0]), np.int32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise StageError(f"{path}: not a phrase NPZ with shape + nonzero ({exc.__class__.__name__}: {exc})") from None
-    if shape.ndim != 1 or len(shape) != 5 or nonzero.ndim != 2 or len(nonzero) != 5:
-        raise StageError(f"{path}: shape={shape.tolist()} and nonzero {nonzero.shape} are not a 5-D phrase tensor")
-    try:
-        x = decode_phrases(shape, nonzero)
-    except IndexError:
-        raise StageError(f"{path}: nonzero indices fall outside shape={shape.tolist()}") from None
-    return x, ids, first
+    z = read_phrase_npz(path)  # SchemaError / UnsafeFileError: one line naming the file
+    return z.dense(), z.ids, z.first_bar
 
 
 def model_config(params: Params, variant: str, data_shape: tuple[int, ...], track_names: tuple[str, ...]):
@@ -291,6 +278,7 @@ def run_sample(*, phrases: Path, model_dir: Path, variant: str, params: Params, 
     """Generate ``sample.n`` phrases (binarised at 0) into ``samples.npz``, the first ``sample.files``
     also as MIDI (with ``sample.tempo``) and PNG. track_conditional: accompaniment of the phrases of
     ``sample.condition_split`` (in order), or with ``song`` of every phrase of that song."""
+    from pipeline.formats.phrase_shards import encode_phrases, write_phrase_npz
     from pipeline.training import musegan as fam
 
     check_variant(variant)
@@ -327,11 +315,7 @@ def run_sample(*, phrases: Path, model_dir: Path, variant: str, params: Params, 
     out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("sample_*.mid")) + list(out.glob("sample_*.png")):
         old.unlink()
-    arrays = fam.encode_phrases(x)
-    if ids is not None:
-        arrays["ids"] = np.asarray(ids, dtype=f"<U{max(1, max((len(i) for i in ids), default=1))}")
-        arrays["first_bar"] = np.asarray(first, np.int32)
-    write_npz(out / "samples.npz", arrays)
+    write_phrase_npz(out / "samples.npz", *encode_phrases(x), ids=ids, first_bar=first)
     rows = []
     n_files = n if song is not None else min(s.files, n)
     for i in range(n_files):
@@ -367,8 +351,8 @@ def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> di
     """EB, UPC, QN, DP and TD of the data (``evaluate.data_split``) and of the samples of every
     trained variant found under ``models/musegan/``, under both metric definitions; writes
     ``models/musegan/evaluation.json`` and ``evaluation.md``."""
+    from pipeline.formats.phrase_shards import read_phrase_npz
     from pipeline.metrics.musegan import compute_metrics
-    from pipeline.training.musegan import decode_phrases
 
     e = params.evaluate
     schema = phrase_schema(phrases)
@@ -381,8 +365,7 @@ def run_evaluate(*, phrases: Path, models: Path, params: Params, log=None) -> di
         path = root / v / "samples" / "samples.npz"
         if not path.exists():
             continue
-        with np.load(path, allow_pickle=False) as z:
-            y = decode_phrases(z["shape"], z["nonzero"])
+        y = read_phrase_npz(path).dense()
         if y.shape[1:] != x.shape[1:]:
             raise StageError(f"{path}: samples of shape {y.shape[1:]}, the data's phrases are {x.shape[1:]}")
         sources[v] = y

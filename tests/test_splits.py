@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from pipeline import splits
-from pipeline.tokens.shards import split_of as token_split
+from pipeline.formats.token_shards import split_of as token_split
 from pipeline.training.vqvae import split_of as clip_split
 from stages.build_phrases import Params as PhraseParams
 from stages.build_phrases import split_of as phrase_split

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.tokens.shards import (read_token_shards, shard_vocab_hash, split_of, token_shard_bytes, windows,
+from pipeline.formats.token_shards import (read_token_shards, shard_vocab_hash, split_of, token_shard_bytes, windows,
                                       write_token_shard)
-from pipeline.tokens.vocab import (BOS, EOS, PAD, UNK, VocabError, build_vocabulary, load_vocabulary)
+from pipeline.formats.vocab import (BOS, EOS, PAD, UNK, VocabError, build_vocabulary, load_vocabulary)
 
 CONFIG = {"kind": "notes", "streams": "merged"}
 

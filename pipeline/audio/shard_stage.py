@@ -9,7 +9,7 @@ A stage supplies its task dataclass (``index``, ``out``, ``params``, ``settings`
 :func:`make_tasks` -> :func:`execute` -> :func:`finish` -> :func:`write_outputs`.
 
 Layout of a stage's output folder ``out``: ``parquet/audio-<task>-<part>.parquet``,
-``npz/audio-<task>-<part>.npz`` (see :mod:`pipeline.io.audio_shards`), ``manifest.parquet``,
+``npz/audio-<task>-<part>.npz`` (see :mod:`pipeline.formats.audio_shards`), ``manifest.parquet``,
 ``schema.json``, ``summary.json``, and the task markers under ``.state/`` (untracked).
 """
 
@@ -63,7 +63,7 @@ def emit_clips(writer, audio, *, song_id: str, source: str, sample_rate: int, cl
 def make_writer(out: Path, index: int, *, sample_rate: int, row_group_bytes: int, shard_bytes: int,
                 write_npz: bool):
     """The shard writer of task ``index`` (Parquet parts under ``out/parquet``, NPZ under ``out/npz``)."""
-    from pipeline.io.audio_shards import ShardWriter
+    from pipeline.formats.audio_shards import ShardWriter
 
     return ShardWriter(out / PARQUET_DIR, shard_stem(index), sample_rate=sample_rate,
                        row_group_bytes=row_group_bytes, shard_bytes=shard_bytes,
@@ -149,7 +149,7 @@ def finish(out: Path, results: list[dict], *, row_group_bytes: int, index_of_tas
 
     Returns ``chunks()``: the rows in order, one task's list at a time, duplicates marked (read
     back from the markers; only the duplicate decisions are held here)."""
-    from pipeline.io.audio_shards import filter_shard
+    from pipeline.formats.audio_shards import filter_shard
 
     keep = {p for r in results for p in r["parts"]}
     keep |= {Path(p).with_suffix(".npz").name for p in keep}
@@ -218,8 +218,8 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
     ``params_record``: the stage's params as a dict (``dataclasses.asdict``), kept in schema.json."""
     import pyarrow as pa
 
-    from pipeline.io.audio_shards import schema_document
-    from pipeline.io.manifest import ManifestWriter
+    from pipeline.formats.audio_shards import schema_document
+    from pipeline.formats.manifest import ManifestWriter
     from pipeline.files import atomic_write_bytes
     from pipeline.schema import arrow_dtypes
 

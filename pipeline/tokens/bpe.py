@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.tokens.vocab import SPECIALS
+from pipeline.formats.vocab import SPECIALS
 
 
 def id_char(i: int) -> str:

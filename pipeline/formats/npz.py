@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import struct
 import zipfile
 import zlib
@@ -153,33 +152,6 @@ def _npz_bytes_zip64(members: list[tuple[str, bytes]]) -> bytes:
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray], extra: Mapping[str, bytes] | None = None) -> None:
     atomic_write_bytes(path, npz_bytes(arrays, extra))
-
-
-_PITCHES = np.arange(129, dtype=np.uint8)  # column bounds 0..128, uint8 like the pitches (no cast of them)
-
-
-def pianoroll_npz_bytes(pr, name: str) -> bytes:
-    """A ``Pianoroll`` in pypianoroll's NPZ format (what ``pypianoroll.load`` 1.0 reads, and the
-    LPD layout): ``tempo``, ``downbeat``, ``pianoroll_<i>_csc_{data,indices,indptr,shape}`` per
-    track and an ``info.json`` with resolution, name, program, is_drum and track names."""
-    arrays: dict[str, np.ndarray] = {
-        "tempo": np.asarray(pr.tempo, np.float64),
-        "downbeat": np.asarray(pr.downbeat, bool),
-    }
-    info: dict = {"resolution": pr.resolution, "beat_resolution": pr.resolution, "name": name}
-    # cells are sorted by (track, pitch, time): each track is one slice, already in CSC order
-    bounds = np.searchsorted(pr.cell_track, np.arange(pr.n_tracks + 1, dtype=np.uint8))
-    shape = np.array([pr.n_steps, 128], np.int64)
-    for k in range(pr.n_tracks):
-        lo, hi = bounds[k], bounds[k + 1]
-        # the track's pitches ascend (CSC order): column pointers by binary search, no counting pass
-        indptr = np.searchsorted(pr.cell_pitch[lo:hi], _PITCHES).astype(np.int32)
-        arrays[f"pianoroll_{k}_csc_data"] = np.asarray(pr.cell_velocity[lo:hi], np.uint8)
-        arrays[f"pianoroll_{k}_csc_indices"] = np.asarray(pr.cell_time[lo:hi], np.int32)
-        arrays[f"pianoroll_{k}_csc_indptr"] = indptr
-        arrays[f"pianoroll_{k}_csc_shape"] = shape
-        info[str(k)] = {"program": pr.track_programs[k], "is_drum": pr.track_is_drum[k], "name": pr.track_names[k]}
-    return npz_bytes(arrays, {"info.json": json.dumps(info, sort_keys=True).encode()})
 
 
 def load_npz(path: Path, keys=None) -> dict:
