@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 from pipeline.errors import SchemaError
 
+
 @dataclass(frozen=True)
 class Kind:
     """One shard kind, as its format module registers it (:func:`register`).
