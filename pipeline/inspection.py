@@ -452,13 +452,8 @@ def _describe_shape_npz(path: Path, found: Found) -> list[str]:
 
     _check_members(path)
     headers = found.meta
-    if found.kind == "tensor-npz":
-        z = load_npz(path, [k for k in ("shape", "ids") if k in headers])
-    else:  # phrase-npz, musegan-npz: through the phrase NPZ's reader and its checks
-        from pipeline.formats.phrase_shards import read_phrase_npz
-
-        ph = read_phrase_npz(path)
-        z = {"shape": ph.shape, **({"ids": ph.ids} if "ids" in headers else {})}
+    keys = [k for k in ("shape", "ids") if k in headers]
+    z = load_npz(path, keys)  # not the cells: the phrase NPZ's reader (read_phrase_npz) would load them all
     shape = tuple(int(x) for x in z["shape"])
     nnz = headers["nonzero"][1][1]
     cells = float(np.prod(shape, dtype=np.float64)) or 1.0

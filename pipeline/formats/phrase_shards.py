@@ -80,7 +80,7 @@ def write_phrase_npz(path: Path, shape, nonzero: np.ndarray, *, ids=None, first_
 
 @dataclass
 class PhraseNpz:
-    """A checked phrase NPZ: ``shape`` (5,), ``nonzero`` (5, nnz) unsigned, within ``shape``; ``ids``
+    """A checked phrase NPZ: ``shape`` (5,), ``nonzero`` (5, nnz) integers within ``shape``; ``ids``
     and ``first_bar`` (one per phrase; blanks and zeros where the file has none)."""
 
     path: Path
@@ -105,7 +105,8 @@ def read_phrase_npz(path: Path, *, item_shape=None) -> PhraseNpz:
         Not an NPZ of plain arrays (see :func:`pipeline.formats.npz.load_npz`).
     SchemaError
         No ``shape`` or ``nonzero``; ``shape`` not 5-D (or not ``item_shape``); ``nonzero`` not an
-        unsigned (5, nnz) array, or indexing outside ``shape``; ``ids`` or ``first_bar`` not one per
+        integer (5, nnz) array (this package writes unsigned ones; MuseGAN's own data has int64), or
+        indexing outside ``shape``; ``ids`` or ``first_bar`` not one per
         phrase.
     """
     path = Path(path)
@@ -120,9 +121,11 @@ def read_phrase_npz(path: Path, *, item_shape=None) -> PhraseNpz:
     if item_shape is not None and [int(n) for n in shape[1:]] != list(item_shape):
         raise SchemaError(path, "phrase tensor shape differs from schema.json", expected=["phrases", *item_shape],
                           found=shape.tolist())
-    if nonzero.dtype.kind != "u" or nonzero.ndim != 2 or nonzero.shape[0] != 5:
-        raise SchemaError(path, "nonzero must be an unsigned integer (5, nnz) array", expected="uint (5, nnz)",
+    if nonzero.dtype.kind not in "iu" or nonzero.ndim != 2 or nonzero.shape[0] != 5:
+        raise SchemaError(path, "nonzero must be an integer (5, nnz) array", expected="uint (5, nnz)",
                           found=f"{nonzero.dtype} {nonzero.shape}")
+    if nonzero.dtype.kind == "i" and nonzero.size and nonzero.min() < 0:  # MuseGAN's own data: int64
+        raise SchemaError(path, "nonzero holds negative indexes", expected=">= 0", found=int(nonzero.min()))
     n = int(shape[0])
     if nonzero.shape[1] and (nonzero.max(axis=1) >= shape).any():
         raise SchemaError(path, "nonzero indexes outside the tensor", expected=shape.tolist(),
