@@ -16,7 +16,7 @@ Paths timed
   times (3 by default), each into a fresh folder kept until the end; the median counts (one run
   of ~2 s is at the mercy of a busy moment on a shared machine; the reference's 500 files
   average that out).
-- ours, in-process: read the bytes, ``stages.build_lpd.convert_one`` + ``pipeline.io.npz.
+- ours, in-process: read the bytes, ``stages.build_lpd.convert_one`` + ``pipeline.formats.song_npz.
   pianoroll_npz_bytes``, written to a temp file; after one warm-up file, timed per file.
 - reference, in-process: ``pypianoroll.read(path, resolution=24, mode="sum")`` (1.0.4's
   ``mode="max"`` adds velocities with uint8 overflow; its ``"sum"`` branch is the one that takes
@@ -105,7 +105,7 @@ def run_cli(src: Path, out: Path) -> dict:
 def ours_one(path: Path, key: str, params, tmp_file: Path) -> tuple[bool, str | None]:
     """Read, convert, serialise and write one file as the CLI's worker does (timed by the caller)."""
     from pipeline.errors import MidiError
-    from pipeline.io.npz import pianoroll_npz_bytes
+    from pipeline.formats.song_npz import pianoroll_npz_bytes
     from stages.build_lpd import convert_one
 
     raw = path.read_bytes()
@@ -304,9 +304,10 @@ class PhaseTimer:
 
 def phase_breakdown(src: Path, out: Path, params) -> dict:
     """One in-process ``build_lpd.run(workers=1)`` over ``src`` with every phase timed (exclusive)."""
-    import pipeline.io.manifest as manifest
-    import pipeline.io.npz as npz
-    import pipeline.io.tensor_shards as tensor_shards
+    import pipeline.formats.manifest as manifest
+    import pipeline.files as files
+    import pipeline.formats.song_npz as song_npz
+    import pipeline.formats.tensor_shards as tensor_shards
     import pipeline.sources as sources
     import stages.build_lpd as stage
 
@@ -314,8 +315,8 @@ def phase_breakdown(src: Path, out: Path, params) -> dict:
     t.wrap(sources, "open_source", "list the source")
     t.wrap(stage, "read_input_file", "read input files")
     t.wrap(stage, "convert_one", "convert (read_midi, to_pianoroll, to_bars)")
-    t.wrap(npz, "pianoroll_npz_bytes", "encode song NPZs")
-    t.wrap(npz, "atomic_write_bytes", "write files (songs, markers, schemas)")
+    t.wrap(song_npz, "pianoroll_npz_bytes", "encode song NPZs")
+    t.wrap(files, "atomic_write_bytes", "write files (songs, markers, schemas)")
     t.wrap(tensor_shards, "write_tensor_shard", "tensor shards (Parquet + NPZ)")
     t.wrap(manifest, "write_manifest", "manifest (Parquet)")
     t0 = time.perf_counter()

@@ -146,7 +146,7 @@ def render(*, title: str, about: str, stage: str, params: Any, n_songs: int, tas
 
 def write_card(folder: str | Path, text: str) -> Path:
     """Write ``text`` as ``folder/README.md``, atomically."""
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     path = Path(folder) / CARD_NAME
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -139,7 +139,7 @@ def save(fig, path: Path, *, dpi: int = 100) -> Path:
     pipeline writes (data figures, training curves, sample pictures) goes through here."""
     import matplotlib.pyplot as plt
 
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     path = Path(path)
     buf = io.BytesIO()

@@ -47,16 +47,21 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import schema as shard_schema
+from pipeline.formats.audio_shards import AUDIO
+from pipeline.formats.phrase_shards import PHRASES
+from pipeline.formats.song_npz import read_song
+from pipeline.formats.tensor_shards import TENSORS
+from pipeline.formats.token_shards import TOKENS
 from pipeline.errors import PipelineError, SchemaError, UnsafeFileError
 
 MIDI_SUFFIXES = (".mid", ".midi", ".rmi", ".kar")
 #: JSON files a folder listing opens (any other JSON there counts as an "other" file)
 JSON_NAMES = ("vocab.json", "tokenizer.json", "schema.json", "summary.json", "corpus.json")
 
-_SHARD_KIND = {"tensor-parquet": shard_schema.TENSORS, "tensor-npz": shard_schema.TENSORS,
-               "phrase-parquet": shard_schema.PHRASES, "phrase-npz": shard_schema.PHRASES,
-               "token-parquet": shard_schema.TOKENS, "audio-parquet": shard_schema.AUDIO,
-               "audio-npz": shard_schema.AUDIO}
+_SHARD_KIND = {"tensor-parquet": TENSORS, "tensor-npz": TENSORS,
+               "phrase-parquet": PHRASES, "phrase-npz": PHRASES,
+               "token-parquet": TOKENS, "audio-parquet": AUDIO,
+               "audio-npz": AUDIO}
 _KNOWN = ("song, tensor, phrase, token and audio shards (Parquet / NPZ), manifests, vocab.json, tokenizer.json, "
           "schema.json, summary.json, corpus.json, dataset cards (README.md), MIDI files and output folders")
 
@@ -174,7 +179,7 @@ def _sniff_parquet(path: Path, head: bytes, tail: bytes) -> Found:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.parquet_schemas import check_parquet
+    from pipeline.schema import check_parquet
 
     if not head.startswith(b"PAR1"):
         raise SchemaError(path, f"not a Parquet file ({_start(head)}, not PAR1)")
@@ -297,75 +302,6 @@ def _sniff_json(path: Path) -> Found:
     shown = ", ".join(sorted(keys)[:8]) + (", ..." if len(keys) > 8 else "")
     raise SchemaError(path, f"JSON with keys [{shown}], not one lakh-pipeline writes "
                             "(vocab.json, tokenizer.json, schema.json, summary.json, corpus.json)")
-
-
-# -- song NPZ --------------------------------------------------------------------------------------
-
-@dataclass
-class SongTrack:
-    name: str
-    program: int
-    is_drum: bool
-    time: np.ndarray
-    pitch: np.ndarray
-    velocity: np.ndarray
-
-
-@dataclass
-class Song:
-    name: str
-    resolution: int
-    steps: int
-    bar_starts: np.ndarray  # (n_bars + 1,) time step of each bar line, then the end
-    tracks: list[SongTrack]
-    has_downbeats: bool = True
-    tempo: np.ndarray | None = None
-
-    @property
-    def n_bars(self) -> int:
-        return len(self.bar_starts) - 1
-
-
-def read_song(path: Path) -> Song:
-    """A song NPZ (pypianoroll 1.0 / LPD layout) as sparse cells per track; never unpickles."""
-    from pipeline.io.npz import load_npz
-
-    z = load_npz(path)
-    try:
-        info = json.loads(bytes(z["info.json"]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise SchemaError(path, "info.json is not valid JSON") from None
-    if not isinstance(info, dict):
-        raise SchemaError(path, "info.json is not a JSON object")
-    resolution = int(info.get("resolution") or info.get("beat_resolution") or 24)
-    tracks = []
-    steps = int(z["tempo"].shape[0]) if "tempo" in z else 0
-    k = 0
-    while str(k) in info or f"pianoroll_{k}_csc_data" in z:
-        keys = [f"pianoroll_{k}_csc_{p}" for p in ("data", "indices", "indptr", "shape")]
-        missing = [key for key in keys if key not in z]
-        if missing:
-            raise SchemaError(path, f"track {k} lacks arrays {missing}")
-        data, indices, indptr, shape = (z[key] for key in keys)
-        if len(shape) != 2 or int(shape[1]) > 128 or len(indptr) != int(shape[1]) + 1 or len(data) != len(indices) \
-                or (len(indptr) and int(indptr[-1]) != len(data)):
-            raise SchemaError(path, f"track {k} is not a valid CSC piano-roll",
-                              expected="indptr of pitches + 1, data and indices of indptr[-1]",
-                              found=f"shape {shape.tolist()}, {len(indptr)} indptr, {len(data)} data, "
-                                    f"{len(indices)} indices")
-        meta = info.get(str(k), {}) if isinstance(info.get(str(k)), dict) else {}
-        pitch = np.repeat(np.arange(int(shape[1])), np.diff(indptr.astype(np.int64)))
-        tracks.append(SongTrack(str(meta.get("name", f"track {k}")), int(meta.get("program", 0)),
-                             bool(meta.get("is_drum", False)), indices.astype(np.int64), pitch,
-                             data.astype(np.int64)))
-        steps = max(steps, int(shape[0]))
-        k += 1
-    downbeat = np.flatnonzero(z["downbeat"]) if "downbeat" in z else np.zeros(0, np.int64)
-    has = len(downbeat) > 0
-    starts = downbeat if has else np.arange(0, steps, 4 * resolution)
-    bar_starts = np.append(starts, steps).astype(np.int64) if steps else np.zeros(1, np.int64)
-    return Song(str(info.get("name") or path.stem), resolution, steps, bar_starts, tracks, has,
-                 z["tempo"] if "tempo" in z else None)
 
 
 # -- describing it ----------------------------------------------------------------------------------
@@ -515,12 +451,12 @@ def _roll_doc_lines(doc: dict | None) -> list[str]:
 
 
 def _describe_shape_npz(path: Path, found: Found) -> list[str]:
-    from pipeline.io.npz import load_npz
+    from pipeline.formats.npz import load_npz
 
     _check_members(path)
     headers = found.meta
     keys = [k for k in ("shape", "ids") if k in headers]
-    z = load_npz(path, keys)
+    z = load_npz(path, keys)  # not the cells: the phrase NPZ's reader (read_phrase_npz) would load them all
     shape = tuple(int(x) for x in z["shape"])
     nnz = headers["nonzero"][1][1]
     cells = float(np.prod(shape, dtype=np.float64)) or 1.0
@@ -560,7 +496,7 @@ def _describe_tokens(path: Path, found: Found) -> list[str]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipeline.parquet_schemas import check_parquet
+    from pipeline.schema import check_parquet
 
     t = pq.read_table(path, columns=["id", "split", "tokens"])
     n_tokens = int(pc.sum(pc.list_value_length(t.column("tokens"))).as_py() or 0)
@@ -572,14 +508,14 @@ def _describe_tokens(path: Path, found: Found) -> list[str]:
     vocab = f"vocabulary {meta.get('vocab_hash', '?')[:12]}"
     if (path.parent / "tokenizer.json").is_file():
         vocab += " (BPE ids of tokenizer.json)"
-    if doc and doc.get("kind") == shard_schema.TOKENS:
+    if doc and doc.get("kind") == TOKENS:
         vocab += f": {doc.get('token_kind', '?')}, {doc.get('vocab_size')} ids"
         try:
-            shard_schema.check_document(doc, shard_schema.TOKENS, path.parent / "schema.json")
+            shard_schema.check_document(doc, TOKENS, path.parent / "schema.json")
         except SchemaError:
             pass  # the schema line below says why it is refused
         else:
-            check_parquet(path, shard_schema.TOKENS, doc)  # the shard's vocabulary is its folder's
+            check_parquet(path, TOKENS, doc)  # the shard's vocabulary is its folder's
     lines.append(f"  {vocab}")
     return lines
 
@@ -600,7 +536,7 @@ def _describe_audio_parquet(path: Path, found: Found) -> list[str]:
 
 
 def _describe_audio_npz(path: Path, found: Found) -> list[str]:
-    from pipeline.io.npz import load_npz
+    from pipeline.formats.npz import load_npz
 
     _check_members(path)
     z = load_npz(path, ["ids", "clip", "sample_rate"])
@@ -617,7 +553,7 @@ def _describe_audio_npz(path: Path, found: Found) -> list[str]:
 
 
 def _describe_codes(path: Path, found: Found) -> list[str]:
-    from pipeline.io.npz import load_npz
+    from pipeline.formats.npz import load_npz
 
     z = load_npz(path)
     lines = [f"  {len(z)} levels of VQ-VAE codes"]
@@ -646,7 +582,7 @@ def _describe_song(path: Path, found: Found) -> list[str]:
 
 
 def _describe_vocab(path: Path, found: Found) -> list[str]:
-    from pipeline.tokens.vocab import SPECIALS, load_vocabulary
+    from pipeline.formats.vocab import SPECIALS, load_vocabulary
 
     vocab = load_vocabulary(path)  # VocabError (one line): a damaged or hand-edited table
     cfg = vocab.config
@@ -684,7 +620,7 @@ def _describe_schema(path: Path, found: Found) -> list[str]:
     except SchemaError as exc:
         state = f"refused: {exc.what}: expected {exc.expected}, found {exc.found}"
     stage = shard_schema.KINDS[kind].stage
-    if kind == shard_schema.AUDIO and doc.get("producer"):
+    if kind == AUDIO and doc.get("producer"):
         stage = doc["producer"]  # render_audio or ingest_audio
     lines = [f"  {kind} v{doc.get('schema_version')} ({state}), written by {stage}"]
     if doc.get("track_order"):
@@ -693,10 +629,10 @@ def _describe_schema(path: Path, found: Found) -> list[str]:
         lines.append(f"  resolution: {doc['resolution']} {doc.get('resolution_unit') or ''}".rstrip())
     if doc.get("tensor_shape"):
         lines.append(f"  tensor shape: {doc['tensor_shape']}")
-    if kind == shard_schema.TOKENS:
+    if kind == TOKENS:
         lines.append(f"  vocabulary: {doc.get('token_kind', '?')}, {doc.get('vocab_size')} ids, "
                      f"hash {str(doc.get('vocab_hash'))[:12]}")
-    if kind == shard_schema.AUDIO:
+    if kind == AUDIO:
         lines.append(f"  {doc.get('channels')} channel(s), {doc.get('clip_samples')} samples per clip, "
                      f"downmix {doc.get('downmix')}, from {doc.get('producer')}")
     if isinstance(doc.get("fields"), dict):

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ParamsError, PipelineError, SchemaError
-from pipeline.inspection import Found, folder_schema, read_song, sniff
+from pipeline.formats.song_npz import read_song
+from pipeline.inspection import Found, folder_schema, sniff
 
 #: the kinds ``--plot`` draws
 ROLL_KINDS = ("song-npz", "tensor-parquet", "tensor-npz", "phrase-parquet", "phrase-npz", "musegan-npz")
@@ -130,10 +131,16 @@ def _roll_of(path: Path, found: Found, song: str | None) -> _Roll:
                      np.arange(bars + 1, dtype=np.int64) * steps, _tracks_from(doc, 5), track, bar * steps + step,
                      np.asarray(row["pitch"], np.int64) + low, np.ones(len(bar), np.int64), 1)
     # tensor-npz, phrase-npz, musegan-npz: shape + nonzero
-    from pipeline.io.npz import load_npz
+    if kind == "tensor-npz":
+        from pipeline.formats.npz import load_npz
 
-    keys = [k for k in ("shape", "nonzero", "ids", "n_bars", "velocity", "first_bar") if k in found.meta]
-    z = load_npz(path, keys)
+        z = load_npz(path, [k for k in ("shape", "nonzero", "ids", "n_bars", "velocity") if k in found.meta])
+    else:
+        from pipeline.formats.phrase_shards import read_phrase_npz
+
+        ph = read_phrase_npz(path)
+        z = {"shape": ph.shape, "nonzero": ph.nonzero,
+             **{k: getattr(ph, k) for k in ("ids", "first_bar") if k in found.meta}}
     shape = [int(x) for x in z["shape"]]
     n_items, bars, steps, n_pitches, n_tracks = shape
     ids = [str(x) for x in z["ids"]] if "ids" in z else [str(k) for k in range(n_items)]
@@ -248,7 +255,7 @@ def _clip_of(path: Path, found: Found, song: str | None) -> tuple[np.ndarray, in
         start = float(row.get("start_time") or 0.0)
         label = f"song {ids[i]} clip {row['clip']} (row {i} of {len(ids)}), from {start:.2f} s"
     else:
-        from pipeline.io.npz import load_npz
+        from pipeline.formats.npz import load_npz
 
         z = load_npz(path, ["ids", "clip", "valid_samples", "sample_rate"])
         ids = [str(x) for x in z["ids"]]

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes
 
 #: known families, in report order, with their titles; others follow in name order
 FAMILIES = {

@@ -1,18 +1,18 @@
 """Shard schemas: every shard folder's ``schema.json``, its ``kind`` and ``schema_version``,
 read and checked before a reader touches the shards.
 
-This module is the one place that knows each shard kind's ``kind`` string and current
-``schema_version``; the writers (``pipeline.io.tensor_shards``, ``pipeline.tokens.shards``,
-``pipeline.io.audio_shards``, ``stages.build_phrases``, ``stages.build_lpd``) take them from here,
-and the readers (``pipeline.data``, ``pipeline.inspection``) check them with :func:`read_schema`
-and :func:`pipeline.parquet_schemas.check_parquet`. It imports no writer (they import it): the
-Parquet schemas, which the writers define, are gathered one layer up in
-:mod:`pipeline.parquet_schemas`.
+The registry of the shard kinds: each format module of :mod:`pipeline.formats` (tensor shards,
+song NPZ, phrase shards, token shards, audio shards) declares its kind (``kind`` string, current
+``schema_version``, the versions it reads, its Parquet schema) and adds it to :data:`KINDS` with
+:func:`register` when it is imported (readers take the kind's name from its module;
+:mod:`pipeline.inspection` imports all five). Readers check
+a folder's ``schema.json`` with :func:`read_schema` and each Parquet shard's footer with
+:func:`check_parquet`. This module imports no format module (they import it).
 
 Versioning rule
 ---------------
-``schema_version`` versions the shards, i.e. what a reader gets out of them. It is bumped (here,
-in :data:`KINDS`) on any change of a field or array name, dtype, shape or axis order, track
+``schema_version`` versions the shards, i.e. what a reader gets out of them. It is bumped (in the
+format module's :class:`Kind`) on any change of a field or array name, dtype, shape or axis order, track
 order, unit or meaning of a value, or of a ``schema.json`` key that readers use. Adding a
 descriptive key to ``schema.json`` that no reader requires is not a change. A bump is explicit:
 
@@ -38,26 +38,23 @@ apply), next to the kind's own keys.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from pipeline.errors import SchemaError
 from pipeline.names import VOCAB_KINDS
 
-TENSORS = "lakh-pipeline/pianoroll-tensors"
-SONGS = "lakh-pipeline/song-pianorolls"
-PHRASES = "lakh-pipeline/phrase-tensors"
-TOKENS = "lakh-pipeline/token-shards"
-AUDIO = "lakh-pipeline/audio-clips"
-
 
 @dataclass(frozen=True)
 class Kind:
-    """One shard kind.
+    """One shard kind, as its format module registers it (:func:`register`).
 
     ``version`` is what the writers write; ``readable`` the versions the readers accept;
     ``stage`` the DVC stage that writes it; ``search``: where ``schema.json`` sits relative to a
-    folder a reader is given (first that exists); ``required``: keys readers use.
+    folder a reader is given (first that exists); ``required``: keys readers use;
+    ``parquet_format``: the ``lakh_pipeline.format`` of its Parquet shards and ``parquet_schema``
+    a function returning their ``pyarrow.Schema`` (both ``None`` for a kind without Parquet shards).
     """
 
     name: str
@@ -66,24 +63,29 @@ class Kind:
     stage: str
     search: tuple[str, ...]
     required: tuple[str, ...]
+    parquet_format: str | None = None
+    parquet_schema: Callable[[], Any] | None = field(default=None, compare=False)
 
 
-KINDS: dict[str, Kind] = {
-    TENSORS: Kind(TENSORS, 1, (1,), "build_lpd", ("tensors/schema.json", "schema.json"),
-                  ("track_order", "resolution", "bar_steps", "tensor_shape")),
-    SONGS: Kind(SONGS, 1, (1,), "build_lpd", ("songs/schema.json", "schema.json", "../schema.json"),
-                ("track_order", "resolution")),
-    PHRASES: Kind(PHRASES, 1, (1,), "build_phrases", ("schema.json", "../schema.json"),
-                  ("track_order", "tensor_shape", "lowest_pitch")),
-    TOKENS: Kind(TOKENS, 1, (1,), "build_vocab", ("shards/schema.json", "schema.json"),
-                 ("vocab_hash", "vocab_size", "config")),
-    AUDIO: Kind(AUDIO, 1, (1,), "render_audio", ("schema.json", "../schema.json"),
-                ("sample_rate", "channels", "clip_samples")),
-}
+#: every shard kind whose format module of :mod:`pipeline.formats` has been imported
+KINDS: dict[str, Kind] = {}
+
+
+def register(kind: Kind) -> str:
+    """Add ``kind`` to :data:`KINDS` (once per name); return its name, the module's constant."""
+    if kind.name in KINDS and KINDS[kind.name] != kind:
+        raise ValueError(f"shard kind {kind.name!r} is registered twice, differently")
+    KINDS[kind.name] = kind
+    return kind.name
+
 
 #: the uniform keys of every schema.json written now (see the module docstring)
 UNIFORM_KEYS = ("kind", "schema_version", "fields", "dtypes", "shapes", "track_order", "resolution",
                 "resolution_unit", "vocabulary")
+
+#: the names of the two kinds with older version-1 spellings (:func:`normalise`)
+_TOKENS = "lakh-pipeline/token-shards"
+_AUDIO = "lakh-pipeline/audio-clips"
 
 
 def version(kind: str) -> int:
@@ -109,9 +111,9 @@ def normalise(doc: dict) -> dict:
     if "schema_version" not in doc and "version" in doc:
         if doc.get("kind") in VOCAB_KINDS and "vocab_hash" in doc:
             doc.setdefault("token_kind", doc["kind"])
-            doc["kind"], doc["schema_version"] = TOKENS, doc["version"]
+            doc["kind"], doc["schema_version"] = _TOKENS, doc["version"]
         elif "kind" not in doc and "producer" in doc and "sample_rate" in doc:
-            doc["kind"], doc["schema_version"] = AUDIO, doc["version"]
+            doc["kind"], doc["schema_version"] = _AUDIO, doc["version"]
     return doc
 
 
@@ -228,22 +230,28 @@ def uniform(kind: str, *, fields: dict, dtypes: dict, shapes: dict, track_order=
 
 #: the prefix of the Parquet key-value metadata this package writes (``lakh_pipeline.format`` ...)
 META_PREFIX = "lakh_pipeline."
-#: ``lakh_pipeline.format`` of each Parquet file kind -> the shard kind whose version it carries
-#: (``None``: manifests, versioned by :data:`MANIFEST_VERSION`)
-PARQUET_FORMATS = {"tensor_shard": TENSORS, "token_shard": TOKENS, "audio_shard": AUDIO, "phrase_shard": PHRASES,
-                   "manifest": None}
+#: ``lakh_pipeline.format`` of the manifests (:mod:`pipeline.formats.manifest`), versioned by
+#: :data:`MANIFEST_VERSION`; a shard kind's Parquet format is its ``Kind.parquet_format``
+MANIFEST_FORMAT = "manifest"
 MANIFEST_VERSION = 1
 
 
+def parquet_formats() -> dict[str, str | None]:
+    """``lakh_pipeline.format`` of each Parquet file kind -> the shard kind whose version it carries
+    (``None``: manifests, versioned by :data:`MANIFEST_VERSION`)."""
+    return {**{k.parquet_format: k.name for k in KINDS.values() if k.parquet_format}, MANIFEST_FORMAT: None}
+
+
 def parquet_metadata(fmt: str, **essentials) -> dict[str, str]:
-    """The key-value metadata of a Parquet file of format ``fmt`` (a key of :data:`PARQUET_FORMATS`):
+    """The key-value metadata of a Parquet file of format ``fmt`` (a key of :func:`parquet_formats`):
     ``lakh_pipeline.format``, ``lakh_pipeline.format_version`` (the shard kind's ``schema_version``),
     ``lakh_pipeline.kind`` (the shard kind, for shards) and one ``lakh_pipeline.<name>`` per
     essential, what a reader needs when the file is copied alone. Values are strings: str as is,
     anything else as canonical JSON, so the same arguments give the same bytes."""
-    if fmt not in PARQUET_FORMATS:
-        raise KeyError(f"unknown Parquet format {fmt!r} (one of {sorted(PARQUET_FORMATS)})")
-    kind = PARQUET_FORMATS[fmt]
+    formats = parquet_formats()
+    if fmt not in formats:
+        raise KeyError(f"unknown Parquet format {fmt!r} (one of {sorted(formats)})")
+    kind = formats[fmt]
     meta = {f"{META_PREFIX}format": fmt,
             f"{META_PREFIX}format_version": str(MANIFEST_VERSION if kind is None else version(kind))}
     if kind is not None:
@@ -259,3 +267,49 @@ def read_parquet_metadata(path: str | Path) -> dict[str, str]:
 
     meta = pq.read_schema(path).metadata or {}
     return {k.decode()[len(META_PREFIX):]: v.decode() for k, v in meta.items() if k.decode().startswith(META_PREFIX)}
+
+
+def parquet_schema(kind: str):
+    """The ``pyarrow.Schema`` of the Parquet shards of ``kind`` at its current version (its format
+    module's)."""
+    spec = KINDS[kind]
+    if spec.parquet_schema is None:
+        raise KeyError(f"{kind} has no Parquet shards")
+    return spec.parquet_schema()
+
+
+def check_parquet(path: str | Path, kind: str, doc: dict | None = None, *, columns=None):
+    """Check one Parquet shard of ``kind`` (footer only): every column a reader uses is there with
+    the type of the current version; for token shards the key-value ``schema_version`` and
+    ``vocab_hash`` match ``doc`` (its folder's schema). Returns the file's arrow schema.
+
+    ``columns``: the names to check (default: every column of the kind).
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        got = pq.read_schema(path)
+    except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) for non-Parquet bytes
+        raise SchemaError(path, f"not a readable Parquet file ({exc})") from None
+    want = parquet_schema(kind)
+    names = list(columns) if columns is not None else want.names
+    missing = [n for n in names if got.get_field_index(n) < 0]
+    if missing:
+        raise SchemaError(path, f"{kind} shard lacks columns {missing}", expected=names, found=got.names)
+    for n in names:
+        w, g = want.field(n).type, got.field(n).type
+        if arrow_type(g) != arrow_type(w):
+            raise SchemaError(path, f"column {n!r} has another type", expected=arrow_type(w), found=arrow_type(g),
+                              hint=f"not a {kind} shard of schema_version {version(kind)}")
+    if kind == _TOKENS and doc is not None:
+        meta = {k.decode(): v.decode() for k, v in (got.metadata or {}).items()}
+        v = meta.get("schema_version")
+        if v is not None and v != str(doc["schema_version"]):
+            raise SchemaError(path, "shard schema_version differs from its folder's schema.json",
+                              expected=doc["schema_version"], found=v)
+        h = meta.get("vocab_hash")
+        if h != doc.get("vocab_hash"):
+            raise SchemaError(path, "shard made with another vocabulary than its folder's schema.json says",
+                              expected=str(doc.get("vocab_hash"))[:12], found=str(h)[:12])
+    return got

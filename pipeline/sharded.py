@@ -122,7 +122,7 @@ class Markers:
         return {"params": params, **self.checks, "inputs": task.inputs_digest()}
 
     def write(self, task: Task, payload: dict) -> None:
-        from pipeline.io.npz import atomic_write_bytes
+        from pipeline.files import atomic_write_bytes
 
         marker = {**self._expected(task), **payload}
         atomic_write_bytes(self.path(task.index), json.dumps(marker, sort_keys=True).encode())
@@ -395,7 +395,7 @@ def write_manifest(path: Path, schema, chunks: Iterable[list[dict]], *, stage: s
     """Stream ``chunks`` (each task's rows, in order) into the manifest; returns the tally of the
     rows and the inputs digest of the card (``cards.Digest``). ``on_rows`` sees each chunk too."""
     from pipeline.cards import Digest
-    from pipeline.io.manifest import ManifestWriter
+    from pipeline.formats.manifest import ManifestWriter
 
     tally = Tally()
     digest = Digest()
@@ -412,6 +412,6 @@ def write_manifest(path: Path, schema, chunks: Iterable[list[dict]], *, stage: s
 
 def write_summary(out: Path, summary: dict) -> None:
     """``summary.json`` (a DVC metric): sorted keys, two-space indents, a final newline."""
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     atomic_write_bytes(Path(out) / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())

@@ -105,7 +105,8 @@ def convert_one(raw: bytes, key: str, params: Params):
 
 def convert_shard(task: Task) -> dict:
     """Worker: convert one shard's files, write songs + tensor shard + marker; return the marker."""
-    from pipeline.io.npz import atomic_write_bytes, pianoroll_npz_bytes
+    from pipeline.files import atomic_write_bytes
+    from pipeline.formats.song_npz import pianoroll_npz_bytes
 
     out = Path(task.out)
     params: Params = task.job
@@ -132,7 +133,7 @@ def convert_shard(task: Task) -> dict:
 
 
 def _write_tensors(out: Path, params: Params, index: int, ids: list[str], tensors: list) -> None:
-    from pipeline.io.tensor_shards import write_tensor_shard
+    from pipeline.formats.tensor_shards import write_tensor_shard
     from pipeline.symbolic.lpd import TRACK_SETS
 
     pq_path, npz_path = shard_paths(out, params, index)
@@ -181,7 +182,7 @@ def _mark_duplicates(out: Path, params: Params, tasks: list[Task], markers: Mark
     per MSD id, the best-matching MIDI that converted; it is in 'cleansed' when it meets the
     cleansing criteria).
     """
-    from pipeline.io.tensor_shards import read_tensor_rows
+    from pipeline.formats.tensor_shards import read_tensor_rows
 
     scored = {md5 for md5s in scores.values() for md5 in md5s} if scores else set()
     criteria: dict[str, bool] = {}  # converted songs the scores name -> meets LPD's cleansing criteria
@@ -240,9 +241,10 @@ def _load_match_scores(path: Path) -> dict[str, dict[str, float]]:
 def _write_outputs(out: Path, params: Params, tasks: list[Task], markers: Markers, dups, subsets: dict,
                    scores: dict | None) -> dict:
     """The manifest (streamed, one shard's rows at a time), the schema files and the summary."""
-    from pipeline.io.manifest import manifest_schema
-    from pipeline.io.npz import atomic_write_bytes
-    from pipeline.io.tensor_shards import schema_document, song_schema_document
+    from pipeline.formats.manifest import manifest_schema
+    from pipeline.files import atomic_write_bytes
+    from pipeline.formats.song_npz import song_schema_document
+    from pipeline.formats.tensor_shards import schema_document
     from pipeline.symbolic.lpd import TRACK_SETS
 
     spec = TRACK_SETS[params.tracks]

@@ -25,7 +25,6 @@ Input shards are read one at a time; nothing written depends on timing or host.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +34,9 @@ import numpy as np
 
 from pipeline.config import Fraction, NonNegativeInt, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
-from pipeline.schema import PHRASES
-from pipeline.schema import version as schema_version
+from pipeline.formats.phrase_shards import TRACKS
 from pipeline.splits import SPLITS, song_split
 from pipeline.stagekit import OutputLock
-
-TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
-SCHEMA_VERSION = schema_version(PHRASES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,124 +140,21 @@ def song_phrases(song_id: str, n_bars: int, bar: np.ndarray, step: np.ndarray, p
     return SongPhrases(first_bar=starts, activity=activity, selected=selected, reason=reason, coords=coords)
 
 
-def _parquet_bytes(table, metadata: dict[str, str] | None = None) -> bytes:
-    import pyarrow.parquet as pq
-
-    if metadata:
-        table = table.replace_schema_metadata(metadata)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", compression_level=1, use_dictionary=False,
-                   write_statistics=False)
-    return sink.getvalue()
-
-
-def phrase_metadata(params: Params) -> dict[str, str]:
-    """A phrase shard's key-value metadata: what a reader needs when the file is copied alone."""
-    from pipeline import schema as shard_schema
-
-    return shard_schema.parquet_metadata(
-        "phrase_shard", track_order=list(TRACKS), phrase_bars=params.phrase_bars,
-        steps_per_bar=params.steps_per_bar, lowest_pitch=params.lowest_pitch, n_pitches=params.n_pitches,
-        pitch_range=[params.lowest_pitch, params.lowest_pitch + params.n_pitches - 1],
-        tensor_axes=["phrase", "bar", "step", "pitch", "track"],
-        coordinates="row = one phrase; bar, step, pitch (index: MIDI pitch - lowest_pitch), track index its "
-                    "binary (phrase_bars, steps_per_bar, n_pitches, tracks) tensor; index is its row in "
-                    "npz/<split>.npz")
-
-
-def _phrase_table(rows: list[tuple[str, int, str, int, np.ndarray, np.ndarray]]):
-    """rows: (song_id, first_bar, split, index in the split's NPZ, activity (5,), coords (4, nnz))."""
-    import pyarrow as pa
-
-    offsets = np.zeros(len(rows) + 1, np.int32)
-    np.cumsum([r[5].shape[1] for r in rows], out=offsets[1:])
-    offsets = pa.array(offsets, pa.int32())
-    allc = np.concatenate([r[5] for r in rows], axis=1) if rows else np.zeros((4, 0), np.uint16)
-    cols = {
-        "id": pa.array([r[0] for r in rows], pa.string()),
-        "first_bar": pa.array([r[1] for r in rows], pa.int32()),
-        "split": pa.array([r[2] for r in rows], pa.string()),
-        "index": pa.array([r[3] for r in rows], pa.int32()),
-    }
-    for k, name in enumerate(TRACKS):
-        cols[f"activity_{name.lower()}"] = pa.array([float(r[4][k]) for r in rows], pa.float32())
-    for k, (name, dtype) in enumerate((("bar", np.uint8), ("step", np.uint8), ("pitch", np.uint8),
-                                       ("track", np.uint8))):
-        cols[name] = pa.ListArray.from_arrays(offsets, pa.array(allc[k].astype(dtype)))
-    return pa.table(cols)
-
-
-def schema_document(params: Params, in_steps: int, input_tracks: str = "lpd5",
-                    in_resolution: int | None = None) -> dict:
-    from pipeline import schema as shard_schema
-    from pipeline.parquet_schemas import parquet_schema
-
-    S, P = params.steps_per_bar, params.phrase_bars
-    fields = {"id": "song id: MD5 of the MIDI file (the LMD id)", "first_bar": "first bar of the phrase in the song "
-              "(a build_lpd bar index)", "split": "train | valid | test, from sha256(id)",
-              "index": "row of the phrase in npz/<split>.npz",
-              **{f"activity_{t.lower()}": f"fraction of the phrase's steps with a {t} note" for t in TRACKS},
-              "bar": "bar of each non-zero cell within the phrase (0..phrase_bars-1)",
-              "step": "time step within the bar (0..steps_per_bar-1)",
-              "pitch": f"pitch index (MIDI pitch - {params.lowest_pitch})", "track": "index into track_order"}
-    uniform = shard_schema.uniform(
-        shard_schema.PHRASES, fields=fields,
-        dtypes={"parquet": shard_schema.arrow_dtypes(parquet_schema(shard_schema.PHRASES)),
-                "npz": {"shape": "int64", "nonzero": "uint16 (uint32 beyond 65535 phrases)", "ids": "<U32",
-                        "first_bar": "int32"}},
-        shapes={"item": [P, S, params.n_pitches, len(TRACKS)],
-                "parquet": {c: ["nnz"] for c in ("bar", "step", "pitch", "track")},
-                "npz": {"shape": [5], "nonzero": [5, "nnz"], "ids": ["phrases"], "first_bar": ["phrases"]}},
-        track_order=TRACKS,
-        resolution=None if in_resolution is None else in_resolution * S // in_steps,
-        resolution_unit=f"time steps per beat ({S} per bar of 4/4)", vocabulary=None)
-    return {
-        **uniform,
-        "tensor_axes": ["phrase", "bar", "step", "pitch", "track"],
-        "tensor_shape": ["phrases", P, S, params.n_pitches, len(TRACKS)],
-        "track_order": list(TRACKS),
-        "input_tracks": f"{input_tracks} (LPD-17 families merged into LPD-5 as build_lpd's lpd5 does; "
-                        "programs 96-103 and 112-127 dropped)",
-        "lowest_pitch": params.lowest_pitch,
-        "pitches": f"index i is MIDI pitch {params.lowest_pitch} + i "
-                   f"({params.lowest_pitch}..{params.lowest_pitch + params.n_pitches - 1})",
-        "steps": f"{S} per bar; input step s (of {in_steps}) kept when s % {in_steps // S} == 0, at s // {in_steps // S}",
-        "binarised": True,
-        "npz": {
-            "files": [f"npz/{s}.npz" for s in SPLITS],
-            "shape": "int64 (5,): phrases, bars, steps, pitches, tracks",
-            "nonzero": "uint16 (uint32 beyond 65535 phrases) (5, nnz): phrase, bar, step, pitch, track; "
-                       "x = np.zeros(shape, bool); x[tuple(nonzero)] = True",
-            "ids": "unicode (phrases,): song id", "first_bar": "int32 (phrases,): first bar in the song",
-        },
-        "parquet": {
-            "files": "shards/<split>-<input shard>.parquet",
-            "row": "one selected phrase",
-            "fields": {"id": "string", "first_bar": "int32", "split": "string",
-                       "index": "int32: row of the phrase in npz/<split>.npz",
-                       **{f"activity_{t.lower()}": "float32: fraction of steps with a note" for t in TRACKS},
-                       "bar": "list<uint8>", "step": "list<uint8>", "pitch": "list<uint8> (index, not MIDI)",
-                       "track": "list<uint8>"},
-        },
-        "manifest": "manifest.parquet: one row per candidate phrase: id, first_bar, split, activity_*, "
-                    "n_active, selected, reason (selected | inactive:<Track,...> | too_few_families | not_drawn)",
-        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
-    }
-
-
 def run(*, lpd: Path, out: Path, params: Params) -> dict:
     """Make the phrase dataset from ``lpd``/tensors into ``out``; return the summary (also written)."""
     import pyarrow as pa
 
-    from pipeline.io.manifest import manifest_metadata
-    from pipeline.io.npz import atomic_write_bytes, npz_bytes
-    from pipeline.io.tensor_shards import read_tensor_rows
+    from pipeline.files import atomic_write_bytes, write_json
+    from pipeline.formats.manifest import manifest_metadata
+    from pipeline.formats.phrase_shards import (nonzero_dtype, parquet_bytes, phrase_metadata, phrase_npz_bytes,
+                                                phrase_table, schema_document)
+    from pipeline.formats.tensor_shards import TENSORS, read_tensor_rows
 
     lpd, out = Path(lpd), Path(out)
     tensors = lpd / "tensors"
     if not (tensors / "schema.json").is_file():
         raise StageError(f"{tensors}: no schema.json (run build-lpd first)")
-    from pipeline.schema import TENSORS, read_schema
+    from pipeline.schema import read_schema
 
     schema = read_schema(lpd, TENSORS)  # SchemaError: another kind or a version this code does not read
     from pipeline.symbolic.lpd import TRACK_SETS, family_of
@@ -321,7 +213,7 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
             for split, rows in rows_by_split.items():
                 if rows:
                     name = f"{split}-{shard_path.stem.rpartition('-')[2]}.parquet"
-                    atomic_write_bytes(out / "shards" / name, _parquet_bytes(_phrase_table(rows), shard_meta))
+                    atomic_write_bytes(out / "shards" / name, parquet_bytes(phrase_table(rows), shard_meta))
                     written.add(name)
         if (out / "shards").exists():
             for p in (out / "shards").glob("*.parquet"):
@@ -333,7 +225,8 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
         for split in SPLITS:
             n = len(npz_ids[split])
             counts[split] = n
-            dtype = np.uint16 if n <= 65535 else np.uint32
+            shape = [n, P, S, params.n_pitches, len(TRACKS)]
+            dtype = nonzero_dtype(shape)
             sizes = [c.shape[1] for c in npz_parts[split]]
             nonzero = np.empty((5, sum(sizes)), dtype)
             nonzero[0] = np.repeat(np.arange(n, dtype=dtype), sizes)
@@ -341,14 +234,8 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
             for c, size in zip(npz_parts[split], sizes):
                 nonzero[1:, at : at + size] = c
                 at += size
-            width = max([len(i) for i in npz_ids[split]] + [1])
-            arrays = {
-                "shape": np.array([n, P, S, params.n_pitches, len(TRACKS)], np.int64),
-                "nonzero": nonzero,
-                "ids": np.array(npz_ids[split], dtype=f"<U{width}"),
-                "first_bar": np.array(npz_first[split], np.int32),
-            }
-            atomic_write_bytes(out / "npz" / f"{split}.npz", npz_bytes(arrays))
+            atomic_write_bytes(out / "npz" / f"{split}.npz", phrase_npz_bytes(
+                shape, nonzero, ids=npz_ids[split], first_bar=npz_first[split]))
             npz_parts[split] = []
 
         activity = np.concatenate(man["activity"]) if man["activity"] else np.zeros((0, 5), np.float32)
@@ -366,7 +253,7 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
         cols["selected"] = pa.array(selected, pa.bool_())
         cols["reason"] = pa.array(man["reason"], pa.string())
         atomic_write_bytes(out / "manifest.parquet",
-                           _parquet_bytes(pa.table(cols), manifest_metadata("build_phrases", row="one candidate phrase")))
+                           parquet_bytes(pa.table(cols), manifest_metadata("build_phrases", row="one candidate phrase")))
         doc = schema_document(params, in_steps, names[0], int(schema["resolution"]))
         atomic_write_bytes(out / "schema.json", json.dumps(doc, indent=2, sort_keys=True).encode())
         reasons: dict[str, int] = {}
@@ -380,7 +267,7 @@ def run(*, lpd: Path, out: Path, params: Params) -> dict:
             "songs_with_phrases": songs,
             "reasons": dict(sorted(reasons.items())),
         }
-        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        write_json(out / "summary.json", summary)
         from pipeline.cards import write_card
 
         present = [s for s in SPLITS if any(n.startswith(f"{s}-") for n in written)]
@@ -413,13 +300,3 @@ def card_text(params: Params, schema: dict, summary: dict, inputs_digest: str | 
                ("summary.json", "the counts below (a DVC metric)")],
         schema=schema, schema_glob="shards/*.parquet", summary=summary,
         inputs="build_lpd's tensor shards (`<lpd>/tensors/*.parquet`)", inputs_digest=inputs_digest)
-
-
-def load_phrases(npz_path: Path) -> np.ndarray:
-    """MuseGAN's recipe: a dense bool (phrases, bars, steps, pitches, tracks) array from an NPZ."""
-    from pipeline.io.npz import load_npz
-
-    z = load_npz(npz_path, ["shape", "nonzero"])  # never unpickles; a clear error otherwise
-    x = np.zeros(tuple(int(n) for n in z["shape"]), bool)
-    x[tuple(z["nonzero"])] = True
-    return x

@@ -242,8 +242,8 @@ def count_shard(task: Task) -> dict:
 def encode_shard(task: Task) -> dict:
     """Pass 2: tokens -> ids, one Parquet shard; returns per-song UNK counts keyed by source."""
     from pipeline.splits import song_split
-    from pipeline.tokens.shards import write_token_shard
-    from pipeline.tokens.vocab import UNK, Vocabulary
+    from pipeline.formats.token_shards import write_token_shard
+    from pipeline.formats.vocab import UNK, Vocabulary
 
     job: Job = task.job
     vocab = Vocabulary(tokens=job.vocab_tokens, config={})
@@ -294,7 +294,7 @@ def run(*, source: Path, out: Path, kind: str, params: Params, workers: int = 0,
 def _run(*, source: Path, out: Path, kind: str, params: Params, workers: int,
          scheduler: str | None, vocab_path: Path | None) -> dict:
     from pipeline.sources import open_source
-    from pipeline.tokens.vocab import build_vocabulary, load_vocabulary
+    from pipeline.formats.vocab import build_vocabulary, load_vocabulary
 
     config = token_config(kind, params)
     given = load_vocabulary(vocab_path, expect_config=config) if vocab_path is not None else None
@@ -357,7 +357,7 @@ def _learn_bpe(out: Path, kind: str, size: int, vocab, n_shards: int) -> dict:
     in BPE ids under ``shards/bpe/`` with the tokenizer ``shards/bpe/tokenizer.json``."""
     import pyarrow.parquet as pq
 
-    from pipeline.tokens.shards import write_token_shard
+    from pipeline.formats.token_shards import write_token_shard
     from pipeline.tokens.bpe import bpe_encode, train_bpe
 
     paths = [out / "shards" / f"{kind}-{k:05d}.parquet" for k in range(n_shards)]
@@ -375,7 +375,7 @@ def _learn_bpe(out: Path, kind: str, size: int, vocab, n_shards: int) -> dict:
         raise StageError(f"build_vocab.{kind}.bpe_vocab_size={size} must exceed the base vocabulary ({len(vocab)} ids)")
     tok = train_bpe(train_rows(), base_size=len(vocab), vocab_size=size)
     blob = tok.to_str(pretty=False).encode()
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     atomic_write_bytes(out / "shards" / "bpe" / "tokenizer.json", blob)
     bpe_hash = hashlib.sha256(blob).hexdigest()
@@ -413,8 +413,8 @@ def _manifest_table(rows: list[dict], schema):
 
 def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[Task], count: Markers,
                    encode: Markers, dups, bpe_info: dict | None = None) -> dict:
-    from pipeline.io.npz import atomic_write_bytes
-    from pipeline.tokens.shards import schema_document
+    from pipeline.files import atomic_write_bytes
+    from pipeline.formats.token_shards import schema_document
 
     sums = Counter()
     splits = Counter()

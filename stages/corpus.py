@@ -65,7 +65,7 @@ def run(*, out: Path, params: Params) -> str:
         E.g. ``"corpus: 55 music21 works + 120 band songs -> datasets/corpus (..., 1.9 MB)"``.
     """
     from pipeline.corpus import band, music21_works
-    from pipeline.corpus.music21_works import midi_bytes
+    from pipeline.formats.midi import midi_bytes
 
     out = Path(out)
     records: list[dict[str, Any]] = []

@@ -40,7 +40,7 @@ import numpy as np
 from pipeline import figures, numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes, write_json
 from pipeline.metrics.headline import jukebox_scores
 from pipeline.names import ATTENTION_KINDS, JUKEBOX_MODES
 
@@ -131,10 +131,6 @@ def Params_from_dict(doc: dict) -> Params:  # noqa: N802 - reads back asdict(Par
     from pipeline.config import from_dict
 
     return from_dict(Params, doc, section="jukebox")
-
-
-def _write_json(path: Path, doc) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(_clean(doc), indent=2, sort_keys=True) + "\n").encode())
 
 
 def _clean(x):
@@ -335,9 +331,9 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     ckpt = folder / "checkpoints"
     cfg_path = ckpt / "config.json"
     resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
-    _write_json(cfg_path, {"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
+    write_json(cfg_path, _clean({"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
                            "hop_lengths": list(vq.hop_lengths), "model": dataclasses.asdict(cfg),
-                           "params": dataclasses.asdict(params)})
+                           "params": dataclasses.asdict(params)}))
     torch.manual_seed(t.seed)  # the initial weights do not depend on what encoding drew
     model = JukeboxPrior(cfg).to(dev)
     steps = t.prior_steps if top else t.upsampler_steps
@@ -356,7 +352,7 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
                "steps": len(hist), "first_train_bits": hist[0]["train_bits"] if hist else None,
                "last10_train_bits": float(np.mean(tail)) if tail else None, "uniform_bits": math.log2(cfg.bins),
                "vqvae": vq_digest}
-    _write_json(folder / "train.json", {**summary, "numerics": numerics.record()})
+    write_json(folder / "train.json", _clean({**summary, "numerics": numerics.record()}))
     # wall time goes to the caller (and the CLI line), never into a tracked output
     return {**summary, "steps_run": res["steps_run"], "resumed_at": res["resumed_at"], "out": str(folder),
             "encode_seconds": round(encode_seconds, 2), "train_seconds": round(train_seconds, 2)}
@@ -440,7 +436,7 @@ def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, out: Path, params
     model (read from ``out``); writes ``<out>/samples/<mode>/``."""
     import torch
 
-    from pipeline.io.npz import write_npz
+    from pipeline.formats.npz import write_npz
     from pipeline.training import jukebox as fam
     from pipeline.training.solver import seed_everything
 
@@ -516,7 +512,7 @@ def run_sample(*, mode: str, vqvae_dir: Path, audio_dir: Path, out: Path, params
     write_npz(out / "codes.npz", {f"level_{lvl}": codes[lvl].numpy().astype(np.int32) for lvl in range(vq.levels)})
     doc = {"mode": mode, "n": s.n, "sample_rate": sr, "vqvae": vq_digest, "top_codes": top_tokens,
            "sample": dataclasses.asdict(s), "prompt": prompt_doc, "levels": levels_doc}
-    _write_json(out / "samples.json", doc)
+    write_json(out / "samples.json", _clean(doc))
     return {"mode": mode, "samples": s.n, "seconds": top_tokens * top_hop / sr, "out": str(out),
             "windows": [len(w) for w in windows], "sample_seconds": round(sample_seconds, 2)}
 
@@ -570,9 +566,9 @@ def run_evaluate(*, vqvae_dir: Path, audio_dir: Path, out: Path, params: Params,
     report = _clean(report)
     out = Path(out)
     report["numerics"] = numerics.record()
-    _write_json(out / "evaluation.json", report)
+    write_json(out / "evaluation.json", _clean(report))
     for name, scores in jukebox_scores(report).items():
-        _write_json(out / "scores" / f"{name}.json", scores)
+        write_json(out / "scores" / f"{name}.json", _clean(scores))
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -25,7 +25,7 @@ import numpy as np
 from pipeline import figures, numerics
 from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, PipelineError
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes, write_json
 from pipeline.metrics.headline import lstm_scores
 from pipeline.names import LSTM_VARIANTS, VocabKind
 
@@ -92,12 +92,8 @@ def _check_variant(variant: str) -> bool:
     return variant == "lstm_attention"
 
 
-def _write_json(path: Path, doc) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-
-
 def _load_vocab(vocab_dir: Path):
-    from pipeline.tokens.vocab import load_vocabulary
+    from pipeline.formats.vocab import load_vocabulary
 
     return load_vocabulary(Path(vocab_dir) / "vocab.json")
 
@@ -144,7 +140,7 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
     ckpt = out / "checkpoints"
     cfg_path = ckpt / "config.json"
     resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt", ckpt / "best.pt"))
-    _write_json(cfg_path, {"digest": digest, "variant": variant, "vocab_hash": vocab.hash,
+    write_json(cfg_path, {"digest": digest, "variant": variant, "vocab_hash": vocab.hash,
                            "vocab_size": len(vocab), "params": dataclasses.asdict(params)})
     seed_everything(t.seed, threads=t.threads)
     from pipeline.training.solver import resolve_device
@@ -167,7 +163,7 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
                "final_valid_loss": res["history"][-1]["valid_loss"] if res["history"] else None,
                "seconds": round(seconds, 2)}
     # wall time goes to the caller (and the CLI line), never into a tracked output
-    _write_json(out / "train.json", {**{k: v for k, v in summary.items() if k != "seconds"},
+    write_json(out / "train.json", {**{k: v for k, v in summary.items() if k != "seconds"},
                                      "numerics": numerics.record()})
     return summary
 
@@ -292,7 +288,7 @@ def run_sample(*, vocab_dir: Path, out: Path, variant: str, params: Params, devi
                      "generated_text": " ".join(vocab.strings(ids[:64]))})
     doc = {"variant": variant, "vocab": params.vocab, "vocab_hash": vocab.hash,
            "sample": dataclasses.asdict(s), "samples": rows}
-    _write_json(out / "samples.json", doc)
+    write_json(out / "samples.json", doc)
     return {"variant": variant, "samples": len(rows), "out": str(out),
             "generated_tokens": sum(r["generated_tokens"] for r in rows)}
 
@@ -360,8 +356,8 @@ def run_evaluate(*, vocab_dir: Path, out: Path, variant: str, params: Params, de
               "qn_min_steps": 3, "resolution": 24}
     out = Path(out)
     report["numerics"] = numerics.record()
-    _write_json(out / "evaluation.json", report)
-    _write_json(out / "scores.json", lstm_scores(report))
+    write_json(out / "evaluation.json", report)
+    write_json(out / "scores.json", lstm_scores(report))
     atomic_write_bytes(out / "evaluation.md", markdown_report(report).encode())
     return report
 

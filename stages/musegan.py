@@ -34,12 +34,11 @@ import numpy as np
 from pipeline import numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.npz import atomic_write_bytes, write_npz
+from pipeline.files import atomic_write_bytes, write_json
+from pipeline.formats.phrase_shards import TRACKS
 from pipeline.metrics.headline import musegan_scores
 from pipeline.names import MUSEGAN_VARIANTS
 from pipeline.splits import SPLITS, Split
-
-TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
 DEFINITIONS = ("corrected", "official")
 
 
@@ -121,10 +120,6 @@ def check_variant(variant: str) -> str:
     return variant
 
 
-def _write_json(path: Path, doc) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-
-
 # ---------------------------------------------------------------------------------------------
 # data
 
@@ -143,25 +138,13 @@ def phrase_schema(phrases: Path) -> dict:
 
 def load_split(phrases: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bool phrases (n, bars, steps, pitches, tracks), ids, first_bar) of ``npz/<split>.npz``."""
-    from pipeline.training.musegan import decode_phrases
+    from pipeline.formats.phrase_shards import read_phrase_npz
 
     path = Path(phrases) / "npz" / f"{split}.npz"
     if not path.exists():
         raise StageError(f"{path}: missing (run `pipeline build-phrases` first)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            shape, nonzero = z["shape"], z["nonzero"]
-            ids = z["ids"] if "ids" in z.files else np.zeros(int(shape[0]), "<U1")
-            first = z["first_bar"] if "first_bar" in z.files else np.zeros(int(shape[0]), np.int32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise StageError(f"{path}: not a phrase NPZ with shape + nonzero ({exc.__class__.__name__}: {exc})") from None
-    if shape.ndim != 1 or len(shape) != 5 or nonzero.ndim != 2 or len(nonzero) != 5:
-        raise StageError(f"{path}: shape={shape.tolist()} and nonzero {nonzero.shape} are not a 5-D phrase tensor")
-    try:
-        x = decode_phrases(shape, nonzero)
-    except IndexError:
-        raise StageError(f"{path}: nonzero indices fall outside shape={shape.tolist()}") from None
-    return x, ids, first
+    z = read_phrase_npz(path)  # SchemaError / UnsafeFileError: one line naming the file
+    return z.dense(), z.ids, z.first_bar
 
 
 def model_config(params: Params, variant: str, data_shape: tuple[int, ...], track_names: tuple[str, ...]):
@@ -218,7 +201,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     ckpt = out / "checkpoints"
     cfg_path = ckpt / "config.json"
     resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
-    _write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
+    write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
                            "model": dataclasses.asdict(cfg), "track_names": list(schema["track_names"]),
                            "lowest_pitch": schema["lowest_pitch"],
                            "data": {"phrases": int(len(x)), "sha256": data_sha}})
@@ -240,7 +223,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
                "parameters": {"generator": count_parameters(gen), "critic": count_parameters(critic)},
                **{k: v for k, v in res.items() if k != "history"}, "seconds": round(seconds, 2)}
     # wall time goes to the caller (and the CLI line), never into a tracked output
-    _write_json(out / "train.json", {**{k: v for k, v in summary.items() if k not in ("seconds", "resumed")},
+    write_json(out / "train.json", {**{k: v for k, v in summary.items() if k not in ("seconds", "resumed")},
                                      "numerics": numerics.record()})
     return summary
 
@@ -296,6 +279,7 @@ def run_sample(*, phrases: Path, out: Path, variant: str, params: Params, device
     """With the generator that ``run_train`` wrote into ``out``, generate ``sample.n`` phrases (binarised at 0) into ``samples.npz``, the first ``sample.files``
     also as MIDI (with ``sample.tempo``) and PNG. track_conditional: accompaniment of the phrases of
     ``sample.condition_split`` (in order), or with ``song`` of every phrase of that song."""
+    from pipeline.formats.phrase_shards import encode_phrases, write_phrase_npz
     from pipeline.training import musegan as fam
 
     check_variant(variant)
@@ -332,11 +316,7 @@ def run_sample(*, phrases: Path, out: Path, variant: str, params: Params, device
     out.mkdir(parents=True, exist_ok=True)
     for old in list(out.glob("sample_*.mid")) + list(out.glob("sample_*.png")):
         old.unlink()
-    arrays = fam.encode_phrases(x)
-    if ids is not None:
-        arrays["ids"] = np.asarray(ids, dtype=f"<U{max(1, max((len(i) for i in ids), default=1))}")
-        arrays["first_bar"] = np.asarray(first, np.int32)
-    write_npz(out / "samples.npz", arrays)
+    write_phrase_npz(out / "samples.npz", *encode_phrases(x), ids=ids, first_bar=first)
     rows = []
     n_files = n if song is not None else min(s.files, n)
     for i in range(n_files):
@@ -351,7 +331,7 @@ def run_sample(*, phrases: Path, out: Path, variant: str, params: Params, device
         if ids is not None:
             row.update(given_track=given, id=str(ids[i]), first_bar=int(first[i]))
         rows.append(row)
-    _write_json(out / "samples.json", {"variant": variant, "sample": dataclasses.asdict(s), "phrases": int(n),
+    write_json(out / "samples.json", {"variant": variant, "sample": dataclasses.asdict(s), "phrases": int(n),
                                        "song": song, "shape": list(x.shape), "track_names": list(names),
                                        "files": rows})
     return {"variant": variant, "phrases": int(n), "files": len(rows), "out": str(out),
@@ -372,8 +352,8 @@ def run_evaluate(*, phrases: Path, out: Path, params: Params, log=None) -> dict:
     """EB, UPC, QN, DP and TD of the data (``evaluate.data_split``) and of the samples of every
     trained variant found under ``out`` (the family's folder, ``datasets/models/musegan``), under
     both metric definitions; writes ``<out>/evaluation.json`` and ``evaluation.md``."""
+    from pipeline.formats.phrase_shards import read_phrase_npz
     from pipeline.metrics.musegan import compute_metrics
-    from pipeline.training.musegan import decode_phrases
 
     e = params.evaluate
     schema = phrase_schema(phrases)
@@ -386,8 +366,7 @@ def run_evaluate(*, phrases: Path, out: Path, params: Params, log=None) -> dict:
         path = root / v / "samples" / "samples.npz"
         if not path.exists():
             continue
-        with np.load(path, allow_pickle=False) as z:
-            y = decode_phrases(z["shape"], z["nonzero"])
+        y = read_phrase_npz(path).dense()
         if y.shape[1:] != x.shape[1:]:
             raise StageError(f"{path}: samples of shape {y.shape[1:]}, the data's phrases are {x.shape[1:]}")
         sources[v] = y
@@ -406,9 +385,9 @@ def run_evaluate(*, phrases: Path, out: Path, params: Params, log=None) -> dict:
                 log(f"{definition}: {src} ({len(arr)} phrases)")
     root.mkdir(parents=True, exist_ok=True)
     report["numerics"] = numerics.record()
-    _write_json(root / "evaluation.json", report)
+    write_json(root / "evaluation.json", report)
     for src, scores in musegan_scores(report).items():
-        _write_json(root / "scores" / f"{src}.json", scores)
+        write_json(root / "scores" / f"{src}.json", scores)
     atomic_write_bytes(root / "evaluation.md", markdown_report(report).encode())
     return report
 

@@ -19,7 +19,7 @@ signatures; no controllers) when the reader repaired the file or FluidSynth refu
 the original.
 
 Outputs: ``parquet/audio-<task>-<part>.parquet``, ``npz/audio-<task>-<part>.npz``, ``schema.json``,
-``manifest.parquet``, ``summary.json`` (see :mod:`pipeline.io.audio_shards`).
+``manifest.parquet``, ``summary.json`` (see :mod:`pipeline.formats.audio_shards`).
 """
 
 from __future__ import annotations
@@ -225,15 +225,14 @@ def _within_track_limit(midi: bytes) -> tuple[bytes, list[str]]:
 
     import mido
 
+    from pipeline.formats.midi import midi_bytes, midi_file
+
     n_tracks = int.from_bytes(midi[10:12], "big")
     if n_tracks <= FLUIDSYNTH_MAX_TRACKS:
         return midi, []
     mid = mido.MidiFile(file=io.BytesIO(midi))
-    one = mido.MidiFile(type=0, ticks_per_beat=mid.ticks_per_beat)
-    one.tracks.append(mido.merge_tracks(mid.tracks))
-    buf = io.BytesIO()
-    one.save(file=buf)
-    return buf.getvalue(), [f"its {n_tracks} tracks merged into one (FluidSynth plays at most {FLUIDSYNTH_MAX_TRACKS})"]
+    one = midi_file([mido.merge_tracks(mid.tracks)], ticks_per_beat=mid.ticks_per_beat, type=0)
+    return midi_bytes(one), [f"its {n_tracks} tracks merged into one (FluidSynth plays at most {FLUIDSYNTH_MAX_TRACKS})"]
 
 
 def _bar_times(score):

@@ -19,7 +19,6 @@ Interface for the prior / upsampler stages, in :mod:`pipeline.training.vqvae`: `
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from pipeline import numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import write_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,10 +125,6 @@ def _finite(doc):
     return doc
 
 
-def _write_json(path: Path, doc) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(_finite(doc), indent=2, sort_keys=True) + "\n").encode())
-
-
 # ---------------------------------------------------------------------------------------------
 # train
 
@@ -171,12 +166,12 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
                                                                                 crops=t.stats_crops, seed=t.seed)
     kwargs = model_kwargs(params)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(cfg_path, {"digest": digest, "model_kwargs": kwargs, "params": dataclasses.asdict(params),
+    write_json(cfg_path, _finite({"digest": digest, "model_kwargs": kwargs, "params": dataclasses.asdict(params),
                            "data_stats": stats, "sample_rate": train_bank.sample_rate,
                            "hop_lengths": list(params.model.hop_lengths),
                            "split": {"rule": "heldout iff sha256(song id)[:8] / 2**64 < heldout_fraction",
                                      "heldout_fraction": params.heldout_fraction,
-                                     "train_clips": len(train_bank), "heldout_clips": len(held_bank)}})
+                                     "train_clips": len(train_bank), "heldout_clips": len(held_bank)}}))
     seed_everything(t.seed, threads=t.threads)
     model = fam.build_model(kwargs)
     model.set_data_stats(stats["data_var"], stats["spec_rms"])
@@ -198,6 +193,6 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
                "final": {k: v for k, v in hist[-1].items()} if hist else None,
                "evaluation": evaluation}
     # tracked: neither wall time nor whether the run was resumed (a resumed run gives the same bytes)
-    _write_json(out / "train.json", {**{k: v for k, v in summary.items() if k != "resumed"},
-                                     "numerics": numerics.record()})
+    write_json(out / "train.json", _finite({**{k: v for k, v in summary.items() if k != "resumed"},
+                                     "numerics": numerics.record()}))
     return {**summary, "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_seconds, 2)}

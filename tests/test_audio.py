@@ -17,7 +17,7 @@ from pipeline.audio.clips import cut, plan_clips
 from pipeline.audio.downmix import downmix, mix_weight
 from pipeline.audio.render import stage_gain, trim
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.audio_shards import ShardWriter, flac_bytes
+from pipeline.formats.audio_shards import ShardWriter, flac_bytes
 from tests.conftest import make_song
 
 needs_fluidsynth = pytest.mark.skipif(shutil.which("fluidsynth") is None,
@@ -280,7 +280,7 @@ def test_streamed_npz_has_valid_crcs_and_loads(tmp_path):
     import zipfile
     import zlib
 
-    from pipeline.io.audio_shards import crc32_combine
+    from pipeline.formats.audio_shards import crc32_combine
 
     for a, b in ((b"", b"xyz"), (b"header", b""), (bytes(range(256)) * 3, b"\x00" * 100_001)):
         assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)

@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 
 from pipeline.config import section_doc
 from pipeline.errors import ParamsError, StageError
-from pipeline.io.tensor_shards import schema_document as lpd_schema, write_tensor_shard
+from pipeline.formats.phrase_shards import read_phrase_npz
+from pipeline.formats.tensor_shards import schema_document as lpd_schema, write_tensor_shard
 from pipeline.symbolic.bars import BarTensor
 from pipeline.splits import SPLITS, song_split
 from stages import build_lpd
 from stages import build_phrases as stage
-from stages.build_phrases import Params, load_phrases, song_phrases
+from stages.build_phrases import Params, song_phrases
 
 
 def split_of(song_id: str, p: Params) -> str:
@@ -64,7 +65,7 @@ def test_corpus_phrases_shapes_split_and_parquet_agree(lpd, tmp_path):
         n = summary["phrases"][split]
         total += n
         assert tuple(shape) == (n, 4, 48, 84, 5) and nonzero.dtype == np.uint16 and nonzero.shape[0] == 5
-        x = load_phrases(out / "npz" / f"{split}.npz")
+        x = read_phrase_npz(out / "npz" / f"{split}.npz").dense()
         assert x.dtype == bool and x.shape == (n, 4, 48, 84, 5) and int(x.sum()) == nonzero.shape[1]
         # the Parquet rows give back the same tensor
         y = np.zeros_like(x)
@@ -85,8 +86,8 @@ def test_48_steps_are_every_other_of_96(lpd, tmp_path):
     stage.run(lpd=lpd, out=tmp_path / "p96", params=Params(steps_per_bar=96))
     stage.run(lpd=lpd, out=tmp_path / "p48", params=Params(steps_per_bar=48))
     for split in SPLITS:
-        x96 = load_phrases(tmp_path / "p96" / "npz" / f"{split}.npz")
-        x48 = load_phrases(tmp_path / "p48" / "npz" / f"{split}.npz")
+        x96 = read_phrase_npz(tmp_path / "p96" / "npz" / f"{split}.npz").dense()
+        x48 = read_phrase_npz(tmp_path / "p48" / "npz" / f"{split}.npz").dense()
         assert x96.shape[2] == 96 and np.array_equal(x96[:, :, ::2], x48)
 
 
@@ -172,12 +173,12 @@ def test_hand_made_lpd_end_to_end(tmp_path):
         other_meters="pad")))
     summary = stage.run(lpd=lpd, out=tmp_path / "out", params=Params())
     assert summary["phrases"] == {"train": 1, "valid": 0, "test": 0}
-    x = load_phrases(tmp_path / "out" / "npz" / "train.npz")
+    x = read_phrase_npz(tmp_path / "out" / "npz" / "train.npz").dense()
     assert x.shape == (1, 4, 48, 84, 5)
     strings = x[0, :, :, :, 4]
     assert np.flatnonzero(strings.any(axis=(0, 1))).tolist() == [0, 83]  # 24 -> 0, 107 -> 83; 23, 108 gone
     assert strings.sum() == 2 and x[0, :, :, 36, 1].all() and x[0, :, :, 36, 3].all()
-    empty = load_phrases(tmp_path / "out" / "npz" / "valid.npz")
+    empty = read_phrase_npz(tmp_path / "out" / "npz" / "valid.npz").dense()
     assert empty.shape == (0, 4, 48, 84, 5)
 
 
@@ -214,6 +215,6 @@ def test_lpd17_input_merges_into_the_same_lpd5_phrases(small_corpus, lpd, tmp_pa
     stage.run(lpd=lpd, out=tmp_path / "a", params=Params())
     stage.run(lpd=lpd17, out=tmp_path / "b", params=Params())
     for split in SPLITS:
-        assert np.array_equal(load_phrases(tmp_path / "a" / "npz" / f"{split}.npz"),
-                              load_phrases(tmp_path / "b" / "npz" / f"{split}.npz"))
+        assert np.array_equal(read_phrase_npz(tmp_path / "a" / "npz" / f"{split}.npz").dense(),
+                              read_phrase_npz(tmp_path / "b" / "npz" / f"{split}.npz").dense())
     assert json.loads((tmp_path / "b" / "schema.json").read_text())["input_tracks"].startswith("lpd17")

@@ -16,9 +16,9 @@ import yaml
 
 from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError
-from pipeline.tokens.shards import read_token_shards
+from pipeline.formats.token_shards import read_token_shards
 from pipeline.tokens.events import EventConfig, decode
-from pipeline.tokens.vocab import load_vocabulary
+from pipeline.formats.vocab import load_vocabulary
 from stages import build_vocab as stage
 
 KINDS = ("notes", "remi", "midilike")

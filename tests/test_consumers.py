@@ -31,15 +31,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline import schema as shard_schema
+from pipeline.formats.audio_shards import AUDIO
+from pipeline.formats.phrase_shards import PHRASES, read_phrase_npz
+from pipeline.formats.song_npz import SONGS
+from pipeline.formats.tensor_shards import TENSORS
+from pipeline.formats.token_shards import TOKENS
 from pipeline.data import AudioClips, PhraseTensors, PianorollBars, TokenStream, TokenWindows
 from pipeline.data.aligned import bar_bounds
 from pipeline.errors import PipelineError, SchemaError, UnsafeFileError
 from pipeline.inspection import describe
-from pipeline.io.npz import load_npz
-from pipeline.tokens.shards import windows
+from pipeline.formats.npz import load_npz
+from pipeline.formats.token_shards import windows
 from pipeline.training.solver import load_checkpoint, save_checkpoint
 from stages import build_lpd, build_phrases, build_vocab, render_audio
-from stages.build_phrases import load_phrases
 from tests.conftest import make_song
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,10 +116,10 @@ def test_hugging_face_datasets_is_the_package_not_our_data_folder():
 
 def _schema_folders(root: Path) -> dict[str, Path]:
     d = root / "datasets"
-    out = {shard_schema.TENSORS: d / "lpd" / "tensors", shard_schema.SONGS: d / "lpd" / "songs",
-           shard_schema.PHRASES: d / "phrases", shard_schema.TOKENS: d / "vocab" / "remi" / "shards"}
+    out = {TENSORS: d / "lpd" / "tensors", SONGS: d / "lpd" / "songs",
+           PHRASES: d / "phrases", TOKENS: d / "vocab" / "remi" / "shards"}
     if HAS_FLUIDSYNTH:
-        out[shard_schema.AUDIO] = d / "audio"
+        out[AUDIO] = d / "audio"
     return out
 
 
@@ -127,15 +131,15 @@ def test_every_shard_folder_has_a_complete_truthful_schema(root):
         assert set(shard_schema.UNIFORM_KEYS) <= set(doc), kind
         assert doc["kind"] == kind and doc["schema_version"] == shard_schema.KINDS[kind].version
         assert doc["fields"] and doc["dtypes"] and doc["shapes"]["item"] and doc["resolution_unit"]
-        parquet = {shard_schema.TENSORS: _files(folder), shard_schema.TOKENS: _files(folder),
-                   shard_schema.PHRASES: _files(folder / "shards"),
-                   shard_schema.AUDIO: _files(folder / "parquet")}.get(kind, [])
+        parquet = {TENSORS: _files(folder), TOKENS: _files(folder),
+                   PHRASES: _files(folder / "shards"),
+                   AUDIO: _files(folder / "parquet")}.get(kind, [])
         for f in parquet:  # the documented Arrow types are the files' types
             assert shard_schema.arrow_dtypes(pq.read_schema(f)) == doc["dtypes"]["parquet"], f
             assert set(doc["fields"]) == set(doc["dtypes"]["parquet"])
-        npz = {shard_schema.TENSORS: sorted(folder.glob("*.npz")), shard_schema.SONGS: sorted(folder.rglob("*.npz")),
-               shard_schema.PHRASES: sorted((folder / "npz").glob("*.npz")),
-               shard_schema.AUDIO: sorted((folder / "npz").glob("*.npz"))}.get(kind, [])
+        npz = {TENSORS: sorted(folder.glob("*.npz")), SONGS: sorted(folder.rglob("*.npz")),
+               PHRASES: sorted((folder / "npz").glob("*.npz")),
+               AUDIO: sorted((folder / "npz").glob("*.npz"))}.get(kind, [])
         for f in npz:  # and the documented NPZ dtypes and ranks those of the arrays
             with np.load(f, allow_pickle=False) as z:
                 arrays = [n for n in z.files if not n.endswith(".json")]
@@ -144,20 +148,20 @@ def test_every_shard_folder_has_a_complete_truthful_schema(root):
                     want, got = np.dtype(doc["dtypes"]["npz"][name].split(" ")[0]), z[name].dtype
                     assert want == got or (got.kind == want.kind == "U" and z[name].size == 0), (f, name)
                     assert len(doc["shapes"]["npz"][name]) == z[name].ndim, (f, name)
-    lpd = shard_schema.read_schema(root / "datasets" / "lpd", shard_schema.TENSORS)
+    lpd = shard_schema.read_schema(root / "datasets" / "lpd", TENSORS)
     assert lpd["track_order"] == TRACKS and lpd["resolution"] == 24 and lpd["shapes"]["item"] == ["bars", 96, 128, 5]
     assert set(lpd["manifest"]["dtypes"]) == set(pq.read_schema(root / "datasets" / "lpd" / "manifest.parquet").names)
-    songs = shard_schema.read_schema(root / "datasets" / "lpd", shard_schema.SONGS)
+    songs = shard_schema.read_schema(root / "datasets" / "lpd", SONGS)
     assert songs["track_order"] == TRACKS and songs["resolution"] == 24
-    ph = shard_schema.read_schema(root / "datasets" / "phrases", shard_schema.PHRASES)
+    ph = shard_schema.read_schema(root / "datasets" / "phrases", PHRASES)
     assert ph["track_order"] == TRACKS and ph["resolution"] == 12 and ph["shapes"]["item"] == [4, 48, 84, 5]
-    tok = shard_schema.read_schema(root / "datasets" / "vocab" / "remi", shard_schema.TOKENS)
+    tok = shard_schema.read_schema(root / "datasets" / "vocab" / "remi", TOKENS)
     assert tok["vocabulary"]["id"] == vocab["hash"] == tok["vocab_hash"] and tok["token_kind"] == "remi"
     assert tok["vocabulary"]["sha256"] == hashlib.sha256(
         (root / "datasets" / "vocab" / "remi" / "vocab.json").read_bytes()).hexdigest()
     assert tok["track_order"] is None and tok["resolution"] == vocab["config"]["resolution"]
     if HAS_FLUIDSYNTH:
-        au = shard_schema.read_schema(root / "datasets" / "audio" / "parquet", shard_schema.AUDIO)
+        au = shard_schema.read_schema(root / "datasets" / "audio" / "parquet", AUDIO)
         assert au["resolution"] == 44100 and au["vocabulary"] is None and au["shapes"]["item"] == ["samples"]
 
 
@@ -251,7 +255,7 @@ def test_phrases_npz_and_parquet_read_by_every_library_equal_our_reader(root):
             ids = [str(i) for i in z["ids"]]
         assert len(ours) == len(x) and ours.ids == ids
         assert all(torch.equal(ours[i], torch.from_numpy(x[i])) for i in range(len(ours)))
-        assert np.array_equal(load_phrases(ph / "npz" / f"{split}.npz"), x > 0)
+        assert np.array_equal(read_phrase_npz(ph / "npz" / f"{split}.npz").dense(), x > 0)
         files = sorted(str(p) for p in (ph / "shards").glob(f"{split}-*.parquet"))
         if not files:
             assert len(ours) == 0
@@ -329,7 +333,7 @@ def test_audio_shards_read_by_every_library_equal_our_reader(root):
     assert k == len(ours)
     man = pd.read_parquet(audio / "manifest.parquet")
     assert int(man.n_clips.fillna(0).sum()) == len(ours)
-    doc = shard_schema.read_schema(audio, shard_schema.AUDIO)
+    doc = shard_schema.read_schema(audio, AUDIO)
     assert doc["manifest"]["dtypes"] == shard_schema.arrow_dtypes(pq.read_schema(audio / "manifest.parquet"))
 
 
@@ -463,9 +467,9 @@ def test_first_spelling_of_version_1_documents_is_read(root, tmp_path):
                                                                "fields", "windows")}}
     (vocab / "shards" / "schema.json").write_text(json.dumps(old))  # as build_vocab wrote it before
     ds = TokenWindows(vocab, length=16, stride=8, split=None)
-    assert ds.schema["kind"] == shard_schema.TOKENS and ds.schema["token_kind"] == "remi" and len(ds) > 0
+    assert ds.schema["kind"] == TOKENS and ds.schema["token_kind"] == "remi" and len(ds) > 0
     audio_v1 = {"version": 1, "producer": "render_audio", "sample_rate": 44100, "channels": 1, "clip_samples": 65536}
-    assert shard_schema.check_document(audio_v1, shard_schema.AUDIO)["kind"] == shard_schema.AUDIO
+    assert shard_schema.check_document(audio_v1, AUDIO)["kind"] == AUDIO
 
 
 def test_shards_whose_columns_or_vocabulary_differ_are_refused(root, tmp_path):
@@ -519,7 +523,7 @@ def test_object_arrays_in_npz_are_refused_by_every_reader(root, tmp_path):
     bad = ph / "npz" / "train.npz"
     _object_npz(bad, marker, shape=np.array([1, 4, 48, 84, 5]), ids=np.array(["a" * 32]),
                 first_bar=np.zeros(1, np.int32))
-    for read in (lambda: PhraseTensors(ph, split="train"), lambda: load_phrases(bad), lambda: describe(bad),
+    for read in (lambda: PhraseTensors(ph, split="train"), lambda: read_phrase_npz(bad), lambda: describe(bad),
                  lambda: load_npz(bad)):
         with pytest.raises(UnsafeFileError) as err:
             read()

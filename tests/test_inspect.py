@@ -200,7 +200,7 @@ def test_corpus_listing(out):
 
 def test_model_sample_npz(tmp_path, drawn):
     """MuseGAN samples (shape + nonzero, binarised) and Jukebox VQ-VAE codes, as the stages write them."""
-    from pipeline.io.npz import write_npz
+    from pipeline.formats.npz import write_npz
 
     x = np.zeros((2, 4, 48, 84, 5), bool)
     x[1, 0, ::12, 36, 1] = True  # a piano C4 (24 + 36) on every beat of bar 0 of the second sample

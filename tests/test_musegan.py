@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from pipeline.config import from_dict, load_params, section_doc
 from pipeline.errors import ParamsError, PipelineError, StageError
-from pipeline.io.npz import write_npz
+from pipeline.formats.phrase_shards import decode_phrases, encode_phrases, write_phrase_npz
 from pipeline.models import musegan as M
 from pipeline.names import MUSEGAN_VARIANTS
 from pipeline.training import musegan as fam
@@ -65,9 +65,7 @@ def make_phrases(root: Path, *, steps: int = 48, counts=(12, 3, 3), seed: int = 
                         x[i, b, s0:s0 + int(rng.integers(1, 7)), p, t] = True
         ids = np.array([f"{letter}{i % 2:031x}" for i in range(n)])
         first = np.array([4 * (i // 2) for i in range(n)], np.int32)
-        write_npz(root / "npz" / f"{split}.npz", {"shape": np.array(x.shape, np.int64),
-                                                  "nonzero": np.stack(np.nonzero(x)).astype(np.uint16),
-                                                  "ids": ids, "first_bar": first})
+        write_phrase_npz(root / "npz" / f"{split}.npz", *encode_phrases(x), ids=ids, first_bar=first)
     (root / "schema.json").write_text(json.dumps({"track_order": list(TRACKS), "lowest_pitch": 24}))
     return root
 
@@ -327,7 +325,7 @@ def test_sample_writes_npz_midi_png_and_accompaniment(phrases, tmp_path):
     s = stage.run_sample(phrases=phrases, out=out / "track_conditional", variant="track_conditional", params=p)
     test_x, test_ids, _ = stage.load_split(phrases, "test")
     with np.load(out / "track_conditional/samples/samples.npz", allow_pickle=False) as z:
-        y = fam.decode_phrases(z["shape"], z["nonzero"])
+        y = decode_phrases(z["shape"], z["nonzero"])
         assert z["ids"].tolist() == [test_ids[i % 3] for i in range(6)]
     assert np.array_equal(y[..., 1], test_x[np.arange(6) % 3][..., 1])  # the given Piano, unchanged
     song = str(test_ids[0])
@@ -335,7 +333,7 @@ def test_sample_writes_npz_midi_png_and_accompaniment(phrases, tmp_path):
                          params=p, song=song, track="Piano")
     assert s["out"].endswith(f"accompaniment/{song}") and s["phrases"] == 2 and s["files"] == 2
     with np.load(Path(s["out"]) / "samples.npz", allow_pickle=False) as z:
-        y = fam.decode_phrases(z["shape"], z["nonzero"])
+        y = decode_phrases(z["shape"], z["nonzero"])
         assert z["first_bar"].tolist() == [0, 4] and set(z["ids"].tolist()) == {song}
     assert np.array_equal(y[..., 1], test_x[test_ids == song][..., 1])
     with pytest.raises(ParamsError, match="'Bass'"):
@@ -425,7 +423,7 @@ def test_bad_data_is_a_stage_error(tmp_path, phrases):
     with pytest.raises(StageError, match="not a MuseGAN config"):
         stage.run_sample(phrases=phrases, out=tmp_path / "m", variant="composer", params=tiny())
     (phrases / "npz" / "train.npz").write_bytes(b"not a zip")
-    with pytest.raises(StageError, match="not a phrase NPZ"):
+    with pytest.raises(PipelineError, match="not an NPZ archive"):
         stage.run_train(phrases=phrases, out=tmp_path / "m", variant="composer", params=tiny())
     odd = make_phrases(tmp_path / "odd", steps=40)
     with pytest.raises(StageError, match="steps_per_bar=40"):

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.io import smf_kernels as K
 from pipeline.io.midi import read_midi
-from pipeline.io.npz import npy_header
+from pipeline.formats.npz import npy_header
 from pipeline.symbolic.lpd import family_of, to_pianoroll
 from tests_support import smf_from_events
 

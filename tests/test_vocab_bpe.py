@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.tokens.bpe import bpe_decode, bpe_encode, char_id, id_char, load_bpe, save_bpe, train_bpe
 from pipeline.tokens.events import EventConfig, encode
-from pipeline.tokens.vocab import build_vocabulary
+from pipeline.formats.vocab import build_vocabulary
 from tests.conftest import make_song
 
 pytest.importorskip("tokenizers")
@@ -54,7 +54,7 @@ def test_bpe_never_crosses_a_bar_and_reloads_bit_identical(tmp_path):
 
 
 def test_stage_with_bpe(small_corpus, tmp_path):
-    from pipeline.tokens.shards import read_token_shards
+    from pipeline.formats.token_shards import read_token_shards
     from stages import build_vocab as stage
 
     params = stage.Params(remi=stage.EventParams(bpe_vocab_size=400), valid_fraction=0.0, test_fraction=0.0)

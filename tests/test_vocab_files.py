@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.splits import song_split
-from pipeline.tokens.shards import (read_token_shards, shard_vocab_hash, token_shard_bytes, windows,
+from pipeline.formats.token_shards import (read_token_shards, shard_vocab_hash, token_shard_bytes, windows,
                                       write_token_shard)
-from pipeline.tokens.vocab import (BOS, EOS, PAD, UNK, VocabError, build_vocabulary, load_vocabulary)
+from pipeline.formats.vocab import (BOS, EOS, PAD, UNK, VocabError, build_vocabulary, load_vocabulary)
 
 CONFIG = {"kind": "notes", "streams": "merged"}
 

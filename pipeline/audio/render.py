@@ -245,6 +245,8 @@ def first_track_tempo_only(raw: bytes) -> bytes:
     For files that mido reads (read_midi found nothing to repair)."""
     import mido
 
+    from pipeline.formats.midi import midi_bytes
+
     mid = mido.MidiFile(file=io.BytesIO(raw))
     for track in mid.tracks[1:]:
         carry = 0
@@ -256,9 +258,7 @@ def first_track_tempo_only(raw: bytes) -> bytes:
             kept.append(msg.copy(time=msg.time + carry) if carry else msg)
             carry = 0
         track[:] = kept
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+    return midi_bytes(mid)
 
 
 # --- sanitized Standard MIDI Files for repaired inputs ------------------------------------------
@@ -282,6 +282,8 @@ def sanitized_smf(score) -> tuple[bytes, list[str]]:
     Returns ``(bytes, notes)``; ``notes`` says what was approximated."""
     import mido
 
+    from pipeline.formats.midi import midi_bytes, midi_file, track
+
     tpq = int(score.resolution) if 0 < score.resolution < 32768 else 480
     tempo_times = np.asarray(score.tempo_times, np.float64)
     tempi = np.asarray(score.tempi, np.float64)
@@ -289,16 +291,13 @@ def sanitized_smf(score) -> tuple[bytes, list[str]]:
         tempo_times, tempi = np.zeros(1), np.array([120.0])
     to_ticks = functools.partial(_seconds_to_ticks, tempo_times=tempo_times, tempi=tempi, tpq=tpq)
     notes: list[str] = []
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    meta = mido.MidiTrack()
     events = []
     for t, bpm in zip(to_ticks(tempo_times).tolist(), tempi.tolist()):
         events.append((t, 0, mido.MetaMessage("set_tempo", tempo=max(1, min(0xFFFFFF, int(round(6e7 / bpm)))))))
     for t, n, d in zip(to_ticks(score.ts_times).tolist(), score.ts_num.tolist(), score.ts_den.tolist()):
         if 0 < n < 256 and d > 0 and (d & (d - 1)) == 0:
             events.append((t, 1, mido.MetaMessage("time_signature", numerator=int(n), denominator=int(d))))
-    _append(meta, events)
-    mid.tracks.append(meta)
+    tracks = [track(events)]
     melodic = [c for c in range(16) if c != 9]
     used = 0
     for k in range(len(score.inst_program)):
@@ -312,25 +311,13 @@ def sanitized_smf(score) -> tuple[bytes, list[str]]:
             ch = melodic[used % len(melodic)]
             used += 1
         prog = int(score.inst_program[k]) & 0x7F
-        track = mido.MidiTrack()
         ev = [(0, 0, mido.Message("program_change", channel=ch, program=prog))]
         on = to_ticks(score.note_start[m])
         off = np.maximum(to_ticks(score.note_end[m]), on)
         for a, b, p, v in zip(on.tolist(), off.tolist(), score.note_pitch[m].tolist(), score.note_vel[m].tolist()):
             ev.append((a, 2, mido.Message("note_on", channel=ch, note=int(p) & 0x7F, velocity=max(1, min(127, int(v))))))
             ev.append((b, 1, mido.Message("note_off", channel=ch, note=int(p) & 0x7F, velocity=0)))
-        _append(track, ev)
-        mid.tracks.append(track)
+        tracks.append(track(ev))
     if used > len(melodic):
         notes.append(f"{used} melodic instruments share {len(melodic)} channels")
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue(), notes
-
-
-def _append(track, events) -> None:
-    events.sort(key=lambda e: (e[0], e[1]))
-    now = 0
-    for t, _, msg in events:
-        track.append(msg.copy(time=t - now))
-        now = t
+    return midi_bytes(midi_file(tracks, ticks_per_beat=tpq)), notes

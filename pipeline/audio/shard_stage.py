@@ -8,7 +8,7 @@ A stage's worker starts its rows with ``FileRows(task, extra=ROW_EXTRA)``, cuts 
 -> :func:`finish` -> :func:`write_outputs`.
 
 Layout of a stage's output folder ``out``: ``parquet/audio-<task>-<part>.parquet``,
-``npz/audio-<task>-<part>.npz`` (see :mod:`pipeline.io.audio_shards`), ``manifest.parquet``,
+``npz/audio-<task>-<part>.npz`` (see :mod:`pipeline.formats.audio_shards`), ``manifest.parquet``,
 ``schema.json``, ``summary.json``, and the task markers under ``.state/`` (untracked).
 """
 
@@ -61,7 +61,7 @@ def emit_clips(writer, audio, *, song_id: str, source: str, sample_rate: int, cl
 def make_writer(out: Path, index: int, *, sample_rate: int, row_group_bytes: int, shard_bytes: int,
                 write_npz: bool):
     """The shard writer of task ``index`` (Parquet parts under ``out/parquet``, NPZ under ``out/npz``)."""
-    from pipeline.io.audio_shards import ShardWriter
+    from pipeline.formats.audio_shards import ShardWriter
 
     return ShardWriter(out / PARQUET_DIR, shard_stem(index), sample_rate=sample_rate,
                        row_group_bytes=row_group_bytes, shard_bytes=shard_bytes,
@@ -103,9 +103,9 @@ def execute(fn, tasks: list[Task], markers: Markers, src, *, write_npz: bool, wo
 def finish(out: Path, tasks: list[Task], markers: Markers, parts: list[list[str]], *, row_group_bytes: int):
     """Remove stale parts and markers, mark cross-task duplicates (dropping their clips).
 
-    Returns the rows in order, ``(task, rows)`` one task at a time, duplicates marked (read back
-    from the markers; only the duplicate decisions are held here)."""
-    from pipeline.io.audio_shards import filter_shard
+    Returns ``chunks()``: the rows in order, one task's list at a time, duplicates marked (read
+    back from the markers; only the duplicate decisions are held here)."""
+    from pipeline.formats.audio_shards import filter_shard
 
     keep = {p for ps in parts for p in ps}
     keep |= {Path(p).with_suffix(".npz").name for p in keep}
@@ -143,8 +143,8 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
     ``params_record``: the stage's params as a dict (``dataclasses.asdict``), kept in schema.json."""
     import pyarrow as pa
 
-    from pipeline.io.audio_shards import schema_document
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
+    from pipeline.formats.audio_shards import schema_document
     from pipeline.schema import arrow_dtypes
 
     types = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),

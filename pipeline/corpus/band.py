@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import mido
 import numpy as np
 
-from pipeline.corpus.music21_works import Note, append_events, note_track, resolve_overlaps, time_signature
+from pipeline.corpus.music21_works import Note, note_track, resolve_overlaps, time_signature
+from pipeline.formats.midi import midi_file, track
 
 FAMILIES = ("drums", "piano", "guitar", "bass", "strings")
 TICKS_PER_BEAT = (96, 220, 384, 480)
@@ -448,29 +449,25 @@ def _guitar_voicing(chord: tuple[int, ...]) -> list[int]:
 
 
 def _write(plan: SongPlan, notes: dict[str, list[Note]]) -> mido.MidiFile:
-    midi = mido.MidiFile(type=1, ticks_per_beat=plan.ticks_per_beat)
     end_tick = max([plan.end_tick] + [n.end for rows in notes.values() for n in rows])
-    meta: list[tuple[tuple[int, int], mido.MetaMessage]] = []
+    meta: list[tuple[int, int, mido.MetaMessage]] = []
     for tick, bpm in plan.tempos:
-        meta.append(((tick, 1), mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))))
+        meta.append((tick, 1, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))))
     if plan.pickup_ticks:
-        meta.append(((0, 2), time_signature(*_PICKUP_SIGNATURE[plan.bars[0].meter])))
+        meta.append((0, 2, time_signature(*_PICKUP_SIGNATURE[plan.bars[0].meter])))
     previous_meter, previous_key = None, None
     for bar in plan.bars:
         if bar.meter != previous_meter:
             numerator, denominator = (int(x) for x in bar.meter.split("/"))
-            meta.append(((bar.start, 2), time_signature(numerator, denominator)))
+            meta.append((bar.start, 2, time_signature(numerator, denominator)))
             previous_meter = bar.meter
         name = (_MAJOR_NAMES if bar.mode == "major" else _MINOR_NAMES)[bar.tonic]
         if name != previous_key:
-            meta.append(((0 if previous_key is None else bar.start, 3), mido.MetaMessage("key_signature", key=name)))
+            meta.append((0 if previous_key is None else bar.start, 3, mido.MetaMessage("key_signature", key=name)))
             previous_key = name
-    meta.sort(key=lambda e: e[0])
-    conductor = mido.MidiTrack()
-    conductor.append(mido.MetaMessage("track_name", name=f"band {plan.seed} {plan.index:04d}", time=0))
-    append_events(conductor, meta, end_tick)
-    midi.tracks.append(conductor)
+    tracks = [track(meta, head=[mido.MetaMessage("track_name", name=f"band {plan.seed} {plan.index:04d}", time=0)],
+                    end=end_tick)]
     for name in ("drums", "bass", "guitar", "piano", "strings"):
-        midi.tracks.append(note_track(name.capitalize(), plan.channels[name], notes[name], end_tick,
-                                      program=plan.programs.get(name)))
-    return midi
+        tracks.append(note_track(name.capitalize(), plan.channels[name], notes[name], end_tick,
+                                 program=plan.programs.get(name)))
+    return midi_file(tracks, ticks_per_beat=plan.ticks_per_beat)

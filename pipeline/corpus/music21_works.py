@@ -20,13 +20,13 @@ identical run to run and the conventions are ours:
 - transposing parts (B-flat clarinet...) are converted to sounding pitch.
 
 music21 is imported inside the functions: importing this module is cheap. The small MIDI
-helpers at the end (:func:`note_track`, :func:`append_events`, :func:`time_signature`,
-:func:`resolve_overlaps`, :func:`midi_bytes`) are shared with :mod:`pipeline.corpus.band`.
+helpers at the end (:func:`note_track`, :func:`time_signature`, :func:`resolve_overlaps`) are
+shared with :mod:`pipeline.corpus.band`; the tracks are built and written by
+:mod:`pipeline.formats.midi`.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import warnings
 from bisect import bisect_right
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mido
+
+from pipeline.formats.midi import midi_file, track
 
 if TYPE_CHECKING:  # pragma: no cover
     from music21 import stream
@@ -242,13 +244,6 @@ def export_work(corpus_path: str) -> mido.MidiFile:
     return score_to_midi(parse_work(corpus_path), name=corpus_path)
 
 
-def midi_bytes(midi: mido.MidiFile) -> bytes:
-    """The bytes mido writes for ``midi`` (running status, no timestamps)."""
-    buffer = io.BytesIO()
-    midi.save(file=buffer)
-    return buffer.getvalue()
-
-
 def score_to_midi(score: stream.Score, *, name: str) -> mido.MidiFile:
     """Build a type-1 MIDI file from a music21 score, deterministically.
 
@@ -269,7 +264,6 @@ def score_to_midi(score: stream.Score, *, name: str) -> mido.MidiFile:
         raise ValueError(f"score {name!r} has no parts")
     if len(parts) > len(_CHANNELS):
         raise ValueError(f"score {name!r} has {len(parts)} parts; at most {len(_CHANNELS)} fit the non-drum channels")
-    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_QUARTER)
     part_tracks = []
     end_tick = 0
     previous_dynamics: list[tuple[int, int]] = []
@@ -289,10 +283,10 @@ def score_to_midi(score: stream.Score, *, name: str) -> mido.MidiFile:
         )
         track_name = _first_line(part.partName) or (instrument.instrumentName if instrument is not None else None)
         part_tracks.append((track_name or f"Part {index + 1}", program, _CHANNELS[index], notes))
-    midi.tracks.append(_conductor_track(parts, name=name, end_tick=end_tick))
+    tracks = [_conductor_track(parts, name=name, end_tick=end_tick)]
     for track_name, program, channel, notes in part_tracks:
-        midi.tracks.append(note_track(track_name, channel, notes, end_tick, program=program))
-    return midi
+        tracks.append(note_track(track_name, channel, notes, end_tick, program=program))
+    return midi_file(tracks, ticks_per_beat=TICKS_PER_QUARTER)
 
 
 def _first_line(text: str | None) -> str | None:
@@ -431,10 +425,8 @@ def _conductor_track(parts: list[Any], *, name: str, end_tick: int) -> mido.Midi
     deduped: dict[tuple[int, int], mido.MetaMessage] = {}
     for tick, order, message in events:  # one event of a kind per tick: the last one wins
         deduped[(tick, order)] = message
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("track_name", name=name, time=0))
-    append_events(track, sorted(deduped.items()), end_tick)
-    return track
+    return track([(tick, order, message) for (tick, order), message in deduped.items()],
+                 head=[mido.MetaMessage("track_name", name=name, time=0)], end=end_tick)
 
 
 def _pickup(part: Any) -> tuple[int, tuple[int, int]] | None:
@@ -470,28 +462,13 @@ def time_signature(numerator: int, denominator: int) -> mido.MetaMessage:
 
 def note_track(track_name: str, channel: int, notes: list[Note], end_tick: int, *,
                program: int | None) -> mido.MidiTrack:
-    """A track: name, ``program_change`` at tick 0 (unless ``program`` is None), then the notes."""
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("track_name", name=track_name, time=0))
+    """A track: name, ``program_change`` at tick 0 (unless ``program`` is None), then the notes
+    (note-offs before note-ons at one tick), then ``end_of_track`` at ``end_tick``."""
+    head = [mido.MetaMessage("track_name", name=track_name, time=0)]
     if program is not None:
-        track.append(mido.Message("program_change", channel=channel, program=program, time=0))
-    rows = sorted([(n.end, 0, n.pitch, 0) for n in notes] + [(n.start, 1, n.pitch, n.velocity) for n in notes])
-    now = 0
-    for tick, on, pitch, velocity in rows:  # note-offs sort before note-ons at the same tick
-        kind = "note_on" if on else "note_off"
-        track.append(mido.Message(kind, channel=channel, note=pitch, velocity=velocity, time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=max(0, end_tick - now)))
-    return track
-
-
-def append_events(track: mido.MidiTrack, events: list[tuple[tuple[int, int], Any]], end_tick: int) -> None:
-    """Append ``((tick, order), message)`` events (sorted by tick) with delta times, then ``end_of_track``.
-
-    ``end_of_track`` lands at ``end_tick`` or at the last event, whichever is later.
-    """
-    now = 0
-    for (tick, _), message in events:
-        track.append(message.copy(time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=max(0, end_tick - now)))
+        head.append(mido.Message("program_change", channel=channel, program=program, time=0))
+    events = [(n.end, (0, n.pitch, 0), mido.Message("note_off", channel=channel, note=n.pitch, velocity=0))
+              for n in notes]
+    events += [(n.start, (1, n.pitch, n.velocity),
+                mido.Message("note_on", channel=channel, note=n.pitch, velocity=n.velocity)) for n in notes]
+    return track(events, head=head, end=end_tick)

@@ -11,8 +11,9 @@ import torch
 from pipeline.data.audio import AudioClips
 from pipeline.data.pianoroll import PianorollBars
 from pipeline.data.tokens import checked_token_shards
-from pipeline.io.npz import load_npz
-from pipeline.schema import TENSORS, read_schema
+from pipeline.formats.npz import load_npz
+from pipeline.formats.tensor_shards import TENSORS
+from pipeline.schema import read_schema
 
 
 def bar_bounds(lpd: str | Path, song_id: str) -> np.ndarray | None:

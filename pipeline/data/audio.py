@@ -12,8 +12,9 @@ from torch.utils.data import Dataset
 
 from pipeline.audio.downmix import song_rng
 from pipeline.data.pianoroll import LazyParquet, shard_paths
-from pipeline.parquet_schemas import check_parquet
-from pipeline.schema import AUDIO, read_schema
+from pipeline.schema import check_parquet
+from pipeline.formats.audio_shards import AUDIO
+from pipeline.schema import read_schema
 
 #: metadata read at ``__init__`` (everything but the FLAC bytes and the render JSON)
 META = ("id", "clip", "sample_rate", "channels", "samples", "valid_samples", "start_sample", "start_bar",

@@ -8,11 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.errors import SchemaError
-from pipeline.io.npz import load_npz
-from pipeline.schema import PHRASES, read_schema, schema_path
+from pipeline.formats.phrase_shards import PHRASES, read_phrase_npz
+from pipeline.schema import read_schema, schema_path
 from pipeline.splits import SPLITS
-
 
 
 class PhraseTensors(Dataset):
@@ -40,28 +38,14 @@ class PhraseTensors(Dataset):
             raise ValueError(f"split={split!r} must be one of {', '.join(SPLITS)}")
         self.schema = read_schema(folder, PHRASES)
         self.path = schema_path(folder, PHRASES).parent / "npz" / f"{split}.npz"
-        z = load_npz(self.path, ["shape", "nonzero", "ids", "first_bar"])
-        shape, nonzero = z["shape"], z["nonzero"]
-        want = list(self.schema["tensor_shape"][1:])
-        if shape.shape != (5,) or [int(n) for n in shape[1:]] != want:
-            raise SchemaError(self.path, "phrase tensor shape differs from schema.json", expected=["phrases", *want],
-                              found=shape.tolist())
-        if nonzero.dtype.kind != "u" or nonzero.ndim != 2 or nonzero.shape[0] != 5:
-            raise SchemaError(self.path, "nonzero must be an unsigned integer (5, nnz) array", expected="uint (5, nnz)",
-                              found=f"{nonzero.dtype} {nonzero.shape}")
-        n = int(shape[0])
-        if len(z["ids"]) != n or len(z["first_bar"]) != n:
-            raise SchemaError(self.path, "ids and first_bar must have one entry per phrase", expected=n,
-                              found=(len(z["ids"]), len(z["first_bar"])))
-        if nonzero.shape[1] and (nonzero[0].max() >= n or (nonzero[1:].max(axis=1) >= shape[1:]).any()):
-            raise SchemaError(self.path, "nonzero indexes outside the tensor", expected=shape.tolist(),
-                              found=(nonzero.max(axis=1) + 1).tolist())
+        z = read_phrase_npz(self.path, item_shape=self.schema["tensor_shape"][1:])
+        shape, nonzero, n = z.shape, z.nonzero, int(z.shape[0])
         order = np.argsort(nonzero[0], kind="stable")
         self._coords = np.ascontiguousarray(nonzero[1:, order])
         self._starts = np.searchsorted(nonzero[0, order], np.arange(n + 1))
         self.item_shape = tuple(int(k) for k in shape[1:])
-        self.ids = [str(s) for s in z["ids"]]
-        self.first_bar = z["first_bar"].astype(np.int64)
+        self.ids = [str(s) for s in z.ids]
+        self.first_bar = z.first_bar.astype(np.int64)
         self.split, self.dtype = split, dtype
         self.track_order = list(self.schema["track_order"])
 

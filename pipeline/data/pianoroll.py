@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.parquet_schemas import check_parquet
-from pipeline.schema import TENSORS, read_schema
+from pipeline.schema import check_parquet
+from pipeline.formats.tensor_shards import TENSORS
+from pipeline.schema import read_schema
 
 # -- per-process lazy Parquet handles and a row cache (used by every dataset here) ----------------
 

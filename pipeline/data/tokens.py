@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from pipeline.data.pianoroll import shard_paths
-from pipeline.parquet_schemas import check_parquet
-from pipeline.schema import TOKENS, read_schema
-from pipeline.tokens.shards import read_token_shards, windows
+from pipeline.schema import check_parquet
+from pipeline.schema import read_schema
+from pipeline.formats.token_shards import TOKENS, read_token_shards, windows
 
 
 def _shard_folder(folder: Path) -> Path:
@@ -49,7 +49,7 @@ class TokenWindows(Dataset):
     folder : path
         A build_vocab output (``datasets/vocab/remi``; its ``shards/`` is used) or a shard folder.
     length, stride : int
-        As :func:`pipeline.tokens.shards.windows` (a tail shorter than ``length`` is left out).
+        As :func:`pipeline.formats.token_shards.windows` (a tail shorter than ``length`` is left out).
     split : str or None
         ``train`` | ``valid`` | ``test``; None: every row.
     stream : str or None
@@ -100,7 +100,7 @@ class TokenStream(IterableDataset):
         super().__init__()
         windows(np.zeros(0, np.int64), length, stride)
         self.schema, self.paths = checked_token_shards(folder)
-        from pipeline.tokens.shards import check_split
+        from pipeline.formats.token_shards import check_split
 
         self.length, self.stride, self.split, self.stream = length, stride, check_split(split), stream
         self.seed, self.shuffle, self.epoch = seed, shuffle, 0

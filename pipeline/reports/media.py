@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes
 
 RATE = 22050
 #: the page's audio type: every browser plays it (FLAC/WAV are larger, Ogg is not reproducible)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes
 from pipeline.report import FAMILIES, _family_order, find_parts
 from pipeline.reports import media, plots, references
 

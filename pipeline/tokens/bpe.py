@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.tokens.vocab import SPECIALS
+from pipeline.formats.vocab import SPECIALS
 
 
 def id_char(i: int) -> str:
@@ -80,7 +80,7 @@ def bpe_decode(tok, ids: Sequence[int]) -> np.ndarray:
 
 
 def save_bpe(tok, path: Path) -> None:
-    from pipeline.io.npz import atomic_write_bytes
+    from pipeline.files import atomic_write_bytes
 
     atomic_write_bytes(Path(path), tok.to_str(pretty=False).encode())
 

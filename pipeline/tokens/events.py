@@ -30,7 +30,6 @@ file gives the same tokens (the round trip is lossless on the grid; tests check 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Literal
@@ -373,6 +372,8 @@ def decode(tokens: list[str], cfg: EventConfig) -> bytes:
     """Token strings -> a Standard MIDI File (bytes), written with mido."""
     import mido
 
+    from pipeline.formats.midi import midi_bytes, midi_file, track
+
     d = parse(tokens, cfg)
     res = cfg.resolution
     tpq = 8 * res
@@ -393,7 +394,6 @@ def decode(tokens: list[str], cfg: EventConfig) -> bytes:
         k = max(k, 0)
         return seg_tick0[k] + (step - seg_steps[k]) * seg_ticks_per_step[k]
 
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
     meta = []
     for step, n, dd in tss:
         if dd in DENOMINATORS:
@@ -402,7 +402,7 @@ def decode(tokens: list[str], cfg: EventConfig) -> bytes:
         meta.append((tick(step), 1, mido.MetaMessage("set_tempo", tempo=int(round(6e7 / qpm)), time=0)))
     end_tick = tick(end_step) - max(1, tpq // (2 * res))
     meta.append((max(end_tick, 0), 2, mido.MetaMessage("text", text="end", time=0)))
-    mid.tracks.append(_track(meta))
+    tracks = [track(meta)]
     programs = sorted({n[0] for n in d.notes})
     channels = [c for c in range(16) if c != 9]
     for k, p in enumerate(programs):
@@ -412,19 +412,6 @@ def decode(tokens: list[str], cfg: EventConfig) -> bytes:
             if prog == p:
                 ev.append((tick(off), 1, mido.Message("note_off", channel=ch, note=pitch, velocity=0, time=0)))
                 ev.append((tick(on), 2, mido.Message("note_on", channel=ch, note=pitch, velocity=vel, time=0)))
-        mid.tracks.append(_track(ev))
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+        tracks.append(track(ev))
+    return midi_bytes(midi_file(tracks, ticks_per_beat=tpq))
 
-
-def _track(events):
-    import mido
-
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack()
-    now = 0
-    for t, _, msg in events:
-        track.append(msg.copy(time=t - now))
-        now = t
-    return track

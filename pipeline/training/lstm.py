@@ -3,14 +3,13 @@
 generated tokens -> MIDI through the vocabulary's decoder.
 
 Every stream of the shards becomes ``BOS tokens... EOS`` before windows of ``window + 1`` ids are
-cut (``pipeline.tokens.shards.windows``): ``window`` inputs and, shifted by one, ``window``
+cut (``pipeline.formats.token_shards.windows``): ``window`` inputs and, shifted by one, ``window``
 targets, so a window trains every position (teacher forcing). Splits come from the shards'
 ``split`` column (by song).
 """
 
 from __future__ import annotations
 
-import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from torch.nn import functional as F
 
 from pipeline.models.lstm import LSTMConfig, LSTMModel
 from pipeline.training.solver import Panel, model_device
-from pipeline.tokens.shards import read_token_shards, windows
-from pipeline.tokens.vocab import BOS, EOS, PAD, SPECIALS, Vocabulary
+from pipeline.formats.token_shards import read_token_shards, windows
+from pipeline.formats.vocab import BOS, EOS, PAD, SPECIALS, Vocabulary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +160,8 @@ def notes_to_midi(tokens: list[str], *, tpq: int = 480, program: int = 0, chord_
     quarter note; ``rest`` tokens advance time. Specials and unreadable tokens are skipped."""
     import mido
 
+    from pipeline.formats.midi import midi_bytes, midi_file, track
+
     events = []
     now = Fraction(0)
     for tok in tokens:
@@ -191,24 +192,14 @@ def notes_to_midi(tokens: list[str], *, tpq: int = 480, program: int = 0, chord_
             continue
         on, off = int(now * tpq), int((now + dur) * tpq)
         for p in pitches:
-            if 0 <= p < 128:
-                events.append((off, 0, p))
-                events.append((on, 1, p))
+            if 0 <= p < 128:  # at one tick, note-offs (0) before note-ons (1)
+                events.append((off, (0, p), mido.Message("note_off", channel=0, note=p, velocity=0)))
+                events.append((on, (1, p), mido.Message("note_on", channel=0, note=p, velocity=80)))
         now += dur
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
-    track.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-    track.append(mido.Message("program_change", channel=0, program=program, time=0))
-    t0 = 0
-    for t, on, p in sorted(events):
-        kind = "note_on" if on else "note_off"
-        track.append(mido.Message(kind, channel=0, note=p, velocity=80 if on else 0, time=t - t0))
-        t0 = t
-    mid.tracks.append(track)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+    head = [mido.MetaMessage("set_tempo", tempo=500000, time=0),
+            mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+            mido.Message("program_change", channel=0, program=program, time=0)]
+    return midi_bytes(midi_file([track(events, head=head)], ticks_per_beat=tpq))
 
 
 def tokens_to_midi(ids, vocab: Vocabulary) -> bytes:

@@ -21,7 +21,6 @@ per generator step (step, d_loss, g_loss, gp, wasserstein = E[D(real)] - E[D(fak
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,21 +42,6 @@ PROGRAMS = {"Drums": 0, "Piano": 0, "Guitar": 25, "Bass": 33, "Strings": 48}
 
 # ---------------------------------------------------------------------------------------------
 # data
-
-
-def decode_phrases(shape: np.ndarray, nonzero: np.ndarray) -> np.ndarray:
-    """``shape`` + ``nonzero`` (the phrase NPZ format) -> a bool array of that shape."""
-    x = np.zeros(tuple(int(s) for s in shape), bool)
-    x[tuple(np.asarray(nonzero, np.int64))] = True
-    return x
-
-
-def encode_phrases(x: np.ndarray) -> dict[str, np.ndarray]:
-    """A bool array -> ``{"shape": int64, "nonzero": uint16 (uint32 when an axis passes 65535)}``."""
-    x = np.asarray(x, bool)
-    nz = np.stack(np.nonzero(x)) if x.ndim else np.zeros((0, 0), np.int64)
-    dtype = np.uint16 if max(x.shape, default=0) <= 65536 else np.uint32
-    return {"shape": np.asarray(x.shape, np.int64), "nonzero": nz.astype(dtype)}
 
 
 def to_model(x: np.ndarray) -> torch.Tensor:
@@ -247,42 +231,33 @@ def phrase_to_midi(x: np.ndarray, *, track_names: tuple[str, ...], steps_per_bar
     A run of consecutive active steps of one pitch is one note."""
     import mido
 
+    from pipeline.formats.midi import midi_bytes, midi_file, track
+
     steps_per_beat = steps_per_bar // beats_per_bar
     tpq = 480 if 480 % steps_per_beat == 0 else steps_per_beat
     tick = tpq // steps_per_beat
     bars, steps, pitches, tracks = x.shape
     roll = x.reshape(bars * steps, pitches, tracks)
-    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    meta = mido.MidiTrack()
-    meta.append(mido.MetaMessage("set_tempo", tempo=int(round(6e7 / tempo)), time=0))
-    meta.append(mido.MetaMessage("time_signature", numerator=beats_per_bar, denominator=4, time=0))
-    meta.append(mido.MetaMessage("end_of_track", time=bars * steps * tick))
-    mid.tracks.append(meta)
+    out = [track(head=[mido.MetaMessage("set_tempo", tempo=int(round(6e7 / tempo)), time=0),
+                       mido.MetaMessage("time_signature", numerator=beats_per_bar, denominator=4, time=0)],
+                 end=bars * steps * tick)]
     channels = iter(c for c in range(16) if c != 9)
     for k, name in enumerate(track_names):
         drum = name == "Drums"
         ch = 9 if drum else next(channels)
-        tr = mido.MidiTrack()
-        tr.append(mido.MetaMessage("track_name", name=name, time=0))
-        tr.append(mido.Message("program_change", channel=ch, program=PROGRAMS.get(name, 0), time=0))
         padded = np.zeros((len(roll) + 2, pitches), bool)
         padded[1:-1] = roll[:, :, k]
         diff = np.diff(padded.astype(np.int8), axis=0)
         events = []
-        for t, p in zip(*np.nonzero(diff == 1)):
-            events.append((int(t) * tick, 1, int(p)))
-        for t, p in zip(*np.nonzero(diff == -1)):
-            events.append((int(t) * tick, 0, int(p)))
-        events.sort()  # at one tick, note-offs (0) before note-ons (1)
-        now = 0
-        for t, on, p in events:
-            tr.append(mido.Message("note_on" if on else "note_off", channel=ch, note=lowest_pitch + p,
-                                   velocity=velocity if on else 0, time=t - now))
-            now = t
-        mid.tracks.append(tr)
-    buf = io.BytesIO()
-    mid.save(file=buf)
-    return buf.getvalue()
+        for on, edge in ((1, 1), (0, -1)):  # at one tick, note-offs (0) before note-ons (1)
+            for t, p in zip(*np.nonzero(diff == edge)):
+                events.append((int(t) * tick, (on, int(p)), mido.Message(
+                    "note_on" if on else "note_off", channel=ch, note=lowest_pitch + int(p),
+                    velocity=velocity if on else 0)))
+        out.append(track(events, head=[mido.MetaMessage("track_name", name=name, time=0),
+                                       mido.Message("program_change", channel=ch, program=PROGRAMS.get(name, 0),
+                                                    time=0)]))
+    return midi_bytes(midi_file(out, ticks_per_beat=tpq))
 
 
 def save_phrase_png(path: Path, x: np.ndarray, *, track_names: tuple[str, ...], lowest_pitch: int = 24,

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from pipeline.progress import training_bar
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes
 
 
 def seed_everything(seed: int, *, threads: int = 0) -> None:

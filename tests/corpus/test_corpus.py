@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.config import load_section
 from pipeline.corpus import band, music21_works
-from pipeline.corpus.music21_works import WORKS, midi_bytes, program_for_part
+from pipeline.corpus.music21_works import WORKS, program_for_part
+from pipeline.formats.midi import midi_bytes
 from pipeline.errors import ParamsError
 from stages import corpus as stage
 

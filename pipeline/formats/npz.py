@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
-import json
-import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -17,6 +14,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 from isal import isal_zlib
+
+from pipeline.files import atomic_write_bytes
 
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -151,62 +150,8 @@ def _npz_bytes_zip64(members: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-#: the mode of every file written here: what ``open()`` would give under the process umask
-#: (0644 with the usual 022), read once at import
-FILE_MODE = _file_mode()
-
-
-def atomic_write_bytes(path: Path, blob: bytes | memoryview) -> None:
-    """Write ``blob`` (any bytes-like object) to ``path`` so that no reader ever sees a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600: others on a shared server could not read the data
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray], extra: Mapping[str, bytes] | None = None) -> None:
     atomic_write_bytes(path, npz_bytes(arrays, extra))
-
-
-_PITCHES = np.arange(129, dtype=np.uint8)  # column bounds 0..128, uint8 like the pitches (no cast of them)
-
-
-def pianoroll_npz_bytes(pr, name: str) -> bytes:
-    """A ``Pianoroll`` in pypianoroll's NPZ format (what ``pypianoroll.load`` 1.0 reads, and the
-    LPD layout): ``tempo``, ``downbeat``, ``pianoroll_<i>_csc_{data,indices,indptr,shape}`` per
-    track and an ``info.json`` with resolution, name, program, is_drum and track names."""
-    arrays: dict[str, np.ndarray] = {
-        "tempo": np.asarray(pr.tempo, np.float64),
-        "downbeat": np.asarray(pr.downbeat, bool),
-    }
-    info: dict = {"resolution": pr.resolution, "beat_resolution": pr.resolution, "name": name}
-    # cells are sorted by (track, pitch, time): each track is one slice, already in CSC order
-    bounds = np.searchsorted(pr.cell_track, np.arange(pr.n_tracks + 1, dtype=np.uint8))
-    shape = np.array([pr.n_steps, 128], np.int64)
-    for k in range(pr.n_tracks):
-        lo, hi = bounds[k], bounds[k + 1]
-        # the track's pitches ascend (CSC order): column pointers by binary search, no counting pass
-        indptr = np.searchsorted(pr.cell_pitch[lo:hi], _PITCHES).astype(np.int32)
-        arrays[f"pianoroll_{k}_csc_data"] = np.asarray(pr.cell_velocity[lo:hi], np.uint8)
-        arrays[f"pianoroll_{k}_csc_indices"] = np.asarray(pr.cell_time[lo:hi], np.int32)
-        arrays[f"pianoroll_{k}_csc_indptr"] = indptr
-        arrays[f"pianoroll_{k}_csc_shape"] = shape
-        info[str(k)] = {"program": pr.track_programs[k], "is_drum": pr.track_is_drum[k], "name": pr.track_names[k]}
-    return npz_bytes(arrays, {"info.json": json.dumps(info, sort_keys=True).encode()})
 
 
 def load_npz(path: Path, keys=None) -> dict:

@@ -11,11 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
-from pipeline.io.arrow_arrays import lists, numeric, strings
-from pipeline.io.npz import ChunkedArray, atomic_write_bytes, npz_bytes
+from pipeline.formats.arrow_arrays import lists, numeric, strings
+from pipeline.formats.npz import ChunkedArray, npz_bytes
+from pipeline.files import atomic_write_bytes
 from pipeline.symbolic.bars import BarTensor
-
-SCHEMA_VERSION = shard_schema.version(shard_schema.TENSORS)
 
 def _required_list(item: pa.DataType) -> pa.DataType:
     return pa.list_(pa.field("item", item, nullable=False))
@@ -35,6 +34,12 @@ PARQUET_SCHEMA = pa.schema(
     ]
 )
 
+
+TENSORS = shard_schema.register(shard_schema.Kind(
+    "lakh-pipeline/pianoroll-tensors", 1, (1,), "build_lpd", ("tensors/schema.json", "schema.json"),
+    ("track_order", "resolution", "bar_steps", "tensor_shape"), parquet_format="tensor_shard",
+    parquet_schema=lambda: PARQUET_SCHEMA))
+SCHEMA_VERSION = shard_schema.version(TENSORS)
 
 COORDS_AND_VELOCITY = ("bar", "step", "pitch", "track", "velocity")
 
@@ -161,7 +166,7 @@ def schema_document(*, tracks: Sequence[str], programs: Sequence[int], bar_steps
     """The ``schema.json`` that sits beside the shards (``manifest``: the manifest's arrow schema)."""
     n = len(tracks)
     uniform = shard_schema.uniform(
-        shard_schema.TENSORS,
+        TENSORS,
         fields=FIELDS,
         dtypes={"parquet": shard_schema.arrow_dtypes(PARQUET_SCHEMA),
                 "npz": {"shape": "int64", "nonzero": "uint16", "velocity": "uint8", "ids": "<U32", "n_bars": "int32"}},
@@ -197,31 +202,4 @@ def schema_document(*, tracks: Sequence[str], programs: Sequence[int], bar_steps
             "ids": "unicode (songs,): MD5 of the MIDI bytes",
             "n_bars": "int32 (songs,): bars of each song (the rest of the bar axis is padding)",
         },
-    }
-
-
-def song_schema_document(*, tracks: Sequence[str], programs: Sequence[int], resolution: int, semantics: str) -> dict:
-    """The ``songs/schema.json``: one pypianoroll 1.0 NPZ per song (``songs/<id[0]>/<id>.npz``)."""
-    n = len(tracks)
-    arrays = {"tempo": ("float64", ["steps"], "tempo (qpm) at each time step (each beat's tempo over its steps)"),
-              "downbeat": ("bool", ["steps"], "True at the first step of each bar")}
-    for k in range(n):
-        arrays[f"pianoroll_{k}_csc_data"] = ("uint8", ["nnz_k"], f"velocities of track {k} ({tracks[k]}), CSC")
-        arrays[f"pianoroll_{k}_csc_indices"] = ("int32", ["nnz_k"], "time step of each value (CSC row index)")
-        arrays[f"pianoroll_{k}_csc_indptr"] = ("int32", [129], "CSC column pointers, one column per MIDI pitch")
-        arrays[f"pianoroll_{k}_csc_shape"] = ("int64", [2], "(steps, 128)")
-    return {
-        **shard_schema.uniform(
-            shard_schema.SONGS,
-            fields={**{name: meaning for name, (_, _, meaning) in arrays.items()},
-                    "info.json": "JSON: resolution, name (the song id) and per track index "
-                                 "{program, is_drum, name}"},
-            dtypes={"npz": {name: dtype for name, (dtype, _, _) in arrays.items()}},
-            shapes={"item": ["steps", 128, n], "npz": {name: shape for name, (_, shape, _) in arrays.items()}},
-            track_order=tracks, resolution=resolution, resolution_unit="time steps per beat", vocabulary=None),
-        "files": {"npz": "<id[0]>/<id>.npz (id: MD5 of the MIDI file's bytes)"},
-        "format": "pypianoroll 1.0 NPZ (pypianoroll.load reads it); dense track k: "
-                  "scipy.sparse.csc_matrix((data, indices, indptr), shape=shape).toarray()",
-        "track_programs": list(programs),
-        "semantics": semantics,
     }

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
-from pipeline.io.npz import FILE_MODE, npy_header
+from pipeline.formats.npz import npy_header
+from pipeline.files import FILE_MODE
 
-SCHEMA_VERSION = shard_schema.version(shard_schema.AUDIO)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -61,6 +61,12 @@ SCHEMA_FIELDS = [pa.field(n, t) for n, t, _, _ in COLUMNS] + [pa.field("audio", 
 #: FLAC bytes are already compressed: stored as they are; the metadata columns get zstd
 COMPRESSION = {**{n: "zstd" for n, *_ in COLUMNS}, "audio.bytes": "none", "audio.path": "zstd"}
 COMPRESSION_LEVEL = {n: 1 for n, codec in COMPRESSION.items() if codec == "zstd"}
+
+AUDIO = shard_schema.register(shard_schema.Kind(
+    "lakh-pipeline/audio-clips", 1, (1,), "render_audio", ("schema.json", "../schema.json"),
+    ("sample_rate", "channels", "clip_samples"), parquet_format="audio_shard",
+    parquet_schema=lambda: pa.schema(SCHEMA_FIELDS)))
+SCHEMA_VERSION = shard_schema.version(AUDIO)
 
 
 def hf_features(sample_rate: int) -> dict:
@@ -330,7 +336,7 @@ def filter_shard(folder: Path, part: str, drop_sources: set[str], *, row_group_b
     os.replace(tmp, pq_path)
     npz_path = Path(npz_folder if npz_folder is not None else folder) / Path(part).with_suffix(".npz").name
     if npz_path.exists():
-        from pipeline.io.npz import load_npz
+        from pipeline.formats.npz import load_npz
 
         arrays = load_npz(npz_path)
         for k, v in arrays.items():
@@ -364,7 +370,7 @@ def schema_document(*, sample_rate: int, downmix: str, clip_samples: int, produc
     channels = 2 if downmix == "none" else 1
     item = ["samples"] if channels == 1 else [2, "samples"]
     uniform = shard_schema.uniform(
-        shard_schema.AUDIO,
+        AUDIO,
         fields={**{n: m for n, _, _, m in COLUMNS},
                 "audio": "struct<bytes, path>: a whole FLAC file (16-bit PCM) and its name <id>-<clip>.flac"},
         dtypes={"parquet": shard_schema.arrow_dtypes(pa.schema(SCHEMA_FIELDS)),

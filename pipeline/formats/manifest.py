@@ -9,7 +9,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.arrow_arrays import table_from_rows
+from pipeline.formats.arrow_arrays import table_from_rows
 
 BASE_FIELDS = [
     ("source", pa.string()),  # path inside the source folder or archive

@@ -78,7 +78,7 @@ class Vocabulary:
         return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
 
     def save(self, path: Path) -> None:
-        from pipeline.io.npz import atomic_write_bytes
+        from pipeline.files import atomic_write_bytes
 
         atomic_write_bytes(Path(path), self.to_json())
 

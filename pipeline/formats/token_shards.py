@@ -1,9 +1,5 @@
 """Token shards: Parquet, one row per song and stream, plus training windows made at load time.
 
-(This module lives in ``pipeline.tokens``, not ``pipeline.io``: build_lpd lists the folder
-``pipeline/io`` as a DVC dependency, and the bytecode Python writes for a new module there while
-build_vocab runs would make build_lpd look changed to the next ``dvc repro``.)
-
 Columns: ``id`` (song id, the MD5 of the file), ``stream`` (``all``, ``trackNN``, ``drums``,
 ``programNNN``), ``split`` (train / valid / test from a hash of the id), ``tokens`` list<uint16>
 (vocabulary ids), ``bar_starts`` list<int32> (token index where each bar of the build-lpd grid
@@ -23,11 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as shard_schema
-from pipeline.io.npz import atomic_write_bytes
+from pipeline.files import atomic_write_bytes
 from pipeline.splits import SPLITS
-
-#: also written into each shard's key-value metadata (``schema_version``)
-SCHEMA_VERSION = shard_schema.version(shard_schema.TOKENS)
 
 SCHEMA = pa.schema(
     [
@@ -39,10 +32,16 @@ SCHEMA = pa.schema(
     ]
 )
 
+TOKENS = shard_schema.register(shard_schema.Kind(
+    "lakh-pipeline/token-shards", 1, (1,), "build_vocab", ("shards/schema.json", "schema.json"),
+    ("vocab_hash", "vocab_size", "config"), parquet_format="token_shard", parquet_schema=lambda: SCHEMA))
+#: also written into each shard's key-value metadata (``schema_version``)
+SCHEMA_VERSION = shard_schema.version(TOKENS)
+
 
 def parquet_metadata(vocab_hash: str) -> dict[str, str]:
     """A token shard's key-value metadata: ``vocab_hash`` and ``schema_version`` (read by
-    :func:`shard_vocab_hash` and :func:`pipeline.parquet_schemas.check_parquet`) and the
+    :func:`shard_vocab_hash` and :func:`pipeline.schema.check_parquet`) and the
     ``lakh_pipeline.*`` keys (format, version, vocab hash, special ids, split rule)."""
     return {"vocab_hash": vocab_hash, "schema_version": str(SCHEMA_VERSION),
             **shard_schema.parquet_metadata("token_shard", vocab_hash=vocab_hash,
@@ -98,7 +97,7 @@ def read_token_shards(folder: Path, *, split: str | None = None, vocab=None) -> 
     """All shards of a folder as one table (optionally one split). With ``vocab`` (a
     ``Vocabulary``), every shard's vocabulary hash must match it (``VocabError`` otherwise).
     A ``split`` other than train, valid, test (or None) is a ValueError."""
-    from pipeline.tokens.vocab import VocabError
+    from pipeline.formats.vocab import VocabError
 
     check_split(split)
 
@@ -135,7 +134,7 @@ def schema_document(*, kind: str, vocab_hash: str, vocab_size: int, config: dict
     document, whose ``kind`` is the shard kind); ``vocab_sha256``: sha256 of the vocabulary file's
     bytes (``vocab_file``, relative to the shard folder)."""
     uniform = shard_schema.uniform(
-        shard_schema.TOKENS, fields={}, dtypes={"parquet": shard_schema.arrow_dtypes(SCHEMA)},
+        TOKENS, fields={}, dtypes={"parquet": shard_schema.arrow_dtypes(SCHEMA)},
         shapes={"item": ["n_tokens"], "parquet": {"tokens": ["n_tokens"], "bar_starts": ["n_bars"]}},
         track_order=None, resolution=config.get("resolution"),
         resolution_unit="time steps per beat of the tokenizer's time grid",
@@ -159,5 +158,5 @@ def schema_document(*, kind: str, vocab_hash: str, vocab_size: int, config: dict
             "bar_starts": "list<int32>: token index where each bar of the build-lpd grid starts (the Bar tokens "
                           "of remi/midilike; for notes the first token at or after the bar line)",
         },
-        "windows": "made at load time: pipeline.tokens.shards.windows(tokens, length, stride)",
+        "windows": "made at load time: pipeline.formats.token_shards.windows(tokens, length, stride)",
     }
