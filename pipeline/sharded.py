@@ -412,6 +412,6 @@ def write_manifest(path: Path, schema, chunks: Iterable[list[dict]], *, stage: s
 
 def write_summary(out: Path, summary: dict) -> None:
     """``summary.json`` (a DVC metric): sorted keys, two-space indents, a final newline."""
-    from pipeline.files import atomic_write_bytes
+    from pipeline.files import write_json
 
-    atomic_write_bytes(Path(out) / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    write_json(Path(out) / "summary.json", summary)

@@ -22,7 +22,6 @@ shards whose marker matches, so an interrupted build resumes.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -413,7 +412,7 @@ def _manifest_table(rows: list[dict], schema):
 
 def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[Task], count: Markers,
                    encode: Markers, dups, bpe_info: dict | None = None) -> dict:
-    from pipeline.files import atomic_write_bytes
+    from pipeline.files import write_json
     from pipeline.formats.token_shards import schema_document
 
     sums = Counter()
@@ -450,15 +449,14 @@ def _write_outputs(out: Path, kind: str, params: Params, vocab, tasks: list[Task
     splits = {"valid_fraction": params.valid_fraction, "test_fraction": params.test_fraction}
     doc = schema_document(kind=kind, vocab_hash=vocab.hash, vocab_size=len(vocab), config=vocab.config, splits=splits,
                           vocab_sha256=hashlib.sha256((out / "vocab.json").read_bytes()).hexdigest())
-    atomic_write_bytes(out / "shards" / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    write_json(out / "shards" / "schema.json", doc)
     if bpe_info:  # shards/bpe/: the same rows in BPE ids of shards/bpe/tokenizer.json
         tok_json = out / "shards" / "bpe" / "tokenizer.json"
         bpe = schema_document(kind=kind, vocab_hash=bpe_info["bpe_hash"], vocab_size=bpe_info["bpe_vocab_size"],
                               config={**vocab.config, "bpe_base_hash": vocab.hash}, splits=splits,
                               vocab_sha256=hashlib.sha256(tok_json.read_bytes()).hexdigest(),
                               vocab_file="tokenizer.json")
-        atomic_write_bytes(out / "shards" / "bpe" / "schema.json",
-                           (json.dumps(bpe, indent=2, sort_keys=True) + "\n").encode())
+        write_json(out / "shards" / "bpe" / "schema.json", bpe)
     write_summary(out, summary)
     from pipeline.cards import write_card
 

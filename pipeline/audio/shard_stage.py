@@ -14,7 +14,6 @@ Layout of a stage's output folder ``out``: ``parquet/audio-<task>-<part>.parquet
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pipeline.sharded import (Duplicates, Markers, Task, final_rows, find_duplicates, remove_stale, run_pending,
@@ -143,7 +142,7 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
     ``params_record``: the stage's params as a dict (``dataclasses.asdict``), kept in schema.json."""
     import pyarrow as pa
 
-    from pipeline.files import atomic_write_bytes
+    from pipeline.files import write_json
     from pipeline.formats.audio_shards import schema_document
     from pipeline.schema import arrow_dtypes
 
@@ -176,7 +175,7 @@ def write_outputs(out: Path, chunks, *, params_record: dict, sample_rate: int, d
     doc = schema_document(sample_rate=sample_rate, downmix=downmix, clip_samples=clip_samples,
                           producer=producer, settings={"params": params_record, "render": settings})
     doc["manifest"] = {"file": "manifest.parquet", "row": "one input file", "dtypes": arrow_dtypes(schema)}
-    atomic_write_bytes(out / "schema.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    write_json(out / "schema.json", doc)
     rec = tally.record()
     summary = {
         "files": rec["files"],
