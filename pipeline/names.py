@@ -48,3 +48,6 @@ ATTENTION_KINDS: tuple[str, ...] = get_args(AttentionKind)
 #: the archives of the Lakh MIDI Dataset (fetch-lmd --variant)
 LmdVariant = Literal["full", "matched", "aligned", "clean"]
 LMD_VARIANTS: tuple[str, ...] = get_args(LmdVariant)
+
+#: how a stereo render or recording becomes the mono training signal (render_audio, ingest_audio)
+Downmix = Literal["mean", "left", "right", "random", "none"]

@@ -22,6 +22,7 @@ from pipeline.audio.shard_stage import (MACHINE_ERRORS, ROW_EXTRA, emit_clips, e
                                        markers, write_outputs)
 from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, params_section
 from pipeline.errors import ParamsError, StageError
+from pipeline.names import Downmix
 from pipeline.sharded import FileRows, Task, attempt, make_tasks
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".aif", ".aiff")
@@ -35,7 +36,7 @@ class Params:
     sample_rate: PositiveInt
     resample_quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
     max_duration: PositiveFloat
-    downmix: Literal["mean", "left", "right", "random", "none"]
+    downmix: Downmix
     seed: NonNegativeInt
     clip_samples: int  # a positive multiple of 128
     clips_per_song: NonNegativeInt

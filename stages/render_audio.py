@@ -35,6 +35,7 @@ from pipeline.audio.shard_stage import (MACHINE_ERRORS, ROW_EXTRA, emit_clips, e
 from pipeline.config import (NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_digest,
                              params_section)
 from pipeline.errors import MidiError, ParamsError
+from pipeline.names import Downmix
 from pipeline.sharded import FileRows, Task, attempt, make_tasks
 from pipeline.stagekit import OutputLock, call_with_time_limit
 
@@ -96,7 +97,7 @@ class Params:
     silence_db: Annotated[float, Range(hi=0, hi_open=True, note="dBFS")]
     max_duration: PositiveFloat
     render_seconds: NonNegativeFloat
-    downmix: Literal["mean", "left", "right", "random", "none"]
+    downmix: Downmix
     seed: NonNegativeInt
     clip_samples: int  # a positive multiple of 128
     clip_offset: Literal["seeded", "bar"]
