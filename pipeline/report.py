@@ -10,8 +10,9 @@ The report reads only files the stages already write, so it knows no family's in
   a ``metrics.json``, an ``evaluation.md`` or a ``samples/`` folder is a *part* (a variant, a level);
 - a part's ``evaluation.md`` (the family's own table: model and training data side by side) is
   included with its headings demoted; its ``metrics.json`` (a list of per-step or per-epoch objects,
-  the file ``dvc plots`` draws; keys naming a loss, bits, the Wasserstein estimate or the gradient penalty) becomes one panel of the family's curve figure
-  (``<out>/<family>_curves.png``); its samples' PNGs are embedded and its ``.mid`` / ``.wav`` files
+  the file ``dvc plots`` draws) goes into the family's curve figure, the report page's
+  (``<out>/<family>_curves.png``, ``pipeline.reports.plots.curves``: one panel per quantity, a line per
+  part); its samples' PNGs are embedded and its ``.mid`` / ``.wav`` files
   linked, with paths relative to the report so that the page works where it lies.
 
 Nothing in the page depends on time or host, so the same outputs give the same bytes.
@@ -20,7 +21,6 @@ Nothing in the page depends on time or host, so the same outputs give the same b
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +34,7 @@ FAMILIES = {
     "vqvae": "Jukebox VQ-VAE",
     "jukebox": "Jukebox prior, upsamplers and samples",
 }
-X_KEYS = ("step", "epoch", "iteration")
 SAMPLE_MEDIA = (".mid", ".midi", ".wav", ".flac")
-#: metrics.json keys drawn (those naming one of these): losses, bits per token, WGAN terms
-CURVE_WORDS = ("loss", "bits", "wasserstein", "gp")
 
 
 @dataclass
@@ -74,63 +71,12 @@ def find_parts(family_dir: Path) -> list[Part]:
     return parts
 
 
-def _series(metrics_path: Path) -> tuple[str, dict[str, list[tuple[float, float]]]]:
-    """(x label, {key: [(x, y), ...]}) of a metrics.json list: numeric keys named like a loss."""
-    try:
-        rows = json.loads(metrics_path.read_text())
-    except (OSError, ValueError):
-        return "", {}
-    if isinstance(rows, dict):  # {"history": [...]} or one object
-        rows = next((v for v in rows.values() if isinstance(v, list)), [rows])
-    rows = [r for r in rows if isinstance(r, dict)]
-    xkey = next((k for k in X_KEYS if rows and all(k in r for r in rows)), "")
-    out: dict[str, list[tuple[float, float]]] = {}
-    for i, r in enumerate(rows):
-        x = float(r[xkey]) if xkey else float(i)
-        for k, v in r.items():
-            if k in X_KEYS or isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            if not any(w in k for w in CURVE_WORDS):
-                continue
-            if math.isfinite(v):
-                out.setdefault(k, []).append((x, float(v)))
-    return xkey or "row", out
-
-
 def plot_curves(parts: list[Part], path: Path, title: str) -> bool:
-    """One panel per part with a metrics.json; False when there is nothing to draw."""
-    panels = [(p, *_series(p.metrics)) for p in parts if p.metrics is not None]
-    panels = [(p, x, s) for p, x, s in panels if s]
-    if not panels:
-        return False
-    import matplotlib
+    """The family's training curves (the report page's figure: one panel per quantity, held-out
+    dashed, log scale where values span decades); False when there is nothing to draw."""
+    from pipeline.reports.plots import curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(panels)
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    for ax, (part, xlabel, series) in zip(axes.ravel(), panels):
-        for key in sorted(series):
-            xs, ys = zip(*series[key])
-            ax.plot(xs, ys, label=key, linewidth=1.0, marker="." if len(xs) < 30 else None)
-        ax.set_title(part.name or part.path.name, fontsize=9)
-        ax.set_xlabel(xlabel, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return True
+    return curves(parts, path, title) is not None
 
 
 def _demote(markdown: str, levels: int = 2) -> str:
