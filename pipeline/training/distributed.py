@@ -212,15 +212,14 @@ class _GlobalBatchNorm(_BatchNorm):
             return super().forward(x)
         c = x.shape[1]
         dims = [d for d in range(x.dim()) if d != 1]
-        n_local = x.numel() // c
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims),
-                           torch.full((1,), float(n_local), dtype=x.dtype, device=x.device)])
-        with current().collective("synchronising BatchNorm"):
-            stats = _AllSum.apply(stats)
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp(min=0)
         shape = [1, c] + [1] * (x.dim() - 2)
+        with current().collective("synchronising BatchNorm"):
+            # two passes, as torch's own BatchNorm: the mean, then the mean squared deviation from it
+            # (E[x^2] - E[x]^2 cancels badly on channels of nearly constant input)
+            first = _AllSum.apply(torch.cat([x.sum(dims), x.new_full((1,), float(x.numel() // c))]))
+            n = first[-1]
+            mean = first[:c] / n
+            var = _AllSum.apply(((x - mean.reshape(shape)) ** 2).sum(dims)) / n
         y = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
         if self.affine:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
