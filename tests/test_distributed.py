@@ -38,10 +38,9 @@ import torch
 import yaml
 
 from pipeline.config import section_doc
+from pipeline.errors import ParamsError
 from pipeline.training.solver import load_checkpoint
 from tests.conftest import make_song
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 2e-5
@@ -126,6 +125,7 @@ def ok(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 MEASURED: dict[str, float] = {}
 
 
+@pytest.mark.slow
 def test_lstm_two_processes_and_two_nodes_match_one_process(data):
     root = data["root"]
     ok(cli(*lstm_args(data, root / "l1")))
@@ -186,6 +186,7 @@ def adam_compare(a: dict, b: dict, net: str, opt: str) -> tuple[float, float]:
     return dm / scale, dw
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["musegan", "jamming"])
 def test_musegan_with_gradient_penalty_two_processes_match_one(data, variant):
     root = data["root"]
@@ -224,6 +225,7 @@ def _worker(launcher: subprocess.Popen, rank: str):
     return None
 
 
+@pytest.mark.slow
 def test_a_killed_rank_stops_the_job_with_one_line_and_a_rerun_resumes(data):
     root = data["root"]
     out = root / "killed"
@@ -259,3 +261,20 @@ def test_a_killed_rank_stops_the_job_with_one_line_and_a_rerun_resumes(data):
     assert int(load_checkpoint(ckpt)["step"]) == steps
     rows = json.loads((out / "metrics.json").read_text())
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
+
+
+def test_one_process_without_torchrun_and_families_not_yet_distributed(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.training import distributed
+
+    ctx = distributed.setup("cpu")
+    assert not ctx.active and ctx.is_main and ctx.shard([1, 2, 3]) == [1, 2, 3] and ctx.all_sum([2.5]) == [2.5]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for cmd in (["train", "vqvae"], ["train", "jukebox"]):
+        res = CliRunner().invoke(app, [*cmd, "--out", str(tmp_path / "m")])
+        assert res.exit_code != 0 and "does not train data-parallel yet" in str(res.exception), res.output
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ParamsError, match="start distributed runs with torchrun"):
+        distributed.setup("cpu")
