@@ -50,6 +50,47 @@ VariantOutOpt = Annotated[Optional[Path], typer.Option(
 DeviceOpt = Annotated[str, typer.Option("--device", envvar="PIPELINE_DEVICE",
                                         help="torch device: cpu, cuda or cuda:N (not a param: it changes no result on CPU).")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints and start again.")]
+NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Train data-parallel with N processes on this machine "
+                                       "(re-runs the command under torchrun; gloo on cpu, NCCL on cuda). Under torchrun "
+                                       "itself, leave it at 1.")]
+
+
+def _single_process_only(family: str) -> None:
+    """A family that does not train data-parallel yet refuses a torchrun world of more than one."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ParamsError(f"{family} does not train data-parallel yet (WORLD_SIZE={os.environ['WORLD_SIZE']}): "
+                          "run it in one process; lstm and musegan train under torchrun")
+
+
+def _rank0() -> bool:
+    """Not a torchrun worker of rank > 0 (only rank 0 prints the summary line)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _launch_if_asked(nproc: int) -> bool:
+    """``--nproc N`` (N > 1) outside torchrun: run this same command under ``torch.distributed.run``
+    with N workers (``training.distributed.launch``) and return True; False where there is nothing
+    to launch."""
+    import os
+
+    if nproc <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return False
+    from pipeline.training import distributed
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    distributed.launch(nproc, argv)
+    return True
 AudioDirOpt = Annotated[Path, typer.Option("--audio-dir", help="Audio shards (render-audio / ingest-audio output).")]
 VqvaeDirOpt = Annotated[Path, typer.Option("--vqvae-dir", help="The trained VQ-VAE (`pipeline train vqvae`'s --out).")]
 NativeNumericsOpt = Annotated[bool, typer.Option(
@@ -310,11 +351,16 @@ def _lstm_setup(params: Path, vocab_dir: Optional[Path], out: Optional[Path], va
 
 @train_app.command("lstm")
 def train_lstm(variant: LstmVariantOpt = "lstm", vocab_dir: LstmVocabDirOpt = None, out: VariantOutOpt = None,
-               fresh: FreshOpt = False, device: DeviceOpt = "cpu", params: ParamsOpt = PARAMS) -> None:
+               fresh: FreshOpt = False, device: DeviceOpt = "cpu", params: ParamsOpt = PARAMS,
+               nproc: NprocOpt = 1) -> None:
     """Train an LSTM next-token model (resumes from its last checkpoint)."""
     stage, p, vd, out = _lstm_setup(params, vocab_dir, out, variant)
+    if _launch_if_asked(nproc):
+        return
     s = stage.run_train(vocab_dir=vd, out=out, variant=variant, params=p, resume=not fresh, log=typer.echo,
                         device=device)
+    if not _rank0():
+        return
     typer.echo(f"{variant}: {s['epochs_run']} epochs ({s['train_windows']} train / {s['valid_windows']} valid windows), "
                f"best {s['valid_source']} loss {_num(s['best_loss'])} at epoch {s['best_epoch']}, {_num(s['seconds'], 2)} s -> {out}")
 
@@ -345,6 +391,7 @@ def evaluate_lstm(variant: LstmVariantOpt = "lstm", vocab_dir: LstmVocabDirOpt =
 def train_vqvae(audio_dir: AudioDirOpt = Path("datasets/audio"), out: FamilyOutOpt = MODELS / "vqvae",
                 fresh: FreshOpt = False, device: DeviceOpt = "cpu", params: ParamsOpt = PARAMS) -> None:
     """Train the Jukebox-style multi-level VQ-VAE on raw audio (resumes from its last checkpoint)."""
+    _single_process_only("vqvae")
     from pipeline.config import load_section
     from stages import vqvae as stage
 
@@ -377,6 +424,7 @@ def train_jukebox(part: Annotated[JukeboxPart, typer.Option("--part", help="prio
 
     Factorized-attention transformers; an upsampler is conditioned on the codes of the level above.
     Writes <out>/prior or <out>/upsampler_<level>."""
+    _single_process_only("jukebox")
     if (part == "upsampler") != (level is not None):
         raise ParamsError("--level goes with --part upsampler (and only with it)")
     stage, p = _jukebox_params(params)
@@ -430,11 +478,15 @@ def _musegan_setup(params: Path, out: Optional[Path], variant: str):
 @train_app.command("musegan")
 def train_musegan(variant: MuseganVariantOpt = "musegan", phrases: PhrasesOpt = Path("datasets/phrases"),
                   out: VariantOutOpt = None, fresh: FreshOpt = False, device: DeviceOpt = "cpu",
-                  params: ParamsOpt = PARAMS) -> None:
+                  params: ParamsOpt = PARAMS, nproc: NprocOpt = 1) -> None:
     """Train a MuseGAN variant with WGAN-GP on the 4-bar phrases (resumes from its last checkpoint)."""
     stage, p, out = _musegan_setup(params, out, variant)
+    if _launch_if_asked(nproc):
+        return
     s = stage.run_train(phrases=phrases, out=out, variant=variant, params=p, resume=not fresh, log=typer.echo,
                         device=device)
+    if not _rank0():
+        return
     w = "-" if s["final_wasserstein"] is None else f"{s['final_wasserstein']:.4f}"
     typer.echo(f"{variant}: {s['steps_run']} generator steps run{' (resumed)' if s['resumed'] else ''} on "
                f"{s['phrases']} phrases, G {s['parameters']['generator']} / D {s['parameters']['critic']} parameters, "

@@ -122,10 +122,13 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
               log=None, device: str = "cpu") -> dict:
     """Train one variant; resumes from ``out/checkpoints/last.pt`` when it was made with the same
     variant, vocabulary and model/train params (otherwise starts afresh)."""
+    from pipeline.training import distributed
     from pipeline.training import lstm as fam
     from pipeline.training.solver import FitConfig, fit, plot_curves, resume_config, seed_everything
 
     _check_variant(variant)
+    ctx = distributed.setup(device)  # under torchrun: join the group (this rank's device); else nothing
+    device = ctx.device
     out = Path(out)
     vocab = _load_vocab(vocab_dir)
     if vocab.config.get("kind") != params.vocab:
@@ -139,9 +142,11 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
     digest = _digest(params, variant, vocab.hash)
     ckpt = out / "checkpoints"
     cfg_path = ckpt / "config.json"
-    resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt", ckpt / "best.pt"))
-    write_json(cfg_path, {"digest": digest, "variant": variant, "vocab_hash": vocab.hash,
-                           "vocab_size": len(vocab), "params": dataclasses.asdict(params)})
+    if ctx.is_main:  # rank 0 alone writes; the others wait until the stale checkpoints are gone
+        resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt", ckpt / "best.pt"))
+        write_json(cfg_path, {"digest": digest, "variant": variant, "vocab_hash": vocab.hash,
+                               "vocab_size": len(vocab), "params": dataclasses.asdict(params)})
+    ctx.barrier()
     seed_everything(t.seed, threads=t.threads)
     from pipeline.training.solver import resolve_device
 
@@ -150,9 +155,9 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
     res = fit(model, train=train, valid=valid, out=out, train_step=fam.step, loss_fn=fam.loss_sums, resume=resume,
               cfg=FitConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
                             grad_clip=t.grad_clip, max_windows=t.max_windows, max_eval_windows=t.max_eval_windows,
-                            seed=t.seed), log=log)
+                            seed=t.seed), log=log, count=fam.target_tokens)
     seconds = time.perf_counter() - t0
-    if res["history"]:
+    if res["history"] and ctx.is_main:
         plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, x="epoch",
                     title=f"{variant} on {params.vocab}")
     summary = {"variant": variant, "vocab": params.vocab, "vocab_size": len(vocab),
@@ -163,8 +168,10 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
                "final_valid_loss": res["history"][-1]["valid_loss"] if res["history"] else None,
                "seconds": round(seconds, 2)}
     # wall time goes to the caller (and the CLI line), never into a tracked output
-    write_json(out / "train.json", {**{k: v for k, v in summary.items() if k != "seconds"},
-                                     "numerics": numerics.record()})
+    if ctx.is_main:
+        write_json(out / "train.json", {**{k: v for k, v in summary.items() if k != "seconds"},
+                                         "numerics": numerics.record()})
+    ctx.barrier()
     return summary
 
 

@@ -186,8 +186,11 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     from pipeline.training import musegan as fam
     from pipeline.training.solver import file_digest, plot_curves, resolve_device, resume_config, seed_everything
 
+    from pipeline.training import distributed
+
     check_variant(variant)
-    dev = resolve_device(device)
+    ctx = distributed.setup(device)  # under torchrun: join the group (this rank's device); else nothing
+    dev = resolve_device(ctx.device)
     out = Path(out)
     schema = phrase_schema(phrases)
     npz = Path(phrases) / "npz" / "train.npz"
@@ -200,11 +203,13 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     digest = _digest(params, variant, data_sha)
     ckpt = out / "checkpoints"
     cfg_path = ckpt / "config.json"
-    resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
-    write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
-                           "model": dataclasses.asdict(cfg), "track_names": list(schema["track_names"]),
-                           "lowest_pitch": schema["lowest_pitch"],
-                           "data": {"phrases": int(len(x)), "sha256": data_sha}})
+    if ctx.is_main:  # rank 0 alone writes; the others wait until the stale checkpoint is gone
+        resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
+        write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
+                               "model": dataclasses.asdict(cfg), "track_names": list(schema["track_names"]),
+                               "lowest_pitch": schema["lowest_pitch"],
+                               "data": {"phrases": int(len(x)), "sha256": data_sha}})
+    ctx.barrier()
     seed_everything(t.seed, threads=t.threads)
     gen, critic = build(cfg)
     gen.to(dev)
@@ -215,7 +220,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
                                       beta2=t.beta2, n_critic=t.n_critic, gp_weight=t.gp_weight, seed=t.seed,
                                       checkpoint_every=t.checkpoint_every))
     seconds = time.perf_counter() - t0
-    if res["history"]:
+    if res["history"] and ctx.is_main:
         plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, xlabel="generator step",
                     title=f"MuseGAN {variant} (WGAN-GP)")
     summary = {"variant": variant, "phrases": int(len(x)), "shape": list(x.shape[1:]),
@@ -223,8 +228,10 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
                "parameters": {"generator": count_parameters(gen), "critic": count_parameters(critic)},
                **{k: v for k, v in res.items() if k != "history"}, "seconds": round(seconds, 2)}
     # wall time goes to the caller (and the CLI line), never into a tracked output
-    write_json(out / "train.json", {**{k: v for k, v in summary.items() if k not in ("seconds", "resumed")},
-                                     "numerics": numerics.record()})
+    if ctx.is_main:
+        write_json(out / "train.json", {**{k: v for k, v in summary.items() if k not in ("seconds", "resumed")},
+                                         "numerics": numerics.record()})
+    ctx.barrier()
     return summary
 
 

@@ -72,6 +72,11 @@ def step(model: LSTMModel, batch: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), ignore_index=PAD)
 
 
+def target_tokens(batch: torch.Tensor) -> int:
+    """The targets ``step`` averages over: the non-PAD ids of ``batch[:, 1:]``."""
+    return int((batch[:, 1:] != PAD).sum())
+
+
 @torch.no_grad()
 def loss_sums(model: LSTMModel, batch: torch.Tensor) -> tuple[float, int, int]:
     """(summed cross-entropy, correct argmax predictions, target tokens) of a batch."""

@@ -91,9 +91,20 @@ def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Te
     gradient is taken over those tracks (one critic over all tracks when ``groups`` is None).
     The norm has the official ``1e-8`` under the square root.
     """
+    x_hat = interpolate(real, fake, alpha)
+    return penalty(critic(x_hat), x_hat, weight, groups)
+
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """x_hat = real + alpha (fake - real), detached, requiring grad (the penalty's input)."""
     shape = (-1,) + (1,) * (real.dim() - 1)
-    x_hat = (real + alpha.reshape(shape) * (fake - real)).detach().requires_grad_(True)
-    scores = critic(x_hat)
+    return (real + alpha.reshape(shape) * (fake - real)).detach().requires_grad_(True)
+
+
+def penalty(scores: torch.Tensor, x_hat: torch.Tensor, weight: float,
+            groups: tuple[tuple[int, ...], ...] | None = None) -> torch.Tensor:
+    """``gradient_penalty`` from the critic's ``scores`` at ``x_hat`` (double backward: the
+    gradient is taken with ``create_graph=True``, so the loss's backward reaches the critic)."""
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
     sq = grad.pow(2).reshape(len(grad), -1, grad.shape[-1]).sum(1)  # (B, tracks)
     if groups is None or len(groups) == 1:
@@ -119,7 +130,24 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
           resume: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """WGAN-GP on ``data`` (bool phrases ``(n, bars, steps, pitches, tracks)``); writes
     ``out/checkpoints/last.pt`` and ``out/metrics.json``; resumes from ``last.pt`` when it exists
-    and ``resume`` (the caller checks that it was made with the same params). Returns a summary."""
+    and ``resume`` (the caller checks that it was made with the same params). Returns a summary.
+
+    Under ``torchrun`` (``pipeline.training.distributed``), every global batch (phrases, latents and
+    alphas drawn exactly as in one process) is split across the ranks, ``rows[rank::world]``
+    (``batch_size`` must divide by the world size, so every share is equal and the ranks' mean
+    gradients average to the global batch's); G and D are wrapped in DistributedDataParallel, the
+    generator's BatchNorm takes its statistics over the global batch (``sync_batch_norm``), and the
+    critic sees real, fake and x_hat in one forward so that the gradient penalty's double
+    backward runs inside one DDP iteration. The logged losses are the means over the ranks; rank 0
+    alone writes checkpoints and metrics."""
+    from pipeline.training import distributed
+
+    ctx = distributed.current()
+    if not ctx.is_main:
+        log = None
+    if ctx.active and cfg.batch_size % ctx.world:
+        raise StageError(f"musegan.train.batch_size={cfg.batch_size} does not split over {ctx.world} processes "
+                         "(use a multiple of the world size)")
     out = Path(out)
     ckpt = out / "checkpoints" / "last.pt"
     device = next(gen.parameters()).device
@@ -140,10 +168,15 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
             start, history, resumed = int(state["step"]) + 1, list(state["history"]), True
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt, {"generator": gen.state_dict(), "critic": critic.state_dict(),
-                               "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
-                               "history": history})
-        write_metrics(out / "metrics.json", history)
+        if ctx.is_main:
+            save_checkpoint(ckpt, {"generator": gen.state_dict(), "critic": critic.state_dict(),
+                                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
+                                   "history": history})
+            write_metrics(out / "metrics.json", history)
+        ctx.barrier()
+
+    distributed.sync_batch_norm(gen)  # (no-op in one process)
+    gen_net, critic_net = ctx.wrap(gen), ctx.wrap(critic)
 
     gen.train()
     critic.train()
@@ -155,18 +188,24 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
             p.requires_grad_(True)
         for k in range(cfg.n_critic):
             idx = batch_indices(cfg.seed, (step - 1) * cfg.n_critic + k, n, cfg.batch_size)
-            real = to_model(data[idx]).to(device)
             g = torch.Generator().manual_seed(step_seed(cfg.seed, step, k))
-            z = {name: t.to(device) for name, t in gen.sample_latents(len(idx), g).items()}
-            alpha = torch.rand(len(idx), generator=g).to(device)
+            z = {name: ctx.shard(t).to(device) for name, t in gen.sample_latents(len(idx), g).items()}
+            alpha = ctx.shard(torch.rand(len(idx), generator=g)).to(device)
+            real = to_model(data[ctx.shard(idx)]).to(device)
             with torch.no_grad():
                 fake = gen(z, _condition(gen, real))
-            d_real, d_fake = critic(real), critic(fake)
-            gp = gradient_penalty(critic, real, fake, alpha, cfg.gp_weight, groups)
+            if ctx.active:  # one DDP forward for the three inputs: the penalty's graph is in this iteration
+                x_hat = interpolate(real, fake, alpha)
+                d_real, d_fake, d_hat = critic_net(torch.cat([real, fake, x_hat])).split(len(real))
+                gp = penalty(d_hat, x_hat, cfg.gp_weight, groups)
+            else:
+                d_real, d_fake = critic(real), critic(fake)
+                gp = gradient_penalty(critic, real, fake, alpha, cfg.gp_weight, groups)
             dist = (d_real.mean(0) - d_fake.mean(0)).sum()
             d_loss = -dist + gp
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            with ctx.collective(f"averaging the critic's gradients (step {step})"):
+                d_loss.backward()
             opt_d.step()
             d_losses.append(float(d_loss.detach()))
             gps.append(float(gp.detach()))
@@ -174,13 +213,16 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
         for p in critic.parameters():
             p.requires_grad_(False)
         g = torch.Generator().manual_seed(step_seed(cfg.seed, step, cfg.n_critic))
-        z = {name: t.to(device) for name, t in gen.sample_latents(cfg.batch_size, g).items()}
-        g_loss = -critic(gen(z, _condition(gen, real))).mean(0).sum()  # given tracks: the last batch's
+        z = {name: ctx.shard(t).to(device) for name, t in gen.sample_latents(cfg.batch_size, g).items()}
+        g_loss = -critic(gen_net(z, _condition(gen, real))).mean(0).sum()  # given tracks: the last batch's
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        with ctx.collective(f"averaging the generator's gradients (step {step})"):
+            g_loss.backward()
         opt_g.step()
-        history.append({"step": step, "d_loss": float(np.mean(d_losses)), "g_loss": float(g_loss.detach()),
-                        "gp": float(np.mean(gps)), "wasserstein": float(np.mean(dists))})
+        row = [float(np.mean(d_losses)), float(g_loss.detach()), float(np.mean(gps)), float(np.mean(dists))]
+        if ctx.active:  # equal shares: the global batch's values are the means over the ranks
+            row = [v / ctx.world for v in ctx.all_sum(row)]
+        history.append({"step": step, "d_loss": row[0], "g_loss": row[1], "gp": row[2], "wasserstein": row[3]})
         bar.step(note=f"g_loss {history[-1]['g_loss']:.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint(step)
@@ -193,7 +235,9 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
     bar.close()
     if not ckpt.exists():  # zero steps asked: keep the initial weights
         checkpoint(0)
-    write_metrics(out / "metrics.json", history)
+    if ctx.is_main:
+        write_metrics(out / "metrics.json", history)
+    ctx.barrier()
     last = history[-1] if history else {}
     return {"steps_run": len(history), "resumed": resumed, "final_d_loss": last.get("d_loss"),
             "final_g_loss": last.get("g_loss"), "final_wasserstein": last.get("wasserstein"),

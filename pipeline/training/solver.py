@@ -79,6 +79,13 @@ def evaluate(model: torch.nn.Module, batch_iter: Iterable[torch.Tensor],
              loss_fn: Callable) -> dict[str, float | None]:
     """Mean cross-entropy (nats per token), perplexity and next-token accuracy over batches.
     ``loss_fn(model, batch) -> (sum_loss, n_correct, n_tokens)``. None when there is no data."""
+    total, correct, count = eval_sums(model, batch_iter, loss_fn)
+    return eval_summary(total, correct, count)
+
+
+@torch.no_grad()
+def eval_sums(model: torch.nn.Module, batch_iter: Iterable[torch.Tensor], loss_fn: Callable) -> tuple[float, int, int]:
+    """(summed loss, correct predictions, tokens) over batches, in eval mode."""
     model.eval()
     total, correct, count = 0.0, 0, 0
     for b in batch_iter:
@@ -86,6 +93,11 @@ def evaluate(model: torch.nn.Module, batch_iter: Iterable[torch.Tensor],
         total += float(s)
         correct += int(c)
         count += int(n)
+    return total, correct, count
+
+
+def eval_summary(total: float, correct: int, count: int) -> dict[str, float | None]:
+    """``evaluate``'s dict from the sums of ``eval_sums``."""
     if count == 0:
         return {"loss": None, "perplexity": None, "accuracy": None, "tokens": 0}
     loss = total / count
@@ -322,16 +334,46 @@ def markdown_table(rows: Iterable[Sequence], columns: Sequence[str], *, digits: 
     return "\n".join(lines)
 
 
+def _distributed_step(ctx, net: torch.nn.Module, batch: torch.Tensor, train_step: Callable,
+                      count: Callable[[torch.Tensor], int]) -> tuple[torch.Tensor, float]:
+    """This rank's part of one global batch: forward and backward of its rows (DDP averages the
+    gradients over the ranks during ``backward``), the loss weighted by ``world * local count /
+    global count`` so that the average is the global batch's gradient. A rank left without rows
+    (a last batch smaller than the world) runs one row with weight 0, so every rank joins the
+    gradient all-reduce. Returns (the local mean loss, its share of the global batch)."""
+    local = ctx.shard(batch)
+    k = float(count(local)) if len(local) else 0.0
+    (k_all,) = ctx.all_sum([k])
+    share = k / k_all if k_all > 0 else 0.0
+    loss = train_step(net, local if len(local) else batch[:1])
+    with ctx.collective("averaging gradients"):
+        (loss * (share * ctx.world)).backward()
+    return loss, share
+
+
 def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: FitConfig, out: Path,
         train_step: Callable, loss_fn: Callable, resume: bool = True,
-        log: Callable[[str], None] | None = None) -> dict:
+        log: Callable[[str], None] | None = None, count: Callable[[torch.Tensor], int] = len) -> dict:
     """Train ``model`` on windows ``train`` (rows of token ids), early-stopping on ``valid``.
 
     ``train_step(model, batch) -> loss tensor`` (mean over tokens; teacher forcing);
     ``loss_fn`` as in ``evaluate``. Writes ``out/checkpoints/{last,best}.pt`` and
     ``out/metrics.json``. With no validation windows, the training loss stands in for it
     (recorded as ``valid_source: train``). Returns a summary dict.
+
+    Under ``torchrun`` (``pipeline.training.distributed``): every global batch is split across the
+    ranks (``rows[rank::world]``), the model is wrapped in DistributedDataParallel, and each rank's
+    loss is weighted by its share of the batch's ``count`` (what ``train_step`` averages over: rows
+    by default, non-PAD target tokens for the LSTM), so the averaged gradient is the global batch's;
+    validation is split likewise and its sums all-reduced; rank 0 alone writes checkpoints and
+    metrics. Dropout draws from a stream seeded per (seed, epoch, rank) there. Without torchrun this
+    is the single-process loop, unchanged.
     """
+    from pipeline.training import distributed
+
+    ctx = distributed.current()
+    if not ctx.is_main:
+        log = None
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -347,6 +389,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         start, best, bad = int(state["epoch"]) + 1, float(state["best"]), int(state["bad_epochs"])
         history, best_epoch = list(state["history"]), int(state["best_epoch"])
         resumed = True
+    net = ctx.wrap(model)  # DistributedDataParallel under torchrun, the model itself otherwise
     stopped_early = False
     bar = training_bar(Path(out).name, cfg.epochs, start - 1, log, unit="epoch")
     for epoch in range(start, cfg.epochs + 1):
@@ -355,17 +398,31 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
             break
         model.train()
         total, n = 0.0, 0
+        if ctx.active:
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, ctx.rank]).generate_state(1)[0]))
         for batch in batches(train, cfg.batch_size, seed=cfg.seed * 1000 + epoch, limit=cfg.max_windows):
             optimizer.zero_grad()
-            loss = train_step(model, batch)
-            loss.backward()
+            if ctx.active:
+                loss, share = _distributed_step(ctx, net, batch, train_step, count)
+            else:
+                loss = train_step(model, batch)
+                loss.backward()
+                share = 1.0
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            total += float(loss.detach()) * len(batch)
+            total += float(loss.detach()) * share * len(batch)
             n += len(batch)
+        if ctx.active:
+            total = ctx.all_sum([total])[0]
         train_loss = total / max(n, 1)
-        ev = evaluate(model, batches(valid, cfg.batch_size, limit=cfg.max_eval_windows), loss_fn)
+        if ctx.active:
+            sums = eval_sums(model, (ctx.shard(b) for b in batches(valid, cfg.batch_size, limit=cfg.max_eval_windows)
+                                     if len(ctx.shard(b))), loss_fn)
+            loss_sum, correct, tokens = ctx.all_sum(sums)
+            ev = eval_summary(loss_sum, int(round(correct)), int(round(tokens)))
+        else:
+            ev = evaluate(model, batches(valid, cfg.batch_size, limit=cfg.max_eval_windows), loss_fn)
         row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": ev["loss"],
                "valid_perplexity": ev["perplexity"], "valid_accuracy": ev["accuracy"]}
         history.append(row)
@@ -373,20 +430,25 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         watch = ev["loss"] if ev["loss"] is not None else train_loss
         if watch < best:
             best, bad, best_epoch = watch, 0, epoch
-            save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
+            if ctx.is_main:
+                save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
         else:
             bad += 1
-        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                               "rng": torch.get_rng_state(), "best": best, "bad_epochs": bad,
-                               "best_epoch": best_epoch, "history": history})
-        write_metrics(out / "metrics.json", history)
+        if ctx.is_main:
+            save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                                   "rng": torch.get_rng_state(), "best": best, "bad_epochs": bad,
+                                   "best_epoch": best_epoch, "history": history})
+            write_metrics(out / "metrics.json", history)
+        ctx.barrier()
         if log:
             log(f"epoch {epoch}: train {train_loss:.4f}, valid "
                 + ("-" if ev["loss"] is None else f"{ev['loss']:.4f}"))
     bar.close()
-    if not (ckpt_dir / "best.pt").exists():  # zero epochs asked: keep the initial weights
-        save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "epoch": 0})
-    write_metrics(out / "metrics.json", history)
+    if ctx.is_main:
+        if not (ckpt_dir / "best.pt").exists():  # zero epochs asked: keep the initial weights
+            save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "epoch": 0})
+        write_metrics(out / "metrics.json", history)
+    ctx.barrier()
     return {"epochs_run": len(history), "best_epoch": best_epoch, "best_loss": None if math.isinf(best) else best,
             "stopped_early": stopped_early, "resumed": resumed,
             "valid_source": "valid" if len(valid) else "train", "history": history}
