@@ -74,7 +74,7 @@ def bench_notes(files: list[Path], *, repeat: int, timeout: float) -> dict:
     same = {m: 0 for m in modes}
     differ: dict[str, dict[str, str]] = {m: {} for m in modes}
     for mode, config in modes.items():
-        for p in parsed:  # the first pass also warms up (numba cache load)
+        for p in parsed:  # the first pass also warms up
             try:
                 b = notes_fast(raws[p], p.name, config=config)
             except MidiError as exc:

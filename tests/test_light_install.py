@@ -1,6 +1,6 @@
 """A plain ``pip install lakh-pipeline`` (no extras) into a fresh virtual environment: torch is not
 installed, and the data stages run (slow: about a minute on 2 cores, most of it pip unpacking the
-0.9 GB of dependencies; the wheel is built from a copy of the sources, pip installs for real from its
+0.7 GB of dependencies; the wheel is built from a copy of the sources, pip installs for real from its
 indexes). And, fast: a command whose extra is missing says which one in a line."""
 
 from __future__ import annotations

@@ -187,3 +187,86 @@ def test_ticks_to_seconds_is_the_numpy_expression_bit_for_bit():
     assert np.array_equal(K.ticks_to_seconds(start, scale, base, ticks), want)
     with pytest.raises(ValueError, match="equally long"):
         K.ticks_to_seconds(start, scale[:-1], base, ticks)
+
+
+def _m21_events(rows):
+    """(track, tick, kind, channel, pitch) rows -> the five int64 event arrays of pair_m21."""
+    return [np.array(col, np.int64) for col in zip(*rows)]
+
+
+def test_pair_m21_pairs_each_note_on_with_the_nearest_note_off_after_it():
+    on, off, prog = K.K_NOTE_ON, K.K_NOTE_OFF, K.K_PROGRAM
+    ev = _m21_events([
+        (0, 0, on, 0, 60),
+        (0, 0, on, 0, 64),
+        (0, 4, on, 0, 60),  # struck again before any note-off: both end at tick 10
+        (0, 10, off, 0, 60),
+        (0, 12, off, 0, 64),
+        (0, 14, on, 1, 60),  # channel 1 has no note-off: vanishes
+        (0, 15, prog, 0, 5),
+        (0, 16, off, 0, 60),  # nothing takes it
+        (1, 2, on, 0, 60),  # another track: its own keys
+        (1, 20, off, 0, 60),
+    ])
+    outs = [np.full(5, -9, np.int64) for _ in range(5)]  # one slot per note-on
+    assert K.pair_m21(*ev, 2, *outs) == 4
+    # walking backwards: the outputs come in reverse order of note-ons
+    assert [o[:4].tolist() for o in outs] == [[2, 4, 0, 0], [20, 10, 12, 10], [60, 60, 64, 60], [0, 0, 0, 0],
+                                              [1, 0, 0, 0]]
+    assert all(o[4] == -9 for o in outs)
+    with pytest.raises(ValueError, match="too small"):
+        K.pair_m21(*ev, 2, *(np.zeros(3, np.int64) for _ in range(5)))
+    with pytest.raises(ValueError, match="out of range"):  # track 1 with n_tracks=1
+        K.pair_m21(*ev, 1, *outs)
+    bad_pitch = [a.copy() for a in ev]
+    bad_pitch[4][0] = 128
+    with pytest.raises(ValueError, match="out of range"):
+        K.pair_m21(*bad_pitch, 2, *outs)
+    with pytest.raises(ValueError, match="differ in length"):
+        K.pair_m21(*ev[:4], ev[4][:-1], 2, *outs)
+    with pytest.raises(TypeError):
+        K.pair_m21(*ev, 2, *outs[:4], np.zeros(5, np.int32))
+
+
+def test_group_m21_gathers_chords_as_music21_does():
+    # notes in note-on order; tol 3.0 = ticks per quarter 12 / 4
+    on_tick = np.array([0, 1, 2, 3, 3, 5], np.int64)
+    off_tick = np.array([10, 16, 13, 13, 5, 5], np.int64)
+    track = np.array([0, 0, 0, 0, 1, 1], np.int64)
+
+    def run(cap, n_voices=2):
+        mem_group, mem_note = np.full(cap, -9, np.int64), np.full(cap, -9, np.int64)
+        first_of, voices = np.full(6, -9, np.int64), np.zeros(n_voices, bool)
+        res = K.group_m21(on_tick, off_tick, track, 3.0, mem_group, mem_note, first_of, voices)
+        return res, mem_group, mem_note, first_of, voices
+
+    (g, m), mem_group, mem_note, first_of, voices = run(16)
+    # note 0 opens group 0: note 1 starts with it but ends 6 ticks later (voices needed in track 0),
+    # note 2 joins (ends 3 ticks later: within tol), note 3 starts 3 ticks later (not within tol).
+    # note 1 opens group 1 and gathers note 2 again (only the opening note is checked), and note 3.
+    # note 4 opens group 2 in track 1 and gathers note 5.
+    assert (g, m) == (3, 7)
+    assert mem_group[:7].tolist() == [0, 0, 1, 1, 1, 2, 2]
+    assert mem_note[:7].tolist() == [0, 2, 1, 2, 3, 4, 5]
+    assert first_of[:3].tolist() == [0, 1, 4]
+    assert voices.tolist() == [True, False]
+    assert run(7)[0] == (3, 7)
+    assert run(6)[0] == (-1, -1)  # too little room for the pairs: the caller retries with more
+    assert run(0)[0] == (-1, -1)
+    empty = np.zeros(0, np.int64)
+    assert K.group_m21(empty, empty, empty, 3.0, np.zeros(1, np.int64), np.zeros(1, np.int64), empty,
+                       np.zeros(1, bool)) == (0, 0)
+    with pytest.raises(ValueError, match="voices_required"):  # track 1 has no slot
+        run(16, n_voices=1)
+    with pytest.raises(ValueError, match="first_of"):
+        K.group_m21(on_tick, off_tick, track, 3.0, np.zeros(16, np.int64), np.zeros(16, np.int64),
+                    np.zeros(5, np.int64), np.zeros(2, bool))
+    with pytest.raises(ValueError, match="differ in length"):
+        K.group_m21(on_tick, off_tick[:5], track, 3.0, np.zeros(16, np.int64), np.zeros(16, np.int64),
+                    np.zeros(6, np.int64), np.zeros(2, bool))
+    with pytest.raises(TypeError):
+        K.group_m21(on_tick, off_tick, track, 3.0, np.zeros(16, np.int32), np.zeros(16, np.int64),
+                    np.zeros(6, np.int64), np.zeros(2, bool))
+    with pytest.raises(TypeError):
+        K.group_m21(on_tick, off_tick, track, 3.0, np.zeros(16, np.int64), np.zeros(16, np.int64),
+                    np.zeros(6, np.int64), np.zeros(2, np.uint8))

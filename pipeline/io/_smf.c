@@ -1077,6 +1077,111 @@ static int64_t bar_coords(const int32_t *t, int64_t n, const int64_t *starts, in
     return kept;
 }
 
+/* ------------------------------------------------------------- pair_m21 and group_m21 */
+
+/* music21 getNotesFromEvents per track: walk the events backwards; a note-off arms its
+ * (track, channel, pitch) key with its tick, a note-on takes the nearest armed note-off after it
+ * (an unpaired note-on vanishes). Outputs are filled in reverse order of note-ons. Returns the
+ * number of notes; -2 out of memory; -3 when a note event's track, channel or pitch is outside
+ * [0, n_tracks) x [0, 16) x [0, 128); -4 when there are more notes than `cap`. */
+static int64_t pair_m21(const int64_t *ev_track, const int64_t *ev_tick, const int64_t *ev_kind, const int64_t *ev_ch,
+                        const int64_t *ev_a, int64_t n_events, int64_t n_tracks, int64_t *on_tick, int64_t *off_tick,
+                        int64_t *pitch, int64_t *chan, int64_t *track, int64_t cap)
+{
+    if (n_tracks < 0 || n_tracks > INT64_MAX / (16 * 128 * (int64_t)sizeof(int64_t)))
+        return -3;
+    int64_t n_keys = n_tracks * 16 * 128;
+    int64_t *awaiting = malloc(sizeof(int64_t) * (size_t)(n_keys > 0 ? n_keys : 1));
+    if (!awaiting)
+        return -2;
+    for (int64_t k = 0; k < n_keys; k++)
+        awaiting[k] = -1;
+    int64_t n = 0;
+    for (int64_t i = n_events - 1; i >= 0; i--) {
+        int64_t k = ev_kind[i];
+        if (k != K_NOTE_OFF && k != K_NOTE_ON)
+            continue;
+        if (ev_track[i] < 0 || ev_track[i] >= n_tracks || ev_ch[i] < 0 || ev_ch[i] >= 16 || ev_a[i] < 0 ||
+            ev_a[i] >= 128) {
+            n = -3;
+            break;
+        }
+        int64_t key = (ev_track[i] * 16 + ev_ch[i]) * 128 + ev_a[i];
+        if (k == K_NOTE_OFF) {
+            awaiting[key] = ev_tick[i];
+        } else if (awaiting[key] >= 0) {
+            if (n >= cap) {
+                n = -4;
+                break;
+            }
+            on_tick[n] = ev_tick[i];
+            off_tick[n] = awaiting[key];
+            pitch[n] = ev_a[i];
+            chan[n] = ev_ch[i];
+            track[n] = ev_track[i];
+            n++;
+        }
+    }
+    free(awaiting);
+    return n;
+}
+
+/* music21 midiTrackToStream chord gathering over notes in note-on order, track by track: each
+ * note not yet gathered opens a group; the notes after it of the same track whose onset is
+ * closer than `tol` ticks join it when their offset is within `tol` too, and otherwise set
+ * voices_required[track] (music21's voicesRequired) and are passed over. Only the opening note
+ * is checked, so a note already gathered can be gathered again by a later group. Emits (group,
+ * note) member pairs and the opening note of each group (first_of, at least n long). Returns the
+ * number of groups and sets *pairs; -1 when more pairs than `cap` (the caller retries with more
+ * room); -2 out of memory; -3 when a track is outside [0, n_voices). */
+static int64_t group_m21(const int64_t *on_tick, const int64_t *off_tick, const int64_t *track, int64_t n, double tol,
+                         int64_t *mem_group, int64_t *mem_note, int64_t cap, int64_t *first_of,
+                         uint8_t *voices_required, int64_t n_voices, int64_t *pairs)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (track[i] < 0 || track[i] >= n_voices)
+            return -3;
+    uint8_t *gathered = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!gathered)
+        return -2;
+    int64_t g = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (gathered[i])
+            continue;
+        if (m >= cap) {
+            g = -1;
+            break;
+        }
+        first_of[g] = i;
+        mem_group[m] = g;
+        mem_note[m] = i;
+        m++;
+        for (int64_t j = i + 1; j < n; j++) {
+            /* the tick distance as a double against tol (ticks per quarter / 4, a float) */
+            if (track[j] != track[i] || (double)llabs(on_tick[j] - on_tick[i]) >= tol)
+                break;
+            if ((double)llabs(off_tick[j] - off_tick[i]) > tol) {
+                voices_required[track[i]] = 1;
+                continue;
+            }
+            if (m >= cap) {
+                g = -1;
+                break;
+            }
+            mem_group[m] = g;
+            mem_note[m] = j;
+            m++;
+            gathered[j] = 1;
+        }
+        if (g < 0)
+            break;
+        g++;
+    }
+    free(gathered);
+    *pairs = g < 0 ? -1 : m;
+    return g;
+}
+
 /* ------------------------------------------------------------------------- Python glue */
 
 /* Each argument is a contiguous buffer whose element size the wrapper in smf_kernels.py has
@@ -1234,6 +1339,76 @@ static PyObject *py_ticks_to_seconds(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_pair_m21(PyObject *self, PyObject *args)
+{
+    Py_buffer b[10];
+    long long n_tracks;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*Lw*w*w*w*w*", &b[0], &b[1], &b[2], &b[3], &b[4], &n_tracks, &b[5], &b[6],
+                          &b[7], &b[8], &b[9]))
+        return NULL;
+    /* events: never past the shortest event array; outputs: the shortest output array */
+    int64_t n_events = NELEM(b[0], int64_t), cap = NELEM(b[5], int64_t);
+    for (int k = 1; k < 5; k++)
+        if (NELEM(b[k], int64_t) < n_events)
+            n_events = NELEM(b[k], int64_t);
+    for (int k = 6; k < 10; k++)
+        if (NELEM(b[k], int64_t) < cap)
+            cap = NELEM(b[k], int64_t);
+    int64_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = pair_m21(b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, n_events, n_tracks, b[5].buf, b[6].buf, b[7].buf,
+                 b[8].buf, b[9].buf, cap);
+    Py_END_ALLOW_THREADS
+    for (int k = 0; k < 10; k++)
+        PyBuffer_Release(&b[k]);
+    if (n == -2)
+        return PyErr_NoMemory();
+    if (n == -3) {
+        PyErr_SetString(PyExc_ValueError, "pair_m21: a note event's track, channel or pitch is out of range");
+        return NULL;
+    }
+    if (n == -4) {
+        PyErr_SetString(PyExc_ValueError, "pair_m21: the note arrays are too small");
+        return NULL;
+    }
+    return PyLong_FromLongLong(n);
+}
+
+static PyObject *py_group_m21(PyObject *self, PyObject *args)
+{
+    Py_buffer on, off, tr, mg, mn, fo, vr;
+    double tol;
+    if (!PyArg_ParseTuple(args, "y*y*y*dw*w*w*w*", &on, &off, &tr, &tol, &mg, &mn, &fo, &vr))
+        return NULL;
+    int64_t n = NELEM(on, int64_t), cap = NELEM(mg, int64_t);
+    if (NELEM(off, int64_t) < n)
+        n = NELEM(off, int64_t);
+    if (NELEM(tr, int64_t) < n)
+        n = NELEM(tr, int64_t);
+    if (NELEM(mn, int64_t) < cap)
+        cap = NELEM(mn, int64_t);
+    int64_t g = -4, pairs = -1;
+    if (NELEM(fo, int64_t) >= n) {
+        Py_BEGIN_ALLOW_THREADS
+        g = group_m21(on.buf, off.buf, tr.buf, n, tol, mg.buf, mn.buf, cap, fo.buf, vr.buf, NELEM(vr, uint8_t),
+                      &pairs);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&on); PyBuffer_Release(&off); PyBuffer_Release(&tr); PyBuffer_Release(&mg);
+    PyBuffer_Release(&mn); PyBuffer_Release(&fo); PyBuffer_Release(&vr);
+    if (g == -2)
+        return PyErr_NoMemory();
+    if (g == -3) {
+        PyErr_SetString(PyExc_ValueError, "group_m21: a track is outside voices_required");
+        return NULL;
+    }
+    if (g == -4) {
+        PyErr_SetString(PyExc_ValueError, "group_m21: first_of is shorter than the notes");
+        return NULL;
+    }
+    return Py_BuildValue("(LL)", (long long)g, (long long)pairs);
+}
+
 static PyMethodDef methods[] = {
     {"scan_smf", py_scan_smf, METH_VARARGS, "Scan an SMF into event arrays (see smf_kernels.scan_smf)."},
     {"pair_notes", py_pair_notes, METH_VARARGS, "pretty_midi's note pairing (see smf_kernels.pair_notes)."},
@@ -1243,6 +1418,8 @@ static PyMethodDef methods[] = {
     {"quantize", py_quantize, METH_VARARGS, "Times -> grid steps (see smf_kernels.quantize)."},
     {"ticks_to_seconds", py_ticks_to_seconds, METH_VARARGS, "Ticks -> seconds (see smf_kernels.ticks_to_seconds)."},
     {"bar_coords", py_bar_coords, METH_VARARGS, "Cell steps -> bar and step in bar (see smf_kernels.bar_coords)."},
+    {"pair_m21", py_pair_m21, METH_VARARGS, "music21's note pairing (see smf_kernels.pair_m21)."},
+    {"group_m21", py_group_m21, METH_VARARGS, "music21's chord gathering (see smf_kernels.group_m21)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,7 +8,9 @@ The scanner follows mido 1.3 exactly on files mido accepts, and repairs what mid
 pairing follows ``pretty_midi.PrettyMIDI._load_instruments`` exactly: one instrument per
 (program at note-off, channel, track), notes in note-off order, a note-off closing every open
 note of its key except those that started on the same tick, and the "straggler" rules that
-decide which control changes and pitch bends count towards the end time.
+decide which control changes and pitch bends count towards the end time. ``pair_m21`` and
+``group_m21`` replay music21's MIDI import instead (its note pairing and chord gathering), for
+``pipeline.tokens.notes``.
 
 Every read of the file is bounds-checked by hand: the input is untrusted. The functions here
 check the dtypes and lengths of the arrays they hand to C (a wrong one is a ``TypeError`` or
@@ -209,3 +211,47 @@ def ticks_to_seconds(start, scale, base, ticks) -> np.ndarray:
     out = np.empty(ticks.shape, np.float64)
     _smf.ticks_to_seconds(start, scale, base, ticks.reshape(-1), out.reshape(-1))
     return out
+
+
+def pair_m21(ev_track, ev_tick, ev_kind, ev_ch, ev_a, n_tracks, on_tick, off_tick, pitch, chan, track) -> int:
+    """music21's ``getNotesFromEvents`` per track over scanned events (all int64): walk
+    backwards, a note-off arms its (track, channel, pitch), a note-on takes the nearest armed
+    note-off after it (an unpaired note-on vanishes).
+
+    Fills the int64 outputs (capacity ``len(on_tick)``; as many as there are note-ons always
+    suffice) in reverse order of note-ons and returns their count. ``ValueError`` when a note
+    event's track, channel or pitch is outside ``[0, n_tracks) x [0, 16) x [0, 128)``.
+    """
+    ins = [_in(a, np.int64) for a in (ev_track, ev_tick, ev_kind, ev_ch, ev_a)]
+    if len({len(a) for a in ins}) != 1:
+        raise ValueError("pair_m21: the event arrays differ in length")
+    cap = len(on_tick)
+    outs = [_out(a, np.int64, name, cap) for a, name in ((on_tick, "on_tick"), (off_tick, "off_tick"),
+                                                         (pitch, "pitch"), (chan, "chan"), (track, "track"))]
+    return _smf.pair_m21(*ins, int(n_tracks), *outs)
+
+
+def group_m21(on_tick, off_tick, track, tol, mem_group, mem_note, first_of, voices_required) -> tuple[int, int]:
+    """music21's ``midiTrackToStream`` chord gathering over notes in note-on order, track by track.
+
+    A note not yet gathered opens a group; the notes after it of the same track with an onset
+    closer than ``tol`` ticks join it when their end is within ``tol`` too, and otherwise set
+    ``voices_required[track]`` (music21's ``voicesRequired``: a note starting with a chord but
+    ending elsewhere). As in music21 only the opening note is checked, so a note already gathered
+    can be gathered again by a later group. Writes (group, note) member pairs to ``mem_group`` /
+    ``mem_note`` and each group's opening note to ``first_of`` (at least as long as the notes);
+    returns (groups, pairs), or (-1, -1) when ``mem_*`` are too small (retry with more room).
+    ``ValueError`` when a track is not an index of ``voices_required`` (bool).
+    """
+    on_tick, off_tick, track = _in(on_tick, np.int64), _in(off_tick, np.int64), _in(track, np.int64)
+    n = len(on_tick)
+    if not len(off_tick) == len(track) == n:
+        raise ValueError("group_m21: the note arrays differ in length")
+    cap = len(mem_group)
+    _out(mem_group, np.int64, "mem_group", cap)
+    _out(mem_note, np.int64, "mem_note", cap)
+    _out(first_of, np.int64, "first_of", n)
+    _out(voices_required, np.bool_, "voices_required")
+    g, m = _smf.group_m21(on_tick, off_tick, track, float(tol), mem_group, mem_note, first_of,
+                          voices_required.view(np.uint8))
+    return g, m

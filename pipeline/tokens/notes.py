@@ -39,7 +39,6 @@ from fractions import Fraction
 from typing import Literal
 
 import numpy as np
-from numba import njit
 
 from pipeline.errors import MidiError
 from pipeline.io import smf_kernels as K
@@ -80,66 +79,6 @@ def scan_events(raw: bytes, path: str = "<bytes>"):
     ev = scan(raw, path)
     arrays = (ev.track, ev.tick, ev.kind, ev.channel, ev.a, ev.b)
     return (ev.division, ev.n_tracks, *(a.astype(np.int64) for a in arrays))
-
-
-@njit(cache=True)
-def _pair_m21(ev_track, ev_tick, ev_kind, ev_ch, ev_a, n_tracks, on_tick, off_tick, pitch, chan, track):
-    """music21 ``getNotesFromEvents`` per track: walk backwards, a note-off arms its (pitch,
-    channel), a note-on takes the nearest armed note-off after it (unpaired note-ons vanish).
-    Fills the outputs in reverse order of note-ons; returns the count."""
-    awaiting = np.full(n_tracks * 16 * 128, -1, np.int64)
-    n = 0
-    for i in range(ev_tick.shape[0] - 1, -1, -1):
-        k = ev_kind[i]
-        if k == 2 or k == 1:
-            key = (ev_track[i] * 16 + ev_ch[i]) * 128 + ev_a[i]
-            if k == 2:
-                awaiting[key] = ev_tick[i]
-            elif awaiting[key] >= 0:
-                on_tick[n] = ev_tick[i]
-                off_tick[n] = awaiting[key]
-                pitch[n] = ev_a[i]
-                chan[n] = ev_ch[i]
-                track[n] = ev_track[i]
-                n += 1
-    return n
-
-
-@njit(cache=True)
-def _group_m21(on_tick, off_tick, track, tol, mem_group, mem_note, first_of, voices_required):
-    """music21 ``midiTrackToStream`` chord gathering (notes in note-on order, track by track).
-    Emits (group, note) member pairs: as in music21, a note already gathered into a chord can be
-    gathered again by a later one (only the opening note is checked). Sets
-    ``voices_required[track]`` where music21 sets its ``voicesRequired`` (a note starting with a
-    chord but ending elsewhere). Returns (groups, pairs), or (-1, -1) when ``mem_*`` are too small."""
-    n = on_tick.shape[0]
-    cap = mem_group.shape[0]
-    gathered = np.zeros(n, np.bool_)
-    g = 0
-    m = 0
-    for i in range(n):
-        if gathered[i]:
-            continue
-        if m >= cap:
-            return -1, -1
-        first_of[g] = i
-        mem_group[m] = g
-        mem_note[m] = i
-        m += 1
-        for j in range(i + 1, n):
-            if track[j] != track[i] or abs(on_tick[j] - on_tick[i]) >= tol:
-                break
-            if abs(off_tick[j] - off_tick[i]) > tol:
-                voices_required[track[i]] = True
-                continue
-            if m >= cap:
-                return -1, -1
-            mem_group[m] = g
-            mem_note[m] = j
-            m += 1
-            gathered[j] = True
-        g += 1
-    return g, m
 
 
 def _py_round7(x: float) -> float:
@@ -250,7 +189,7 @@ def note_groups(raw: bytes, path: str = "<bytes>", *, durations: bool = False) -
     tpq, n_tracks, ev_track, ev_tick, ev_kind, ev_ch, ev_a, _ev_b = scan_events(raw, path)
     n_on = int(np.count_nonzero(ev_kind == K.K_NOTE_ON))
     on, off, pitch, chan, track = (np.empty(n_on, np.int64) for _ in range(5))
-    n = _pair_m21(ev_track, ev_tick, ev_kind, ev_ch, ev_a, n_tracks, on, off, pitch, chan, track)
+    n = K.pair_m21(ev_track, ev_tick, ev_kind, ev_ch, ev_a, n_tracks, on, off, pitch, chan, track)
     on, off, pitch, chan, track = (a[:n][::-1].copy() for a in (on, off, pitch, chan, track))
     cap = 2 * n + 16
     while True:
@@ -258,7 +197,7 @@ def note_groups(raw: bytes, path: str = "<bytes>", *, durations: bool = False) -
         mem_note = np.empty(cap, np.int64)
         first_of = np.empty(n, np.int64)
         voices_required = np.zeros(max(n_tracks, 1), np.bool_)
-        g, nm = _group_m21(on, off, track, tpq / max(DIVISORS), mem_group, mem_note, first_of, voices_required)
+        g, nm = K.group_m21(on, off, track, tpq / max(DIVISORS), mem_group, mem_note, first_of, voices_required)
         if g >= 0:
             break
         cap *= 2
