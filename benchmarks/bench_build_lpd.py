@@ -106,7 +106,7 @@ def ours_one(path: Path, key: str, params, tmp_file: Path) -> tuple[bool, str | 
     """Read, convert, serialise and write one file as the CLI's worker does (timed by the caller)."""
     from pipeline.errors import MidiError
     from pipeline.formats.song_npz import pianoroll_npz_bytes
-    from stages.build_lpd import convert_one
+    from pipeline.stages.build_lpd import convert_one
 
     raw = path.read_bytes()
     song_id = hashlib.md5(raw).hexdigest()
@@ -309,7 +309,7 @@ def phase_breakdown(src: Path, out: Path, params) -> dict:
     import pipeline.formats.song_npz as song_npz
     import pipeline.formats.tensor_shards as tensor_shards
     import pipeline.sources as sources
-    import stages.build_lpd as stage
+    import pipeline.stages.build_lpd as stage
 
     t = PhaseTimer()
     t.wrap(sources, "open_source", "list the source")
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     import pypianoroll  # noqa: F401
 
     from pipeline.config import load_section
-    from stages.build_lpd import Params
+    from pipeline.stages.build_lpd import Params
 
     params = load_section(Params, "build_lpd", ROOT / "params.yaml")
     cpu = cpu_description()

@@ -56,7 +56,7 @@ def main() -> int:
 
     from pipeline.audio.render import fluidsynth_path, make_settings
     from pipeline.config import from_dict
-    from stages.render_audio import Params
+    from pipeline.stages.render_audio import Params
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     default = ROOT / "datasets" / "corpus" / "midi"

@@ -50,7 +50,7 @@ def probe_lstm(params_path: Path, steps: int, out: Path) -> dict:
     from pipeline.config import load_section
     from pipeline.training import lstm as fam
     from pipeline.training.solver import seed_everything
-    from stages import lstm as stage
+    from pipeline.stages import lstm as stage
 
     p = load_section(stage.Params, "lstm", params_path)
     t = p.train
@@ -79,8 +79,8 @@ def probe_musegan(params_path: Path, steps: int, out: Path) -> dict:
     from pipeline.models.musegan import build
     from pipeline.training import musegan as fam
     from pipeline.training.solver import seed_everything
-    from stages import build_phrases as phrases_stage
-    from stages import musegan as stage
+    from pipeline.stages import build_phrases as phrases_stage
+    from pipeline.stages import musegan as stage
 
     p = load_section(stage.Params, "musegan", params_path)
     ph = load_section(phrases_stage.Params, "build_phrases", params_path)
@@ -106,7 +106,7 @@ def _vqvae(params_path: Path):
     from pipeline.config import load_section
     from pipeline.training import vqvae as fam
     from pipeline.training.solver import seed_everything
-    from stages import vqvae as stage
+    from pipeline.stages import vqvae as stage
 
     p = load_section(stage.Params, "vqvae", params_path)
     t = p.train
@@ -144,7 +144,7 @@ def _prior(params_path: Path, steps: int, out: Path, level_from_top: int) -> dic
     from pipeline.models.jukebox import JukeboxPrior
     from pipeline.training import jukebox as fam
     from pipeline.training.solver import seed_everything
-    from stages import jukebox as stage
+    from pipeline.stages import jukebox as stage
 
     _, _, _, vq = _vqvae(params_path)
     p = load_section(stage.Params, "jukebox", params_path)

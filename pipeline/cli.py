@@ -150,7 +150,7 @@ def init(
 def corpus(out: OutOpt = Path("datasets/corpus"), params: ParamsOpt = PARAMS) -> None:
     """Make the built-in corpus: music21 works exported to MIDI and seeded band arrangements."""
     from pipeline.config import load_section
-    from stages import corpus as stage
+    from pipeline.stages import corpus as stage
 
     summary = stage.run(out=out, params=load_section(stage.Params, "corpus", params))
     typer.echo(summary)
@@ -167,7 +167,7 @@ def build_lpd(
 ) -> None:
     """Convert Lakh MIDI into LPD-style piano-rolls and 5-D tensors."""
     from pipeline.config import load_section
-    from stages import build_lpd as stage
+    from pipeline.stages import build_lpd as stage
 
     summary = stage.run(source=source, out=out, params=load_section(stage.Params, "build_lpd", params),
                         workers=workers, scheduler=scheduler, match_scores=match_scores)
@@ -188,7 +188,7 @@ def render_audio(
 ) -> None:
     """Render MIDI to 44.1 kHz audio clips with FluidSynth (Parquet in the HF Audio layout + NPZ)."""
     from pipeline.config import load_section
-    from stages import render_audio as stage
+    from pipeline.stages import render_audio as stage
 
     summary = stage.run(source=source, out=out, params=load_section(stage.Params, "render_audio", params),
                         workers=workers, scheduler=scheduler)
@@ -205,7 +205,7 @@ def ingest_audio(
 ) -> None:
     """Resample existing recordings to 44.1 kHz, downmix and write them as render-audio's shards."""
     from pipeline.config import load_section
-    from stages import ingest_audio as stage
+    from pipeline.stages import ingest_audio as stage
 
     summary = stage.run(source=folder, out=out, params=load_section(stage.Params, "ingest_audio", params),
                         workers=workers, scheduler=scheduler)
@@ -224,7 +224,7 @@ def build_vocab(
 ) -> None:
     """Build a token vocabulary (vocab.json) and token shards (Parquet) for one vocabulary kind."""
     from pipeline.config import load_section
-    from stages import build_vocab as stage
+    from pipeline.stages import build_vocab as stage
 
     out = out if out is not None else Path("datasets/vocab") / kind
     summary = stage.run(source=source, out=out, kind=kind, params=load_section(stage.Params, "build_vocab", params),
@@ -241,7 +241,7 @@ def build_phrases(
 ) -> None:
     """Cut LPD-5 tensors into binarised 4-bar phrases (MuseGAN's NPZ format + Parquet shards)."""
     from pipeline.config import load_section
-    from stages import build_phrases as stage
+    from pipeline.stages import build_phrases as stage
 
     summary = stage.run(lpd=lpd, out=out, params=load_section(stage.Params, "build_phrases", params))
     n = summary["phrases"]
@@ -287,7 +287,7 @@ def report(
     from pipeline.errors import ParamsError
 
     numerics.pin(native_numerics)
-    from stages import report as stage
+    from pipeline.stages import report as stage
 
     doc = read_params(params)
     if not isinstance(doc.get("render_audio"), dict):
@@ -342,7 +342,7 @@ LstmVocabDirOpt = Annotated[Optional[Path], typer.Option("--vocab-dir", help="To
 
 def _lstm_setup(params: Path, vocab_dir: Optional[Path], out: Optional[Path], variant: str):
     from pipeline.config import load_section
-    from stages import lstm as stage
+    from pipeline.stages import lstm as stage
 
     p = load_section(stage.Params, "lstm", params)
     return (stage, p, vocab_dir if vocab_dir is not None else Path("datasets/vocab") / p.vocab,
@@ -393,7 +393,7 @@ def train_vqvae(audio_dir: AudioDirOpt = Path("datasets/audio"), out: FamilyOutO
     """Train the Jukebox-style multi-level VQ-VAE on raw audio (resumes from its last checkpoint)."""
     _single_process_only("vqvae")
     from pipeline.config import load_section
-    from stages import vqvae as stage
+    from pipeline.stages import vqvae as stage
 
     p = load_section(stage.Params, "vqvae", params)
     s = stage.run_train(audio_dir=audio_dir, out=out, params=p, resume=not fresh, log=typer.echo, device=device)
@@ -409,7 +409,7 @@ def train_vqvae(audio_dir: AudioDirOpt = Path("datasets/audio"), out: FamilyOutO
 
 def _jukebox_params(params: Path):
     from pipeline.config import load_section
-    from stages import jukebox as stage
+    from pipeline.stages import jukebox as stage
 
     return stage, load_section(stage.Params, "jukebox", params)
 
@@ -469,7 +469,7 @@ PhrasesOpt = Annotated[Path, typer.Option("--phrases", help="build-phrases' outp
 
 def _musegan_setup(params: Path, out: Optional[Path], variant: str):
     from pipeline.config import load_section
-    from stages import musegan as stage
+    from pipeline.stages import musegan as stage
 
     p = load_section(stage.Params, "musegan", params)
     return stage, p, out if out is not None else MODELS / "musegan" / variant
@@ -512,7 +512,7 @@ def evaluate_musegan(phrases: PhrasesOpt = Path("datasets/phrases"), out: Family
     """EB, UPC, QN, DP and TD of the data and of every trained variant's samples (<out>/<variant>/samples),
     both definitions (JSON + Markdown in <out>)."""
     from pipeline.config import load_section
-    from stages import musegan as stage
+    from pipeline.stages import musegan as stage
 
     r = stage.run_evaluate(phrases=phrases, out=out, params=load_section(stage.Params, "musegan", params))
     found = ", ".join(r["samples"]) or "no variant samples found"

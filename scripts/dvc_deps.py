@@ -48,6 +48,8 @@ ENTRY = {
 def module_files(name: str) -> list[str]:
     """The project files Python executes to import ``name`` (package ``__init__``s first)."""
     parts = name.split(".")
+    if parts[:2] == ["pipeline", "stages"]:  # the repository's stages/, installed as pipeline.stages
+        return module_files("pipeline") + module_files(".".join(["stages", *parts[2:]]))
     if parts[0] not in PACKAGES:
         return []
     files = []

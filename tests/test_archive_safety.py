@@ -170,7 +170,7 @@ def _hostile_archive(path: Path) -> tuple[Path, bytes]:
 
 
 def test_build_lpd_gives_every_hostile_member_a_row(tmp_path):
-    from stages import build_lpd as stage
+    from pipeline.stages import build_lpd as stage
 
     archive, _ = _hostile_archive(tmp_path / "hostile.tar.gz")
     out = tmp_path / "work" / "lpd"
@@ -190,7 +190,7 @@ def test_build_lpd_gives_every_hostile_member_a_row(tmp_path):
 
 
 def test_build_vocab_gets_the_same_rows(tmp_path):
-    from stages import build_vocab as stage
+    from pipeline.stages import build_vocab as stage
 
     archive, _ = _hostile_archive(tmp_path / "hostile.tar.gz")
     out = tmp_path / "vocab"
@@ -204,7 +204,7 @@ def test_build_vocab_gets_the_same_rows(tmp_path):
 
 
 def test_stages_write_a_row_for_a_bomb_member_and_go_on(tmp_path):
-    from stages import build_lpd, build_vocab
+    from pipeline.stages import build_lpd, build_vocab
 
     archive, _ = _bomb_then_song(tmp_path / "bomb.tar.gz", 32 * MIB)
     build_lpd.run(source=archive, out=tmp_path / "lpd", params=build_lpd.Params(), workers=1)

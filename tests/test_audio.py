@@ -135,7 +135,7 @@ def test_gain_staging_scales_down_only_over_full_scale():
 # --- params ---------------------------------------------------------------------------------------
 
 def test_params_validation_echoes_the_bad_value():
-    from stages.render_audio import Params
+    from pipeline.stages.render_audio import Params
 
     with pytest.raises(ParamsError, match=r"render_audio.clip_samples=1000 must be a positive multiple of 128"):
         Params(clip_samples=1000)

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from stages import ingest_audio as stage
+from pipeline.stages import ingest_audio as stage
 
 ROOT = Path(__file__).resolve().parents[1]
 

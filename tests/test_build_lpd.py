@@ -15,7 +15,7 @@ import pypianoroll
 import pytest
 
 from pipeline.errors import StageError
-from stages import build_lpd as stage
+from pipeline.stages import build_lpd as stage
 
 
 def tree_digest(root: Path, *, skip=(".lock",)) -> dict[str, str]:

@@ -17,9 +17,9 @@ from pipeline.formats.phrase_shards import read_phrase_npz
 from pipeline.formats.tensor_shards import schema_document as lpd_schema, write_tensor_shard
 from pipeline.symbolic.bars import BarTensor
 from pipeline.splits import SPLITS, song_split
-from stages import build_lpd
-from stages import build_phrases as stage
-from stages.build_phrases import Params, song_phrases
+from pipeline.stages import build_lpd
+from pipeline.stages import build_phrases as stage
+from pipeline.stages.build_phrases import Params, song_phrases
 
 
 def split_of(song_id: str, p: Params) -> str:

@@ -19,7 +19,7 @@ from pipeline.errors import ParamsError
 from pipeline.formats.token_shards import read_token_shards
 from pipeline.tokens.events import EventConfig, decode
 from pipeline.formats.vocab import load_vocabulary
-from stages import build_vocab as stage
+from pipeline.stages import build_vocab as stage
 
 KINDS = ("notes", "remi", "midilike")
 
@@ -212,7 +212,7 @@ def test_resume_skips_finished_shards(small_corpus, tmp_path, monkeypatch):
 def test_second_build_into_the_same_folder_is_refused(small_corpus, tmp_path):
     from pipeline.errors import StageError
     from pipeline.stagekit import OutputLock
-    from stages import build_vocab as stage
+    from pipeline.stages import build_vocab as stage
 
     out = tmp_path / "vocab"
     with OutputLock(out):

@@ -72,7 +72,7 @@ def test_size_category():
 
 @pytest.fixture(scope="module")
 def lpd_builds(tmp_path_factory):
-    from stages import build_lpd as stage
+    from pipeline.stages import build_lpd as stage
 
     root = tmp_path_factory.mktemp("lpd")
     src = _songs(root / "midi")
@@ -104,7 +104,7 @@ def test_build_lpd_loads_through_its_card(lpd_builds, tmp_path):
 
 
 def test_build_phrases_card_and_metadata(lpd_builds, tmp_path):
-    from stages import build_phrases as stage
+    from pipeline.stages import build_phrases as stage
 
     params = stage.Params(require_families=(), min_families=1, min_activity=0.01)
     for name in ("a", "b"):
@@ -122,7 +122,7 @@ def test_build_phrases_card_and_metadata(lpd_builds, tmp_path):
 
 
 def test_build_vocab_card_metadata_and_load(tmp_path):
-    from stages import build_vocab as stage
+    from pipeline.stages import build_vocab as stage
 
     src = _songs(tmp_path / "midi")
     for name in ("a", "b"):
@@ -142,7 +142,7 @@ def test_build_vocab_card_metadata_and_load(tmp_path):
 
 @pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="the fluidsynth program is absent")
 def test_render_audio_card_and_metadata(tmp_path):
-    from stages import render_audio as stage
+    from pipeline.stages import render_audio as stage
 
     src = _songs(tmp_path / "midi", n=2)
     params = stage.Params(clip_samples=88192, row_group_mb=0.25, shard_size=3, render_seconds=0.0, clips_per_song=0)

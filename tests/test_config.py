@@ -70,7 +70,7 @@ def test_every_field_is_a_key_of_params_yaml(section):
 def test_missing_key_is_named():
     doc = section_doc("build_lpd")
     del doc["max_beats"], doc["tensor"]["bar_steps"]
-    from stages import build_lpd
+    from pipeline.stages import build_lpd
 
     with pytest.raises(ParamsError, match=r"^build_lpd.tensor: missing key\(s\) bar_steps "):
         from_dict(build_lpd.Params, doc, section="build_lpd")
@@ -80,7 +80,7 @@ def test_missing_key_is_named():
 
 
 def test_missing_or_bad_file_is_an_error(tmp_path, monkeypatch):
-    from stages import build_lpd
+    from pipeline.stages import build_lpd
 
     with pytest.raises(ParamsError, match=f"^{tmp_path / 'nope.yaml'}: no such params file$"):
         load_section(build_lpd.Params, "build_lpd", tmp_path / "nope.yaml")
@@ -124,7 +124,7 @@ def test_range_messages_echo_the_value():
     assert Range(hi=0, hi_open=True).describe() == "< 0"
     with pytest.raises(ParamsError, match=r"^x.y=-0.5 must be in \[0, 1\) \(why\)$"):
         Range(0, 1, hi_open=True, note="why").check("x.y", -0.5)
-    from stages import build_vocab, lstm
+    from pipeline.stages import build_vocab, lstm
 
     with pytest.raises(ParamsError, match=r"^build_vocab.midilike.velocity_bins=0 must be >= 1$"):
         build_vocab.Params(midilike=build_vocab.EventParams(velocity_bins=0))

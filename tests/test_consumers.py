@@ -43,7 +43,7 @@ from pipeline.inspection import describe
 from pipeline.formats.npz import load_npz
 from pipeline.formats.token_shards import windows
 from pipeline.training.solver import load_checkpoint, save_checkpoint
-from stages import build_lpd, build_phrases, build_vocab, render_audio
+from pipeline.stages import build_lpd, build_phrases, build_vocab, render_audio
 from tests.conftest import make_song
 
 ROOT = Path(__file__).resolve().parents[1]

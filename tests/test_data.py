@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from pipeline.data import AudioClips, PianorollBars, TokenStream, TokenWindows, aligned
 from pipeline.data.aligned import bar_bounds
 from pipeline.formats.token_shards import windows
-from stages import build_lpd, build_vocab, render_audio
+from pipeline.stages import build_lpd, build_vocab, render_audio
 from tests.conftest import make_song
 
 HAS_FLUIDSYNTH = shutil.which("fluidsynth") is not None

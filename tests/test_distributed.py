@@ -78,7 +78,7 @@ def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict:
-    from stages import build_vocab
+    from pipeline.stages import build_vocab
     from tests.test_musegan import make_phrases
 
     root = tmp_path_factory.mktemp("dist")

@@ -31,7 +31,7 @@ def test_entry_table_matches_the_cli():
     """Every stage module ENTRY names is imported by some command function of cli.py, and every
     stage module cli.py imports is an entry."""
     tree = ast.parse((ROOT / "pipeline" / "cli.py").read_text())
-    imported = {f"stages/{a.name}.py" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "stages"
+    imported = {f"stages/{a.name}.py" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "pipeline.stages"
                 for a in n.names}
     entries = {files[0] for files in dvc_deps.ENTRY.values()}
     assert entries == imported

@@ -238,7 +238,7 @@ def test_table_covers_every_variant():
 
 
 def test_build_lpd_reads_the_downloaded_archive(lmd, tmp_path, small_corpus):
-    from stages import build_lpd as stage
+    from pipeline.stages import build_lpd as stage
 
     out = tmp_path / "lmd"
     _fetch(lmd, out)

@@ -53,7 +53,7 @@ def _outcomes(fn, files: list[bytes]) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["remi", "midilike", "notes"])
 def test_tokenizers_on_mutants_only_raise_midi_errors(kind):
-    from stages.build_vocab import Params, tokenize_one
+    from pipeline.stages.build_vocab import Params, tokenize_one
 
     params = Params()
     files = mutants(3000, 2026)
@@ -67,7 +67,7 @@ def test_tokenizers_on_mutants_only_raise_midi_errors(kind):
 @needs_fluidsynth
 def test_render_on_mutants_only_raises_midi_errors():
     from pipeline.audio.render import make_settings
-    from stages.render_audio import Params, render_one
+    from pipeline.stages.render_audio import Params, render_one
 
     params = Params(render_seconds=1.0, max_duration=1800.0, clips_per_song=0)
     settings = make_settings(soundfont=params.soundfont, sample_rate=params.sample_rate, gain=params.gain,
@@ -94,7 +94,7 @@ def test_stages_give_one_row_per_mutant(tmp_path):
     """The stages themselves over a folder of mutants: a row per file, no bug, no crash."""
     import pyarrow.parquet as pq
 
-    from stages import build_lpd, build_vocab, render_audio
+    from pipeline.stages import build_lpd, build_vocab, render_audio
 
     folder = tmp_path / "mutants"
     folder.mkdir()

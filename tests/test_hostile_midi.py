@@ -15,7 +15,7 @@ CHECK = textwrap.dedent(
     import io, json, resource, sys, time
     import mido
     from pipeline.errors import MidiError
-    from stages.build_lpd import Params, convert_one
+    from pipeline.stages.build_lpd import Params, convert_one
     raw = open(sys.argv[1], "rb").read()
     t = time.perf_counter()
     try:

@@ -33,18 +33,18 @@ CHECK = textwrap.dedent(
         return int([l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]) / 1024
 
     if stage == "build_lpd":
-        from stages.build_lpd import Params, convert_one, run
+        from pipeline.stages.build_lpd import Params, convert_one, run
         params = Params()
         readers = {"lpd": lambda raw, key: convert_one(raw, key, params)}
         kinds = [{}]
     elif stage == "build_vocab":
-        from stages.build_vocab import Params, run, tokenize_one
+        from pipeline.stages.build_vocab import Params, run, tokenize_one
         params = Params()
         readers = {k: (lambda k: lambda raw, key: tokenize_one(raw, key, k, params))(k) for k in ("notes", "remi", "midilike")}
         kinds = [{"kind": k} for k in ("notes", "remi", "midilike")]
     else:
         from pipeline.audio.render import make_settings
-        from stages.render_audio import Params, render_one, run
+        from pipeline.stages.render_audio import Params, render_one, run
         params = Params(render_seconds=20.0, max_duration=1800.0, clips_per_song=0)
         settings = make_settings(soundfont=params.soundfont, sample_rate=params.sample_rate, gain=params.gain,
                                  reverb=params.reverb, chorus=params.chorus, period_size=params.period_size,

@@ -18,11 +18,21 @@ PACKAGES = ("pipeline", "stages")
 CLI = "pipeline.cli"
 
 
+#: the stage modules live in the repository's ``stages/`` and are installed as ``pipeline.stages``
+STAGES = "pipeline.stages"
+
+
 def module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    if parts[0] == "stages":
+        parts.insert(0, "pipeline")
     return ".".join(parts)
+
+
+def is_stage(name: str) -> bool:
+    return name.startswith(STAGES + ".")
 
 
 def project_modules(root: Path = ROOT) -> dict[str, Path]:
@@ -118,9 +128,9 @@ def test_imports_are_resolved_at_every_depth(tmp_path):
         "from pipeline.io import midi\n"
         "from pipeline.errors import MidiError\n"
         "def run():\n"
-        "    import stages.b\n")
+        "    import pipeline.stages.b\n")
     graph = import_graph(tmp_path)
-    assert graph["stages.a"] == {"pipeline.io.midi": 2, "pipeline.errors": 3, "stages.b": 5}
+    assert graph["pipeline.stages.a"] == {"pipeline.io.midi": 2, "pipeline.errors": 3, "pipeline.stages.b": 5}
     assert graph["pipeline.io.npz"] == {"pipeline.io.midi": 1, "pipeline.errors": 2}
     (tmp_path / "pipeline" / "io" / "midi.py").write_text("def f():\n    from pipeline.io.npz import g\n")
     assert find_cycle(import_graph(tmp_path)) == ["pipeline.io.midi", "pipeline.io.npz", "pipeline.io.midi"]
@@ -129,10 +139,10 @@ def test_imports_are_resolved_at_every_depth(tmp_path):
 def test_the_graph_sees_the_project():
     """The real graph holds top-level and function-level edges (a parser that found nothing would
     pass every test below)."""
-    assert {"pipeline.cli", "pipeline.schema", "stages.render_audio", "stages.jukebox"} <= set(GRAPH)
-    assert "pipeline.audio.shard_stage" in GRAPH["stages.render_audio"]  # top level
-    assert "pipeline.training.vqvae" in GRAPH["stages.jukebox"]  # inside functions only
-    assert "stages.render_audio" in GRAPH[CLI]
+    assert {"pipeline.cli", "pipeline.schema", "pipeline.stages.render_audio", "pipeline.stages.jukebox"} <= set(GRAPH)
+    assert "pipeline.audio.shard_stage" in GRAPH["pipeline.stages.render_audio"]  # top level
+    assert "pipeline.training.vqvae" in GRAPH["pipeline.stages.jukebox"]  # inside functions only
+    assert "pipeline.stages.render_audio" in GRAPH[CLI]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,13 +155,13 @@ def test_no_import_cycle():
 
 
 def test_no_stage_imports_another_stage():
-    bad = [f"{m} imports {t} (line {line})" for m, deps in sorted(GRAPH.items()) if m.startswith("stages.")
-           for t, line in sorted(deps.items()) if t.split(".")[0] == "stages"]
+    bad = [f"{m} imports {t} (line {line})" for m, deps in sorted(GRAPH.items()) if is_stage(m)
+           for t, line in sorted(deps.items()) if is_stage(t)]
     assert not bad, "a stage imports another stage (move the shared code into pipeline/): " + "; ".join(bad)
 
 
 def test_only_the_cli_imports_stages():
     bad = [f"{m} imports {t} (line {line})" for m, deps in sorted(GRAPH.items())
-           if m.split(".")[0] == "pipeline" and m != CLI
-           for t, line in sorted(deps.items()) if t.split(".")[0] == "stages"]
+           if m.split(".")[0] == "pipeline" and m != CLI and not is_stage(m)
+           for t, line in sorted(deps.items()) if is_stage(t)]
     assert not bad, "a library module imports a stage: " + "; ".join(bad)

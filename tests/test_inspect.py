@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from pipeline import cli, figures, inspection_plot
 from pipeline.errors import MidiError, PipelineError, UnsafeFileError
 from pipeline.inspection import describe, kind_of
-from stages import build_lpd, build_phrases, build_vocab, corpus, ingest_audio
+from pipeline.stages import build_lpd, build_phrases, build_vocab, corpus, ingest_audio
 from tests.conftest import make_song
 
 ROOT = Path(__file__).resolve().parents[1]

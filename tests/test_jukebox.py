@@ -21,8 +21,8 @@ from pipeline.errors import ParamsError, PipelineError, StageError
 from pipeline.models.jukebox import JukeboxPrior, PriorConfig
 from pipeline.names import JUKEBOX_MODES
 from pipeline.training import jukebox as fam
-from stages import ingest_audio, vqvae
-from stages import jukebox as stage
+from pipeline.stages import ingest_audio, vqvae
+from pipeline.stages import jukebox as stage
 
 SR = 44100
 

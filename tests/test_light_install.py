@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,23 @@ def light_venv(tmp_path_factory) -> Path:
     venv = tmp / "venv"
     # the base interpreter, not this test environment's venv (whose packages must not leak in)
     _run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", venv])
+    # one namespace: the wheel's only package is pipeline (stages/ goes in as pipeline.stages)
+    with zipfile.ZipFile(wheel) as zf:
+        tops = {n.split("/")[0] for n in zf.namelist() if not n.split("/")[0].endswith((".dist-info", ".data"))}
+        assert tops == {"pipeline"}, tops
+        assert "pipeline/stages/build_lpd.py" in zf.namelist()
     _run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheel])
     return venv / "bin"
+
+
+def test_the_wheel_lists_every_package():
+    """pyproject.toml names the packages (pipeline.stages maps to stages/): none may be left out."""
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "pipeline").rglob("__init__.py")}
+    assert set(conf["packages"]) == on_disk | {"pipeline.stages"}
+    assert conf["package-dir"] == {"pipeline.stages": "stages"} and (ROOT / "stages" / "__init__.py").is_file()
 
 
 @pytest.mark.slow
@@ -94,7 +110,7 @@ def test_a_missing_extra_is_one_line(tmp_path, module, extra, args):
     code = f"import sys; sys.modules[{module!r}] = None\nfrom pipeline.cli import main; main()"
     if args is None:
         from pipeline.config import load_params
-        from stages import render_audio
+        from pipeline.stages import render_audio
 
         (tmp_path / "midi").mkdir()
         (tmp_path / "midi" / "a.mid").write_bytes(make_song(0))

@@ -19,8 +19,8 @@ from pipeline.config import load_params, section_doc
 from pipeline.metrics import symbolic
 from pipeline.names import LSTM_VARIANTS
 from pipeline.training import lstm as fam
-from stages import build_vocab
-from stages import lstm as stage
+from pipeline.stages import build_vocab
+from pipeline.stages import lstm as stage
 
 TINY = {
     "vocab": "notes",

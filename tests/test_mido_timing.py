@@ -41,7 +41,7 @@ def test_known_meta_types_and_sysex_keep_their_times_in_mido_too():
 
 
 def test_build_lpd_row_and_summary(tmp_path):
-    from stages import build_lpd
+    from pipeline.stages import build_lpd
 
     src = tmp_path / "in"
     src.mkdir()

@@ -25,7 +25,7 @@ from pipeline.formats.phrase_shards import decode_phrases, encode_phrases, write
 from pipeline.models import musegan as M
 from pipeline.names import MUSEGAN_VARIANTS
 from pipeline.training import musegan as fam
-from stages import musegan as stage
+from pipeline.stages import musegan as stage
 
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
 

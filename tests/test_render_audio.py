@@ -21,7 +21,7 @@ import soundfile as sf
 import yaml
 
 from pipeline.config import section_doc
-from stages import render_audio as stage
+from pipeline.stages import render_audio as stage
 from tests.conftest import make_song
 from tests_support import smf_from_events
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import StageError
-from stages import report as stage
+from pipeline.stages import report as stage
 
 
 def _png(path: Path, seed: int) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from stages import report as stage
+from pipeline.stages import report as stage
 from tests.browser import chromium, visit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -181,7 +181,7 @@ def test_a_task_that_counts_no_files_moves_the_bar_when_it_ends(recording_bar):
 
 def test_the_data_stages_bars_count_every_file(recording_bar, small_corpus, tmp_path):
     from pipeline.config import load_params
-    from stages import build_lpd, build_vocab, render_audio
+    from pipeline.stages import build_lpd, build_vocab, render_audio
 
     n_files = 10  # 8 songs, an HTML page and an empty file
     build_lpd.run(source=small_corpus, out=tmp_path / "lpd", params=load_params(build_lpd.Params, shard_size=3),
@@ -198,7 +198,7 @@ def test_the_data_stages_bars_count_every_file(recording_bar, small_corpus, tmp_
 
 def test_a_real_bar_reaches_the_number_of_files(small_corpus, tmp_path, monkeypatch, capsys):
     from pipeline.config import load_params
-    from stages import build_lpd
+    from pipeline.stages import build_lpd
 
     monkeypatch.delenv("PIPELINE_PROGRESS", raising=False)
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)

@@ -55,7 +55,7 @@ def test_bpe_never_crosses_a_bar_and_reloads_bit_identical(tmp_path):
 
 def test_stage_with_bpe(small_corpus, tmp_path):
     from pipeline.formats.token_shards import read_token_shards
-    from stages import build_vocab as stage
+    from pipeline.stages import build_vocab as stage
 
     params = stage.Params(remi=stage.EventParams(bpe_vocab_size=400), valid_fraction=0.0, test_fraction=0.0)
     summary = stage.run(source=small_corpus, out=tmp_path / "v", kind="remi", params=params, workers=1)

@@ -23,8 +23,8 @@ from pipeline.metrics import audio as am
 from pipeline.models.vqvae import VQVAE, EMABottleneck, level_downs
 from pipeline.splits import heldout_split
 from pipeline.training import vqvae as fam
-from stages import ingest_audio
-from stages import vqvae as stage
+from pipeline.stages import ingest_audio
+from pipeline.stages import vqvae as stage
 
 SR = 44100
 

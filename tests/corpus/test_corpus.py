@@ -19,7 +19,7 @@ from pipeline.corpus import band, music21_works
 from pipeline.corpus.music21_works import WORKS, program_for_part
 from pipeline.formats.midi import midi_bytes
 from pipeline.errors import ParamsError
-from stages import corpus as stage
+from pipeline.stages import corpus as stage
 
 SEED = 2026
 N_FAST = 24  # songs checked in the fast tests; the slow test checks the default 120
