@@ -57,7 +57,7 @@ def make_corpus(root: Path, n: int, *, bad: bool = True) -> Path:
 def params(stage: str):
     from pipeline.config import load_params
 
-    module = __import__(f"stages.{stage}", fromlist=["Params"])
+    module = __import__(f"pipeline.stages.{stage}", fromlist=["Params"])
     return load_params(module.Params, **SECTIONS[stage])
 
 
@@ -70,7 +70,7 @@ def write_params(path: Path) -> Path:
 
 def run_stage(stage: str, source: Path, out: Path, *, workers: int = 1, scheduler: str | None = None) -> dict:
     """The stage's plain function (as the CLI calls it), with the small params."""
-    module = __import__(f"stages.{stage}", fromlist=["run"])
+    module = __import__(f"pipeline.stages.{stage}", fromlist=["run"])
     kwargs = {"kind": "remi"} if stage == "build_vocab" else {}
     return module.run(source=source, out=out, params=params(stage), workers=workers, scheduler=scheduler, **kwargs)
 

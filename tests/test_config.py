@@ -43,7 +43,7 @@ def test_package_data_ships_them():
 
 @pytest.mark.parametrize("section", SECTIONS)
 def test_every_default_is_params_yaml(section):
-    module = importlib.import_module(f"stages.{section}")
+    module = importlib.import_module(f"pipeline.stages.{section}")
     loaded = load_section(module.Params, section, ROOT / "params.yaml")
     assert module.Params() == loaded
     assert load_params(module.Params) == loaded
@@ -61,7 +61,7 @@ def _nested_classes(cls):
 def test_every_field_is_a_key_of_params_yaml(section):
     """No field has a default of its own: each takes its section's value (a field missing there would
     fail at import, a key of params.yaml without a field fails in from_dict)."""
-    module = importlib.import_module(f"stages.{section}")
+    module = importlib.import_module(f"pipeline.stages.{section}")
     for cls in _nested_classes(module.Params):
         doc = section_doc(cls.__params_section__)
         assert {f.name for f in dataclasses.fields(cls)} == set(doc), cls
