@@ -165,3 +165,16 @@ def test_only_the_cli_imports_stages():
            if m.split(".")[0] == "pipeline" and m != CLI and not is_stage(m)
            for t, line in sorted(deps.items()) if is_stage(t)]
     assert not bad, "a library module imports a stage: " + "; ".join(bad)
+
+
+def test_stages_are_imported_as_pipeline_stages():
+    """The wheel installs stages/ as pipeline.stages only: an `import stages...` would work in the
+    repository (its root on sys.path) and nowhere else, and load the same file twice under two names."""
+    bad = []
+    for pkg in ("pipeline", "stages", "tests", "benchmarks", "scripts"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                bad += [f"{path.relative_to(ROOT)}:{node.lineno}" for n in names if n.split(".")[0] == "stages"]
+    assert not bad, "import pipeline.stages, not stages: " + ", ".join(bad)
