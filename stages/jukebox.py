@@ -410,23 +410,14 @@ def wav_bytes(audio: np.ndarray, sr: int) -> bytes:
 
 
 def save_spectrogram(path: Path, audio: np.ndarray, sr: int, title: str = "", mark: float | None = None) -> None:
-    """A spectrogram PNG; ``mark``: a dashed line at that time (the end of a prompt)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3))
-    x = np.asarray(audio, np.float64)
+    """A spectrogram PNG (``figures.spectrogram_figure``: librosa, log frequency, dB colour bar);
+    ``mark``: a dashed line at that time (the end of a prompt)."""
+    x = np.asarray(audio, np.float32)
     if not np.any(x):
-        x = x + 1e-12  # a silent sample still gets a (flat) picture
-    ax.specgram(x, NFFT=1024, Fs=sr, noverlap=768, cmap="magma")
+        x = x + np.float32(1e-12)  # a silent sample still gets a (flat) picture
+    fig = figures.spectrogram_figure(x[None, :], sr, title=title, channel_names=["mono"], n_fft=1024, hop_length=256)
     if mark is not None:
-        ax.axvline(mark, color="white", lw=1.0, ls="--")
-    ax.set_xlabel("s")
-    ax.set_ylabel("Hz")
-    ax.set_title(title)
-    fig.tight_layout()
+        fig.axes[0].axvline(mark, color="white", lw=1.0, ls="--")
     figures.save(fig, Path(path), dpi=90)
 
 
