@@ -139,14 +139,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
-def _load(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 @dataclass
 class Render:
     """How MIDI samples are heard: FluidSynth settings (``pipeline.audio.render.SynthSettings``)
@@ -175,7 +167,7 @@ def _model_meta(datasets: Path) -> list[tuple[str, str]]:
         for tj in sorted(fam.rglob("train.json")):
             if "checkpoints" in tj.parts or "samples" in tj.parts:
                 continue
-            doc = _load(tj)
+            doc = references.load_doc(tj)
             bits = []
             for key in ("steps_run", "epochs_run", "best_step", "digest", "vocab", "variant", "level", "context"):
                 if key in doc and not isinstance(doc[key], (dict, list)):

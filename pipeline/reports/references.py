@@ -42,7 +42,9 @@ LSTM = Reference(
 REFERENCES = {"musegan": MUSEGAN, "jukebox": JUKEBOX, "vqvae": JUKEBOX, "lstm": LSTM}
 
 
-def _load(path: Path) -> dict:
+def load_doc(path: Path) -> dict:
+    """A JSON object from ``path``; ``{}`` when it is missing, unreadable or not an object (the page
+    shows what the stages wrote and leaves out what they did not)."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -51,7 +53,7 @@ def _load(path: Path) -> dict:
 
 
 def _songs(datasets: Path) -> str:
-    lpd = _load(datasets / "lpd" / "summary.json")
+    lpd = load_doc(datasets / "lpd" / "summary.json")
     return f"{lpd['songs']} songs" if "songs" in lpd else "this corpus"
 
 
@@ -59,7 +61,7 @@ def verdict(family: str, family_dir: Path, datasets: Path) -> tuple[str, str] | 
     """``(this run's setting, 'comparable' or 'not comparable: why')`` for a family with a
     reference, else ``None``."""
     if family == "musegan":
-        ev = _load(family_dir / "evaluation.json")
+        ev = load_doc(family_dir / "evaluation.json")
         spb = ev.get("steps_per_bar")
         phrases = (ev.get("data") or {}).get("phrases")
         ours = f"{phrases} phrases of {_songs(datasets)}, {spb} steps per bar"
@@ -69,8 +71,8 @@ def verdict(family: str, family_dir: Path, datasets: Path) -> tuple[str, str] | 
         reasons.append(f"trained on {_songs(datasets)} (the paper: 21,425)")
         return ours, "not comparable: " + "; ".join(reasons)
     if family in ("jukebox", "vqvae"):
-        vq = _load(datasets / "models" / "jukebox" / "evaluation.json").get("vqvae") or {}
-        cfg = _load(datasets / "models" / "vqvae" / "config.json")
+        vq = load_doc(datasets / "models" / "jukebox" / "evaluation.json").get("vqvae") or {}
+        cfg = load_doc(datasets / "models" / "vqvae" / "config.json")
         bins = vq.get("codebook_size") or (cfg.get("model_kwargs") or {}).get("codebook_size")
         hops = vq.get("hop_lengths") or cfg.get("hop_lengths")
         ours = f"SoundFont renders of {_songs(datasets)}, hop lengths {hops}, {bins} codes per level"
