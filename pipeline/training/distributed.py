@@ -109,9 +109,19 @@ class Context:
             return module
         from torch.nn.parallel import DistributedDataParallel
 
+        ctx = self
+
+        class _DDP(DistributedDataParallel):
+            """DDP whose forward (it syncs buffers and rebuilds buckets with the peers) turns a lost
+            peer into the same one line as the backward's all-reduce."""
+
+            def forward(self, *args, **kwargs):
+                with ctx.collective("a forward pass"):
+                    return super().forward(*args, **kwargs)
+
         ids = [self.local_rank] if self.backend == "nccl" else None
         with self.collective("wrapping the model"):
-            return DistributedDataParallel(module, device_ids=ids)
+            return _DDP(module, device_ids=ids)
 
     def close(self) -> None:
         global _CONTEXT
