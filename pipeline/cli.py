@@ -298,6 +298,47 @@ def report(
     typer.echo(f"{fams}; {s['players']} audio players, {s['figures']} data figures -> {s['page']}")
 
 
+def check_paper_params(doc: dict) -> None:
+    """Load every section of a params document that has a stage through that stage's typed params
+    (a wrong key or value in a paper-scale config is one ``ParamsError`` line)."""
+    import importlib
+
+    from pipeline.config import from_dict
+
+    for section in doc:
+        try:
+            module = importlib.import_module(f"pipeline.stages.{section}")
+        except ModuleNotFoundError:
+            continue
+        cls = getattr(module, "Params", None)
+        if cls is not None and isinstance(doc[section], dict):
+            from_dict(cls, doc[section], section=section)
+
+
+@app.command("paper-config")
+def paper_config(
+    family: Annotated[str, typer.Argument(help="lstm, musegan or jukebox (with the VQ-VAE).")],
+    write: Annotated[Optional[Path], typer.Option("--write", help="Write the whole params file with the paper's sizes laid over --params here.")] = None,
+    dvc_args: Annotated[bool, typer.Option("--dvc-args", help="Print the overrides as `-S key=value` arguments of `dvc exp run`.")] = False,
+    params: ParamsOpt = PARAMS,
+) -> None:
+    """The papers' model sizes for a family (pipeline/defaults/paper/FAMILY.yaml), for `dvc exp run -S` or a params file."""
+    import shlex
+
+    import yaml
+
+    from pipeline import paper_configs
+    from pipeline.files import atomic_write_bytes
+
+    doc = paper_configs.merged_params(family, params)
+    check_paper_params({k: doc[k] for k in paper_configs.overrides(family)})
+    if write is not None:
+        atomic_write_bytes(write, yaml.safe_dump(doc, sort_keys=False).encode())
+        typer.echo(f"wrote {write} ({params} with {paper_configs.config_path(family).name} on top)")
+    if dvc_args or write is None:
+        typer.echo(" ".join(shlex.quote(a) for a in paper_configs.set_args(family)))
+
+
 @app.command("fetch-lmd")
 def fetch_lmd(
     variant: Annotated[LmdVariant, typer.Option("--variant", help="full (LMD-full), matched, aligned or clean (clean_midi).")] = "full",
