@@ -27,7 +27,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from pipeline.errors import ParamsError, StageError
 from pipeline.files import atomic_write_bytes, write_json
 from pipeline.formats.phrase_shards import TRACKS
 from pipeline.metrics.headline import musegan_scores
+from pipeline.metrics.musegan import OFFICIAL_STEPS_PER_BAR
 from pipeline.names import MUSEGAN_VARIANTS
 from pipeline.splits import SPLITS, Split
 DEFINITIONS = ("corrected", "official")
@@ -66,6 +67,16 @@ class TrainParams:
     seed: int
     threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
     checkpoint_every: PositiveInt  # generator steps between checkpoints (last.pt)
+    critic_schedule: Literal["fixed", "v1"]  # fixed: n_critic per step; v1: the official v1 code's 100-update bursts
+
+
+def _train_doc(t: TrainParams) -> dict:
+    """``asdict(t)``, without ``critic_schedule`` when it is "fixed" (the behaviour before the option
+    existed): a default run keeps the digest and the ``config.json`` it had, byte for byte."""
+    doc = dataclasses.asdict(t)
+    if doc["critic_schedule"] == "fixed":
+        del doc["critic_schedule"]
+    return doc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,8 +180,11 @@ def _digest(params: Params, variant: str, data_sha: str) -> str:
     """The resume digest: more steps continue a run; everything else starts a new one."""
     from pipeline.training.solver import resume_fields, run_digest
 
+    train = resume_fields(params.train, continuing=("steps", "checkpoint_every"))
+    if train["critic_schedule"] == "fixed":  # absent, as before the option existed: old runs still resume
+        del train["critic_schedule"]
     return run_digest({"variant": variant, "data": data_sha, "model": dataclasses.asdict(params.model),
-                       "train": resume_fields(params.train, continuing=("steps", "checkpoint_every"))})
+                       "train": train})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +219,8 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     cfg_path = ckpt / "config.json"
     if ctx.is_main:  # rank 0 alone writes; the others wait until the stale checkpoint is gone
         resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
-        write_json(cfg_path, {"digest": digest, "variant": variant, "params": dataclasses.asdict(params),
+        write_json(cfg_path, {"digest": digest, "variant": variant,
+                               "params": {**dataclasses.asdict(params), "train": _train_doc(t)},
                                "model": dataclasses.asdict(cfg), "track_names": list(schema["track_names"]),
                                "lowest_pitch": schema["lowest_pitch"],
                                "data": {"phrases": int(len(x)), "sha256": data_sha}})
@@ -218,7 +233,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     res = fam.train(gen, critic, x, out=out, resume=resume, log=log,
                     cfg=fam.GanConfig(steps=t.steps, batch_size=t.batch_size, lr=t.lr, beta1=t.beta1,
                                       beta2=t.beta2, n_critic=t.n_critic, gp_weight=t.gp_weight, seed=t.seed,
-                                      checkpoint_every=t.checkpoint_every))
+                                      checkpoint_every=t.checkpoint_every, critic_schedule=t.critic_schedule))
     seconds = time.perf_counter() - t0
     if res["history"] and ctx.is_main:
         plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, xlabel="generator step",
@@ -355,12 +370,56 @@ def _pick(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
+def _not_comparable(report: dict, root: Path, params: Params) -> list[str]:
+    """Why these rows cannot be held against the paper's, one reason per item."""
+    spb = report["steps_per_bar"]
+    reasons = [f"the data are {report['data']['phrases']} phrases of this corpus's {report['data']['split']} split, "
+               "not the paper's LPD-cleansed phrases: other songs, so even the training-data rows differ"]
+    if report.get("official_held_from"):
+        reasons.append(f"the phrases are quantised at {spb} steps per bar; the official tables hold each step "
+                       f"{OFFICIAL_STEPS_PER_BAR // spb} times (the same music on the paper's "
+                       f"{OFFICIAL_STEPS_PER_BAR}-step grid), but notes and onsets finer than 1/{spb} bar, "
+                       "which the paper's data could hold, are already gone")
+    elif spb != OFFICIAL_STEPS_PER_BAR:
+        reasons.append(f"the phrases have {spb} steps per bar, which cannot be held onto the paper's "
+                       f"{OFFICIAL_STEPS_PER_BAR}-step grid: the official tables run at {spb} (QN and DP depend "
+                       "on the grid)")
+    runs = []
+    for v in report["samples"]:
+        doc = _read_config(root / v)
+        p = (doc or {}).get("params") or {}
+        m, t = p.get("model") or dataclasses.asdict(params.model), p.get("train") or _train_doc(params.train)
+        runs.append(f"{v}: width {m.get('width')}, {t.get('steps')} generator steps, "
+                    f"critic schedule {t.get('critic_schedule', 'fixed')}")
+    if runs:
+        reasons.append("the models are ours, not the paper's: " + "; ".join(runs)
+                       + " (the official v1 code: its layer sizes, width 1.0, and its critic schedule, "
+                         "musegan.train.critic_schedule: v1)")
+    reasons.append("the bass is not made monophonic here (issue #16 says v1 made it monophonic; "
+                   "not checked against the official code, and no option for it)")
+    return reasons
+
+
+def _read_config(model_dir: Path) -> dict | None:
+    from pipeline.training.solver import read_json_dict
+
+    return read_json_dict(Path(model_dir) / "checkpoints" / "config.json")
+
+
 def run_evaluate(*, phrases: Path, out: Path, params: Params, log=None) -> dict:
     """EB, UPC, QN, DP and TD of the data (``evaluate.data_split``) and of the samples of every
     trained variant found under ``out`` (the family's folder, ``datasets/models/musegan``), under
-    both metric definitions; writes ``<out>/evaluation.json`` and ``evaluation.md``."""
+    both metric definitions; writes ``<out>/evaluation.json`` and ``evaluation.md``.
+
+    The corrected definitions run at the phrases' own resolution; the official ones at the official
+    resolution, 96 steps per bar: 48-step phrases (data and samples alike) are held onto the
+    96-step grid first (``hold_steps``: every step twice, the same music), since the official QN and
+    DP depend on the grid. ``resolution`` in the JSON says which table used which. The paper's
+    training-data rows (``pipeline.metrics.musegan_reference``) are shown beside ours where they are
+    stored, with the reasons the two are not comparable."""
     from pipeline.formats.phrase_shards import read_phrase_npz
-    from pipeline.metrics.musegan import compute_metrics
+    from pipeline.metrics.musegan import compute_metrics, hold_steps
+    from pipeline.metrics.musegan_reference import reference
 
     e = params.evaluate
     schema = phrase_schema(phrases)
@@ -377,19 +436,27 @@ def run_evaluate(*, phrases: Path, out: Path, params: Params, log=None) -> dict:
         if y.shape[1:] != x.shape[1:]:
             raise StageError(f"{path}: samples of shape {y.shape[1:]}, the data's phrases are {x.shape[1:]}")
         sources[v] = y
+    spb = int(x.shape[2])
+    # a grid that does not divide 96 (or is finer) cannot be held onto it: official at its own steps
+    resolution = {"corrected": spb, "official": OFFICIAL_STEPS_PER_BAR if OFFICIAL_STEPS_PER_BAR % spb == 0 else spb}
     report: dict = {"data": {"split": e.data_split, "phrases": int(len(x))},
                     "samples": {k: int(len(v)) for k, v in sources.items() if k != "data"},
-                    "track_names": list(names), "steps_per_bar": int(x.shape[2]),
+                    "track_names": list(names), "steps_per_bar": spb, "resolution": resolution,
+                    "official_held_from": spb if resolution["official"] != spb else None,
                     "qn_min_steps": e.qn_min_steps, "dp_tolerance": e.dp_tolerance}
     for definition in DEFINITIONS:
         report[definition] = {}
         for src, arr in sources.items():
+            if definition == "official":
+                arr = hold_steps(arr, spb, resolution["official"])
             report[definition][src] = compute_metrics(
                 arr, track_names=list(names), drum_track="Drums" if "Drums" in names else None,
-                steps_per_bar=int(x.shape[2]), definition=definition, qn_min_steps=e.qn_min_steps,
+                steps_per_bar=resolution[definition], definition=definition, qn_min_steps=e.qn_min_steps,
                 dp_tolerance=e.dp_tolerance, lowest_pitch=schema["lowest_pitch"])
             if log:
-                log(f"{definition}: {src} ({len(arr)} phrases)")
+                log(f"{definition}: {src} ({len(arr)} phrases, {resolution[definition]} steps per bar)")
+    report["reference"] = {**reference(), "comparable": False,
+                           "not_comparable": _not_comparable(report, root, params)}
     root.mkdir(parents=True, exist_ok=True)
     report["numerics"] = numerics.record()
     write_json(root / "evaluation.json", report)
@@ -411,19 +478,26 @@ METRIC_TITLES = {
 def markdown_report(r: dict) -> str:
     from pipeline.training.solver import markdown_table
 
+    res = r.get("resolution") or {d: r["steps_per_bar"] for d in DEFINITIONS}
+    held = r.get("official_held_from")
     lines = ["# MuseGAN: metrics of the training data and of each variant's samples", "",
              f"Data: {r['data']['phrases']} phrases of the {r['data']['split']} split; samples: "
              + (", ".join(f"{k} {n}" for k, n in r["samples"].items()) or "none found")
-             + f". {r['steps_per_bar']} steps per bar. Generator output binarised at 0 (tanh > 0).", ""]
+             + f". The phrases have {r['steps_per_bar']} steps per bar. Generator output binarised at 0 (tanh > 0).",
+             "", f"Resolution: the corrected tables at {res['corrected']} steps per bar (the phrases' own); the "
+             f"official tables at {res['official']} steps per bar, the official code's"
+             + (f" (every {held}-step phrase held onto the {res['official']}-step grid: each step twice, the "
+                "same music)." if held else "."), ""]
     for definition in DEFINITIONS:
         block = r[definition]
         sources = list(block)
-        lines += [f"## {definition} definitions", ""]
+        lines += [f"## {definition} definitions ({res[definition]} steps per bar)", ""]
         metrics = []
         for src in sources:
             for m in block[src]:
                 if m not in metrics and isinstance(block[src][m], dict):
                     metrics.append(m)
+        ref = (r.get("reference") or {}).get("training_data") if definition == "official" else None
         for m in metrics:
             cols = []
             for src in sources:
@@ -431,6 +505,19 @@ def markdown_report(r: dict) -> str:
                     if k not in cols:
                         cols.append(k)
             rows = [[src] + [(block[src].get(m) or {}).get(k) for k in cols] for src in sources]
-            lines += [f"### {METRIC_TITLES.get(m, m)} ({definition})", "",
+            if ref and isinstance(ref.get(m), dict):
+                rows.append(["paper: training data (not comparable)"] + [ref[m].get(k) for k in cols])
+            lines += [f"### {METRIC_TITLES.get(m, m)} ({definition}, {res[definition]} steps per bar)", "",
                       markdown_table(rows, ["source", *cols], digits=3), ""]
+    ref = r.get("reference")
+    if ref:
+        lines += ["## The paper's reference", "",
+                  f"Source: {ref.get('citation')}, {ref.get('tables')}"
+                  + (f", {ref['version']}" if ref.get("version") else "") + f" ({ref.get('url')}).",
+                  f"Its setting: {ref.get('setting')}.", ""]
+        if ref.get("training_data") is None:
+            lines += [f"Values: none here; {ref.get('missing', 'not stored')}.", ""]
+        else:
+            lines += ["Its training-data rows stand in the official tables above, marked not comparable.", ""]
+        lines += ["Not comparable with these rows:", ""] + [f"- {why}" for why in ref.get("not_comparable", [])] + [""]
     return "\n".join(lines)

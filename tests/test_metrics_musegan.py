@@ -510,3 +510,68 @@ def test_corrected_matches_the_note_by_note_oracle(steps):
     assert_same(got, corrected_oracle(x), rel=1e-12)
     assert got != compute_metrics(x, track_names=NAMES, drum_track="Drums", steps_per_bar=steps,
                                   definition="official")
+
+
+# --- the official resolution: 48-step phrases held onto the 96-step grid -----------------
+
+
+def test_hold_steps_is_the_same_music_on_the_96_step_grid():
+    # by hand: notes of 1, 2, 3 and 5 steps at 48 steps per bar are notes of 2, 4, 6 and 10 steps at 96,
+    # starting at twice their step; a note over the bar line stays one note over the bar line
+    x48, x96 = track(bars=2), track(bars=2, steps=96)
+    for start, length, midi in ((0, 1, 60), (4, 2, 62), (10, 3, 64), (20, 5, 65), (46, 4, 67)):
+        put(x48, 0, start, length, midi)
+        put(x96, 0, 2 * start, 2 * length, midi)
+    assert np.array_equal(mg.hold_steps(x48[None, ..., None], 48)[..., 0], x96[None])
+    assert np.array_equal(mg.hold_steps(x48[..., None], 48, 96)[..., 0], x96)  # one phrase
+    same = x96[None, ..., None]
+    assert mg.hold_steps(same, 96) is same  # at 96 nothing changes
+    # official QN depends on the grid (threshold 2 steps, notes cut at the bar line): at 48 steps bar 0 holds
+    # 1, 2, 3, 5 and 2 steps (4 of 5 qualified) and bar 1 the 2-step rest of the last note; at 96 all qualify
+    assert qualified_notes(x48, definition="official") == pytest.approx((4 / 5 + 1) / 2)
+    assert qualified_notes(x96, definition="official") == 1.0
+    # corrected QN does not: a 32nd note is 2 steps at 48 and 3 at 96 (the 1-step note fails both)
+    assert qualified_notes(x48) == qualified_notes(x96) == 4 / 5
+
+
+def test_official_metrics_of_held_phrases_are_the_96_step_values():
+    # drums at 48 steps: onsets 0, 3, 6, 12 (all on the 16th-note grid, 3 steps at 48)
+    d48 = drums([(0, 0), (0, 3), (0, 6), (0, 12)])
+    d96 = drums([(0, 0), (0, 6), (0, 12), (0, 24)], steps=96)
+    # the official 6-step filter is the 8th-note grid at 48 (onset 3 off it: 3/4) and the 16th at 96 (4/4)
+    assert drum_pattern(d48, definition="official") == pytest.approx(3 / 4)
+    assert drum_pattern(d96, definition="official") == 1.0
+    piano = track()
+    chord(piano, C_MAJOR)
+    put(piano, 0, 40, 1, 72)
+    x48 = np.stack([d48, piano, track(), track(), track()], axis=-1)
+    held = mg.hold_steps(x48, 48)
+    assert held.shape == (1, 96, 84, 5)
+    got = compute_metrics(held, track_names=NAMES, drum_track="Drums", steps_per_bar=96, definition="official")
+    assert got["DP"]["Drums"] == 1.0 and got["QN"]["Piano"] == 1.0
+    at48 = compute_metrics(x48, track_names=NAMES, drum_track="Drums", steps_per_bar=48, definition="official")
+    # the chord is 3 notes held all bar (beats of one pitch join), plus one 1-step note: 3 of 4 qualify
+    assert at48["DP"]["Drums"] == pytest.approx(3 / 4) and at48["QN"]["Piano"] == pytest.approx(3 / 4)
+    for m in ("EB", "UPC", "TD"):  # the grid does not change these
+        assert got[m] == at48[m]
+
+
+@pytest.mark.parametrize("steps, target, message", [(48, 72, "grid of 72"), (48, 0, "grid of 0"),
+                                                    (24, 96, "steps_per_bar=24 but x has 48")])
+def test_hold_steps_refuses_what_does_not_fit(steps, target, message):
+    with pytest.raises(ParamsError, match=message):
+        mg.hold_steps(track()[..., None], steps, target)
+
+
+def test_the_paper_reference_names_its_source():
+    from pipeline.metrics import musegan_reference as ref
+
+    doc = ref.reference()
+    assert doc["url"] == "https://arxiv.org/abs/1709.06298" and "AAAI 2018" in doc["citation"]
+    assert "Table 1" in doc["tables"] and "Table 2" in doc["tables"] and "training data" in doc["tables"]
+    assert doc["definition"] in DEFINITIONS and doc["steps_per_bar"] == mg.OFFICIAL_STEPS_PER_BAR == 96
+    if doc["training_data"] is None:  # no source text found: no numbers, and the reason says so
+        assert doc["version"] is None and "not found" in doc["missing"]
+    else:  # numbers only with the paper version they were copied from, keyed like compute_metrics
+        assert doc["version"] and set(doc["training_data"]) <= {"EB", "UPC", "QN", "DP", "TD"}
+    json.dumps(doc)

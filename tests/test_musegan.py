@@ -221,6 +221,37 @@ def test_batches_are_epochs_without_replacement():
     assert np.array_equal(fam.batch_indices(9, 5, 10, 3), fam.batch_indices(9, 5, 10, 3))
 
 
+def test_critic_schedules_count_the_official_v1_updates():
+    # fixed: n_critic at every step
+    assert [fam.critic_updates(s, 5) for s in (1, 2, 25, 26, 501)] == [5] * 5
+    assert fam.critic_updates_before(7, 3) == 18
+    # v1 (musegan/core.py at be3e348): 100 while the 0-based counter is < 25 or a multiple of 500, else 5
+    v1 = [fam.critic_updates(s, 5, "v1") for s in range(1, 1003)]
+    assert v1[:25] == [100] * 25 and v1[25] == 5  # steps 1-25, then 26
+    assert [s for s, k in enumerate(v1, 1) if k == 100 and s > 25] == [501, 1001]
+    assert sum(v1[:1000]) == 25 * 100 + 100 + (1000 - 26) * 5  # 25 warm-up steps, step 501, the rest 5
+    assert fam.critic_updates_before(1003, 5, "v1") == sum(v1)
+    assert fam.critic_updates(30, 2, "v1") == 2  # "else n_critic" (v1 hard-codes 5, the default)
+    with pytest.raises(ValueError, match="'v2'"):
+        fam.critic_updates(1, 5, "v2")
+
+
+def test_v1_schedule_runs_its_critic_updates_and_the_default_keeps_its_digest(phrases, tmp_path, monkeypatch):
+    seen = []
+    real = fam.batch_indices
+    monkeypatch.setattr(fam, "batch_indices", lambda seed, counter, n, b: seen.append(counter) or real(seed, counter, n, b))
+    s = stage.run_train(phrases=phrases, out=tmp_path / "v1", variant="composer",
+                        params=tiny(train={"steps": 2, "critic_schedule": "v1"}))
+    assert s["steps_run"] == 2 and seen == list(range(200))  # 100 + 100 critic updates, one batch each
+    cfg = json.loads((tmp_path / "v1" / "checkpoints" / "config.json").read_text())
+    assert cfg["params"]["train"]["critic_schedule"] == "v1"
+    # the default leaves config.json and the digest as they were before the option existed
+    assert "critic_schedule" not in stage._train_doc(tiny().train)
+    assert stage._digest(tiny(), "composer", "x") != stage._digest(tiny(train={"critic_schedule": "v1"}), "composer", "x")
+    with pytest.raises(ParamsError, match="critic_schedule"):
+        tiny(train={"critic_schedule": "v2"})
+
+
 def test_same_seed_same_losses_and_samples(phrases, tmp_path):
     p = tiny()
     a = stage.run_train(phrases=phrases, out=tmp_path / "a", variant="hybrid", params=p)
@@ -361,13 +392,24 @@ def test_evaluate_reports_data_and_variants_under_both_definitions(phrases, tmp_
     assert doc == json.loads(json.dumps(r))
     assert doc["samples"] == {"jamming": 6, "temporal": 6} and doc["data"] == {"split": "train", "phrases": 12}
     x, _, _ = stage.load_split(phrases, "train")
+    # corrected at the phrases' 48 steps; official at 96, each step held twice (the same music)
+    assert doc["resolution"] == {"corrected": 48, "official": 96} and doc["official_held_from"] == 48
     for definition in ("corrected", "official"):
         assert set(doc[definition]) == {"data", "jamming", "temporal"}
-        want = compute_metrics(x, track_names=TRACKS, drum_track="Drums", steps_per_bar=48, definition=definition)
+        arr = np.repeat(x, 2, axis=2) if definition == "official" else x
+        want = compute_metrics(arr, track_names=TRACKS, drum_track="Drums", steps_per_bar=doc["resolution"][definition],
+                               definition=definition)
         assert doc[definition]["data"] == json.loads(json.dumps(want))
     assert doc["corrected"]["data"]["UPC"] != doc["official"]["data"]["UPC"]  # the definitions differ
+    ref = doc["reference"]
+    assert ref["url"] == "https://arxiv.org/abs/1709.06298" and ref["comparable"] is False
+    assert ref["training_data"] is None and "not found" in ref["missing"]  # no source text: no numbers
+    why = " ".join(ref["not_comparable"])
+    assert "LPD-cleansed" in why and "48 steps per bar" in why and "monophonic" in why
+    assert "jamming: width 0.03125, 4 generator steps, critic schedule fixed" in why
     md = (models / "musegan" / "evaluation.md").read_text()
-    assert "## corrected definitions" in md and "## official definitions" in md
+    assert "## corrected definitions (48 steps per bar)" in md and "## official definitions (96 steps per bar)" in md
+    assert "## The paper's reference" in md and "Not comparable with these rows:" in md
     assert "| source | Drums | Piano | Guitar | Bass | Strings |" in md and "| jamming |" in md
     # the same again: the same bytes
     stage.run_evaluate(phrases=phrases, out=models / "musegan", params=p)

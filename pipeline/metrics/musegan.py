@@ -55,6 +55,20 @@ averaged with ``np.nanmean`` over all bars. Where it differs from the corrected 
 - UPC and QN are not computed for drums, DP only for drums, TD only between non-drum tracks
   (``eval_map`` and ``inter_pair`` of ``v1/config.py``); both definitions do the same.
 
+Resolution. The official definitions were written for 96 steps per bar (``v1/config.py``:
+``output_w = 96``; ``metrics_harmonicity``'s 24-step beat), and two of them depend on the grid: QN's
+2-step threshold is a 48th note at 96 steps and a 24th at 48, and the 6-step drum filter is the
+16th-note grid at 96 and the 8th-note grid at 48. ``hold_steps(x, 48)`` puts 48-step phrases on
+the 96-step grid (every step held twice: the same music, no onset between the old grid points), so
+that the official definitions measure them as the official code measured its data; the
+evaluate_musegan stage does that for its official tables. A consequence to read the tables by:
+every note of a held 48-step phrase lasts at least 2 steps, so its official QN is 1 by
+construction; the corrected QN (a 32nd note: 2 steps at 48, 3 at 96) gives the same value on
+both grids. The corrected definitions are resolution-aware and run at the phrases' own grid.
+
+This module computes; it holds no published numbers. The paper's reference (source, setting, and
+the training-data rows where a source text gave them) is ``pipeline.metrics.musegan_reference``.
+
 See docs/musegan_metrics.md for the later official versions and other published versions.
 """
 
@@ -69,7 +83,9 @@ from pipeline.errors import ParamsError
 
 __all__ = [
     "DEFINITIONS",
+    "OFFICIAL_STEPS_PER_BAR",
     "compute_metrics",
+    "hold_steps",
     "drum_pattern",
     "empty_bars",
     "qualified_notes",
@@ -86,6 +102,7 @@ DP_TOLERANCE = 0.3  # v1/config.py: drum_filter = np.tile([1, 0.3, 0, 0, 0, 0.3]
 OFFICIAL_DP_PERIOD = 6  # the length of the official filter's tile, in steps
 BEATS_PER_BAR = 4
 HARTE_RADII = (1.0, 1.0, 0.5)
+OFFICIAL_STEPS_PER_BAR = 96  # v1/config.py ModelConfig.output_w; the paper's 96 steps per bar (24 per beat)
 
 
 # --- validation --------------------------------------------------------------------------
@@ -448,6 +465,47 @@ def tonal_distance(roll_a, roll_b, *, definition: str = "corrected", lowest_pitc
     beats = _check_beats(beats_per_bar, a.shape[2])
     return _td(_beat_chroma(a, definition, lowest_pitch, beats), _beat_chroma(b, definition, lowest_pitch, beats),
                definition)
+
+
+# --- resolution --------------------------------------------------------------------------
+
+
+def hold_steps(x, steps_per_bar: int, target: int = OFFICIAL_STEPS_PER_BAR) -> np.ndarray:
+    """Phrases at ``steps_per_bar`` on the ``target`` grid, each step held ``target / steps_per_bar`` times.
+
+    The same music on a finer grid: a note of ``L`` steps becomes one of ``L * k`` steps starting
+    at ``k`` times its onset (``k = target / steps_per_bar``), silence stays silence. No onset
+    falls between the old grid points, so nothing the coarser grid could not hold is invented.
+    The official metrics are defined on 96 steps per bar (their QN threshold of 2 steps, their
+    6-step drum filter, their 24-step beat); ``compute_metrics(hold_steps(x, 48), steps_per_bar=96,
+    definition="official")`` measures 48-step phrases the way the official code measured 96-step
+    ones.
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (n, bars, steps, pitches, tracks) or (bars, steps, pitches, tracks)
+        Phrases; the steps axis is the third from the end.
+    steps_per_bar : int
+        Must equal ``x.shape[-3]`` and divide ``target``.
+    target : int
+        Steps per bar of the result (96: the official resolution).
+
+    Returns
+    -------
+    np.ndarray
+        ``x`` itself when ``steps_per_bar == target``; else a new array with ``target`` steps per bar.
+    """
+    a = np.asarray(x)
+    if a.ndim < 3:
+        raise ValueError(f"x has shape {a.shape}: expected (..., steps, pitches, tracks)")
+    if not _is_int(steps_per_bar) or steps_per_bar < 1 or a.shape[-3] != steps_per_bar:
+        raise ParamsError(f"steps_per_bar={steps_per_bar!r} but x has {a.shape[-3]} steps per bar (shape {a.shape})")
+    if not _is_int(target) or target < 1 or target % steps_per_bar:
+        raise ParamsError(f"{steps_per_bar} steps per bar cannot be held onto a grid of {target!r} "
+                          "(target must be a positive multiple of steps_per_bar)")
+    if target == steps_per_bar:
+        return a
+    return np.repeat(a, target // steps_per_bar, axis=a.ndim - 3)
 
 
 # --- all metrics, all tracks -------------------------------------------------------------

@@ -39,6 +39,13 @@ Variants (inputs of each G_bar; ``d = z_dim``; every bar gets its own G_bar call
 
 Every variant but ``jamming`` has one critic over all tracks. The paper's G_temp,i is one module
 per track (the official code shares one across tracks).
+
+What follows what: the layer sizes and the 96-step time layout follow the official v1 code; the
+per-track G_temp,i and the per-track jamming critics follow the paper (where the official code
+differs); ours: the 48-step time layout (2, 2, 2, 3: the official code knows only 96 steps per
+bar), the ``width`` knob (1.0: the official sizes; params.yaml trains far narrower on the CPU) and
+standard-normal latents (``sample_latents``; the official v1 loop draws N(0, 0.1)). Nothing here
+makes the bass monophonic.
 """
 
 from __future__ import annotations

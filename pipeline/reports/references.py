@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.metrics import musegan_reference
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -21,12 +23,11 @@ class Reference:
     setting: str  # the setting the source's numbers come from
 
 
-MUSEGAN = Reference(
+MUSEGAN = Reference(  # one source of the paper's reference: pipeline/metrics/musegan_reference.py
     "EB, UPC, QN, DP (per track), TD (per track pair), official definitions",
-    "Dong, Hsiao, Yang, Yang: MuseGAN, AAAI 2018, Tables 1 and 2",
-    "https://arxiv.org/abs/1709.06298",
-    "LPD-cleansed (21,425 songs), 4-bar phrases at 96 steps per bar, 84 pitches, 5 tracks, "
-    "models trained to convergence on a GPU")
+    f"{musegan_reference.SOURCE['citation']}: {musegan_reference.SOURCE['tables']}",
+    musegan_reference.SOURCE["url"],
+    musegan_reference.SETTING)
 JUKEBOX = Reference(
     "VQ-VAE spectral convergence and codebook use per level; prior bits per token",
     "Dhariwal et al.: Jukebox: A Generative Model for Music, 2020",
@@ -65,10 +66,16 @@ def verdict(family: str, family_dir: Path, datasets: Path) -> tuple[str, str] | 
         spb = ev.get("steps_per_bar")
         phrases = (ev.get("data") or {}).get("phrases")
         ours = f"{phrases} phrases of {_songs(datasets)}, {spb} steps per bar"
+        res = ev.get("resolution")
+        if isinstance(res, dict) and res.get("official") != spb:
+            ours += f" (held to {res.get('official')} for the official tables)"
+        given = (ev.get("reference") or {}).get("not_comparable")
+        if isinstance(given, list) and given:  # the evaluate stage's own reasons
+            return ours, "not comparable: " + "; ".join(map(str, given))
         reasons = []
         if spb != 96:
             reasons.append(f"{spb} steps per bar (the paper: 96; QN and DP depend on the resolution)")
-        reasons.append(f"trained on {_songs(datasets)} (the paper: 21,425)")
+        reasons.append(f"trained on {_songs(datasets)}, not the paper's LPD-cleansed songs")
         return ours, "not comparable: " + "; ".join(reasons)
     if family in ("jukebox", "vqvae"):
         vq = load_doc(datasets / "models" / "jukebox" / "evaluation.json").get("vqvae") or {}

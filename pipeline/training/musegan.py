@@ -1,12 +1,27 @@
 """The MuseGAN family: WGAN-GP training, sampling, and phrases <-> arrays / MIDI / PNG.
 
-Training (``train``), as in the paper and the official code: per generator step, ``n_critic``
-critic updates on ``E[D(fake)] - E[D(real)] + gp_weight * E[(||grad D(x_hat)||_2 - 1)^2]``
-(x_hat = real + alpha (fake - real), alpha ~ U(0, 1) per phrase), then one generator update on
-``-E[D(fake)]``; Adam with ``lr``, ``(beta1, beta2)`` for both. With one critic per track
-(jamming), each D_i has its own loss and penalty (over its track) and G_i gets its critic's
-loss only: the losses are summed, and since the parameters are disjoint and Adam works per
-parameter, that is the same as training the pairs side by side.
+Training (``train``): per generator step, ``critic_updates(step)`` critic updates on
+``E[D(fake)] - E[D(real)] + gp_weight * E[(||grad D(x_hat)||_2 - 1)^2]`` (x_hat = real + alpha
+(fake - real), alpha ~ U(0, 1) per phrase), then one generator update on ``-E[D(fake)]``; Adam with
+``lr``, ``(beta1, beta2)`` for both. With one critic per track (jamming), each D_i has its own loss
+and penalty (over its track) and G_i gets its critic's loss only: the losses are summed, and since
+the parameters are disjoint and Adam works per parameter, that is the same as training the pairs
+side by side.
+
+What follows what (the official v1 code is salu133445/musegan ``musegan/core.py`` and
+``v1/config.py``, the code of the AAAI 2018 paper):
+
+- as the official v1 code: WGAN-GP with the penalty weight ``ModelConfig.lamda = 10`` and Adam
+  ``(0.5, 0.9)`` (``v1/config.py``, the params.yaml defaults); the 5 critic updates per generator step
+  of its "else" branch (``n_critic``); its critic schedule (100 updates at the first 25 generator
+  steps and every 500th) **only** with ``critic_schedule="v1"``; generated phrases binarised at 0.
+- ours: the default ``critic_schedule="fixed"`` (``n_critic`` at every step, no bursts); a fresh
+  batch for every critic update (v1 feeds one batch to all the critic updates of a step and to its
+  generator update); standard-normal latents (v1 draws ``np.random.normal(0, 0.1)``); epochs
+  without replacement from a seeded permutation; stateless, resumable randomness (below); the
+  default ``lr`` and sizes of params.yaml (v1: ``lr = 2e-4``, batch 64).
+- the data are not the paper's: phrases from this corpus, the bass track as it is in the MIDI
+  (not made monophonic).
 
 Randomness is stateless: the phrases of critic update ``c`` (counted over the run) are batch
 ``c mod B`` of epoch ``c div B`` (B = batches per epoch, an epoch is a permutation drawn from
@@ -69,6 +84,40 @@ class GanConfig:
     gp_weight: float = 10.0
     seed: int = 2026
     checkpoint_every: int = 50
+    critic_schedule: str = "fixed"  # "fixed": n_critic every step; "v1": see critic_updates
+
+
+CRITIC_SCHEDULES = ("fixed", "v1")
+#: the official v1 loop (musegan/core.py, MuseGAN.train, commit be3e348 of salu133445/musegan):
+#: ``if counter < 25 or counter % 500 == 0: num_iters_D = 100 else: num_iters_D = 5``, with
+#: ``counter`` the 0-based generator step
+V1_WARMUP_STEPS = 25
+V1_EVERY = 500
+V1_CRITIC_UPDATES = 100
+
+
+def critic_updates(step: int, n_critic: int, schedule: str = "fixed") -> int:
+    """Critic updates before generator step ``step`` (1-based).
+
+    ``"fixed"``: ``n_critic`` at every step. ``"v1"``: the official v1 code's schedule
+    (``musegan/core.py`` of salu133445/musegan at commit be3e348, the code of the AAAI 2018
+    paper): 100 critic updates at the first 25 generator steps and at every 500th step (the
+    0-based counter ``step - 1`` below 25 or a multiple of 500: steps 1-25, 501, 1001, ...),
+    ``n_critic`` otherwise (v1 hard-codes 5, the default ``n_critic``).
+    """
+    if schedule == "fixed":
+        return n_critic
+    if schedule == "v1":
+        counter = step - 1
+        return V1_CRITIC_UPDATES if counter < V1_WARMUP_STEPS or counter % V1_EVERY == 0 else n_critic
+    raise ValueError(f"critic_schedule={schedule!r} must be one of {', '.join(CRITIC_SCHEDULES)}")
+
+
+def critic_updates_before(step: int, n_critic: int, schedule: str = "fixed") -> int:
+    """Critic updates run by generator steps ``1 .. step - 1`` (the batch counter of ``step``'s first)."""
+    if schedule == "fixed":
+        return (step - 1) * n_critic
+    return sum(critic_updates(s, n_critic, schedule) for s in range(1, step))
 
 
 def step_seed(seed: int, step: int, k: int) -> int:
@@ -182,12 +231,14 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
     critic.train()
     groups = critic.groups
     bar = training_bar("musegan", cfg.steps, start - 1, log)
+    counter = critic_updates_before(start, cfg.n_critic, cfg.critic_schedule)  # critic batches drawn so far
     for step in range(start, cfg.steps + 1):
         d_losses, gps, dists = [], [], []
         for p in critic.parameters():
             p.requires_grad_(True)
-        for k in range(cfg.n_critic):
-            idx = batch_indices(cfg.seed, (step - 1) * cfg.n_critic + k, n, cfg.batch_size)
+        n_updates = critic_updates(step, cfg.n_critic, cfg.critic_schedule)
+        for k in range(n_updates):
+            idx = batch_indices(cfg.seed, counter + k, n, cfg.batch_size)
             g = torch.Generator().manual_seed(step_seed(cfg.seed, step, k))
             z = {name: ctx.shard(t).to(device) for name, t in gen.sample_latents(len(idx), g).items()}
             alpha = ctx.shard(torch.rand(len(idx), generator=g)).to(device)
@@ -210,9 +261,10 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
             d_losses.append(float(d_loss.detach()))
             gps.append(float(gp.detach()))
             dists.append(float(dist.detach()))
+        counter += n_updates
         for p in critic.parameters():
             p.requires_grad_(False)
-        g = torch.Generator().manual_seed(step_seed(cfg.seed, step, cfg.n_critic))
+        g = torch.Generator().manual_seed(step_seed(cfg.seed, step, n_updates))
         z = {name: ctx.shard(t).to(device) for name, t in gen.sample_latents(cfg.batch_size, g).items()}
         g_loss = -critic(gen_net(z, _condition(gen, real))).mean(0).sum()  # given tracks: the last batch's
         opt_g.zero_grad(set_to_none=True)
