@@ -37,8 +37,13 @@ def test_packaged_copies_are_the_repositorys_files(name):
 
 
 def test_package_data_ships_them():
-    text = (ROOT / "pyproject.toml").read_text()
-    assert 'pipeline = ["defaults/params.yaml", "defaults/dvc.yaml"]' in text
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipeline"]
+    shipped = {p.relative_to(ROOT / "pipeline").as_posix() for pat in patterns for p in (ROOT / "pipeline").glob(pat)}
+    assert {"defaults/params.yaml", "defaults/dvc.yaml"} <= shipped
+    # the paper-scale configs (`pipeline paper-config`), every one of them
+    assert {f"defaults/paper/{p.name}" for p in (ROOT / "pipeline" / "defaults" / "paper").glob("*.yaml")} <= shipped
 
 
 @pytest.mark.parametrize("section", SECTIONS)
