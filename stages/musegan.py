@@ -37,7 +37,7 @@ from pipeline.errors import ParamsError, StageError
 from pipeline.files import atomic_write_bytes, write_json
 from pipeline.formats.phrase_shards import TRACKS
 from pipeline.metrics.headline import musegan_scores
-from pipeline.names import MUSEGAN_VARIANTS
+from pipeline.names import MUSEGAN_VARIANTS, Precision
 from pipeline.splits import SPLITS, Split
 DEFINITIONS = ("corrected", "official")
 
@@ -66,6 +66,7 @@ class TrainParams:
     seed: int
     threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
     checkpoint_every: PositiveInt  # generator steps between checkpoints (last.pt)
+    precision: Precision  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA, with loss scaling)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,10 +168,11 @@ def model_config(params: Params, variant: str, data_shape: tuple[int, ...], trac
 
 def _digest(params: Params, variant: str, data_sha: str) -> str:
     """The resume digest: more steps continue a run; everything else starts a new one."""
+    from pipeline.training.precision import digest_fields
     from pipeline.training.solver import resume_fields, run_digest
 
     return run_digest({"variant": variant, "data": data_sha, "model": dataclasses.asdict(params.model),
-                       "train": resume_fields(params.train, continuing=("steps", "checkpoint_every"))})
+                       "train": digest_fields(resume_fields(params.train, continuing=("steps", "checkpoint_every")))})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     res = fam.train(gen, critic, x, out=out, resume=resume, log=log,
                     cfg=fam.GanConfig(steps=t.steps, batch_size=t.batch_size, lr=t.lr, beta1=t.beta1,
                                       beta2=t.beta2, n_critic=t.n_critic, gp_weight=t.gp_weight, seed=t.seed,
-                                      checkpoint_every=t.checkpoint_every))
+                                      checkpoint_every=t.checkpoint_every, precision=t.precision))
     seconds = time.perf_counter() - t0
     if res["history"] and ctx.is_main:
         plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, xlabel="generator step",
