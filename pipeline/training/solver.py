@@ -336,12 +336,13 @@ def markdown_table(rows: Iterable[Sequence], columns: Sequence[str], *, digits: 
 
 
 def _distributed_step(ctx, net: torch.nn.Module, batch: torch.Tensor, train_step: Callable,
-                      count: Callable[[torch.Tensor], int], amp=None) -> tuple[torch.Tensor, float]:
+                      count: Callable[[torch.Tensor], int], amp) -> tuple[torch.Tensor, float]:
     """This rank's part of one global batch: forward and backward of its rows (DDP averages the
     gradients over the ranks during ``backward``), the loss weighted by ``world * local count /
     global count`` so that the average is the global batch's gradient. A rank left without rows
     (a last batch smaller than the world) runs one row with weight 0, so every rank joins the
-    gradient all-reduce. Returns (the local mean loss, its share of the global batch)."""
+    gradient all-reduce. ``amp``: the run's ``precision.Precision`` (autocast, loss scaling).
+    Returns (the local mean loss, its share of the global batch)."""
     local = ctx.shard(batch)
     k = float(count(local)) if len(local) else 0.0
     (k_all,) = ctx.all_sum([k])
