@@ -11,7 +11,8 @@ of ``params.yaml`` and seeded synthetic inputs of the real shapes (token windows
 a temporary folder; nothing needs ``dvc repro`` first. Families: ``lstm``, ``lstm_attention``,
 ``musegan``, ``jamming``, ``vqvae``, ``jukebox_prior``, ``jukebox_upsampler`` (the level below the top).
 
-Measured: an optimizer step hook (after ``torch.cuda.synchronize``) timestamps every step; steps/s is
+Settings as in ``pipeline train``: ``solver.seed_everything`` (deterministic algorithms; with pinned
+numerics also deterministic cuDNN, no TF32). Measured: an optimizer step hook (after ``torch.cuda.synchronize``) timestamps every step; steps/s is
 counted after ``--warmup`` steps (the first steps pay for cuDNN autotuning, allocation and, with
 ``--compile``, compilation); a MuseGAN step is one generator update with its ``n_critic`` critic
 updates. Peak memory is ``torch.cuda.max_memory_allocated`` of the run (CUDA only). With two or
@@ -194,11 +195,11 @@ def run_family(family: str, *, device: str, precision: str, steps: int, warmup: 
     import torch
 
     from pipeline.training import distributed
-    from pipeline.training.solver import resolve_device
+    from pipeline.training.solver import resolve_device, seed_everything
 
     ctx = distributed.setup(device)  # under torchrun: this rank's device; else as asked
     dev = resolve_device(ctx.device)
-    torch.manual_seed(0)
+    seed_everything(0)  # as the stages do: deterministic algorithms (and cuDNN settings) included
     cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
@@ -233,7 +234,8 @@ def _ddp_row(family: str, precision: str, args) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", __file__,
            "--worker", "--families", family, "--precisions", precision, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--device", "cuda"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PIPELINE_PROGRESS": "0", "PYTHONPATH": path}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
