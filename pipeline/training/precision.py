@@ -5,8 +5,10 @@
   checkpoints. ``bf16``: the forward passes under ``torch.autocast(device.type, torch.bfloat16)``
   (CUDA and CPU); no loss scaling (bf16 has fp32's exponent range). ``fp16``: autocast with
   ``torch.float16`` and a ``torch.amp.GradScaler`` (scale the loss, unscale before gradient
-  clipping, step, update); CUDA only: on the CPU it is refused with one line, since CPU autocast
-  in fp16 is slower than fp32 on most CPUs and its loss scaling gains nothing there (use bf16).
+  clipping, step, update); CUDA only: on the CPU it is refused with one line. torch does run CPU
+  autocast in fp16, but without fp16 matrix units it is slow (on this project's AVX-512 machine a
+  512x512 linear layer: fp16 23 ms, fp32 5.7 ms, bf16 1.3 ms) and it would need loss scaling that
+  bf16 does not: on the CPU use bf16.
   The scaler's state goes into ``last.pt`` (key ``scaler``) so a resumed fp16 run keeps its scale.
 - ``maybe_compile(module, enabled)``: ``module.compile()`` in place (the state-dict keys and the
   checkpoints stay those of the plain module); a no-op when not enabled.
