@@ -51,3 +51,7 @@ LMD_VARIANTS: tuple[str, ...] = get_args(LmdVariant)
 
 #: how a stereo render or recording becomes the mono training signal (render_audio, ingest_audio)
 Downmix = Literal["mean", "left", "right", "random", "none"]
+
+#: training precisions (lstm/musegan/vqvae/jukebox ``train.precision``; pipeline.training.precision)
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)

@@ -42,7 +42,7 @@ from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from pipeline.errors import ParamsError, StageError
 from pipeline.files import atomic_write_bytes, write_json
 from pipeline.metrics.headline import jukebox_scores
-from pipeline.names import ATTENTION_KINDS, JUKEBOX_MODES
+from pipeline.names import ATTENTION_KINDS, JUKEBOX_MODES, Precision
 
 SAMPLE_RATE = 44100  # render_audio's rate; the VQ-VAE's config.json ``sample_rate`` wins where it has one
 
@@ -83,6 +83,8 @@ class TrainParams:
     seed: int  # clips, crops, initialisation
     threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
     checkpoint_every: PositiveInt
+    precision: Precision  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA, with loss scaling)
+    compile: bool  # torch.compile where it pays (the transformer's forward in training and evaluation)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,11 +249,12 @@ def model_config(params: Params, vq, level: int):
 
 def _digest(params: Params, cfg, level: int, vq_digest: str) -> str:
     """The resume digest: more steps continue a run; everything else starts a new one."""
+    from pipeline.training.precision import digest_fields
     from pipeline.training.solver import resume_fields, run_digest
 
     return run_digest({"level": level, "vqvae": vq_digest, "model": dataclasses.asdict(cfg),
-                       "train": resume_fields(params.train,
-                                              continuing=("prior_steps", "upsampler_steps", "checkpoint_every"))})
+                       "train": digest_fields(resume_fields(
+                           params.train, continuing=("prior_steps", "upsampler_steps", "checkpoint_every")))})
 
 
 def load_model(out: Path, level: int, vq, *, device: str = "cpu", vq_digest: str | None = None):
@@ -340,7 +343,8 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     t1 = time.perf_counter()
     res = fam.train(model, x, upper, out=folder, resume=resume, log=log,
                     cfg=fam.TrainConfig(steps=steps, batch_size=t.batch_size, lr=t.lr, warmup=t.warmup,
-                                        grad_clip=t.grad_clip, seed=t.seed, checkpoint_every=t.checkpoint_every))
+                                        grad_clip=t.grad_clip, seed=t.seed, checkpoint_every=t.checkpoint_every,
+                                        precision=t.precision, compile=t.compile))
     train_seconds = time.perf_counter() - t1
     hist = res["history"]
     if hist:

@@ -27,7 +27,7 @@ from pipeline.config import NonNegativeInt, PositiveFloat, PositiveInt, Range, p
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.files import atomic_write_bytes, write_json
 from pipeline.metrics.headline import lstm_scores
-from pipeline.names import LSTM_VARIANTS, VocabKind
+from pipeline.names import LSTM_VARIANTS, Precision, VocabKind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +54,7 @@ class TrainParams:
     max_eval_windows: NonNegativeInt  # validation / test windows (evenly spread; 0: all)
     seed: int
     threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
+    precision: Precision  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA, with loss scaling)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,10 +109,11 @@ def _model(params: Params, variant: str, vocab_size: int):
 
 def _digest(params: Params, variant: str, vocab_hash: str) -> str:
     """The resume digest: more epochs continue a run; everything else starts a new one."""
+    from pipeline.training.precision import digest_fields
     from pipeline.training.solver import resume_fields, run_digest
 
     return run_digest({"variant": variant, "vocab_hash": vocab_hash, "model": dataclasses.asdict(params.model),
-                       "train": resume_fields(params.train, continuing=("epochs",))})
+                       "train": digest_fields(resume_fields(params.train, continuing=("epochs",)))})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
     res = fit(model, train=train, valid=valid, out=out, train_step=fam.step, loss_fn=fam.loss_sums, resume=resume,
               cfg=FitConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
                             grad_clip=t.grad_clip, max_windows=t.max_windows, max_eval_windows=t.max_eval_windows,
-                            seed=t.seed), log=log, count=fam.target_tokens)
+                            seed=t.seed, precision=t.precision), log=log, count=fam.target_tokens)
     seconds = time.perf_counter() - t0
     if res["history"] and ctx.is_main:
         plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, x="epoch",

@@ -38,7 +38,7 @@ from pipeline.files import atomic_write_bytes, write_json
 from pipeline.formats.phrase_shards import TRACKS
 from pipeline.metrics.headline import musegan_scores
 from pipeline.metrics.musegan import OFFICIAL_STEPS_PER_BAR
-from pipeline.names import MUSEGAN_VARIANTS
+from pipeline.names import MUSEGAN_VARIANTS, Precision
 from pipeline.splits import SPLITS, Split
 DEFINITIONS = ("corrected", "official")
 
@@ -68,12 +68,15 @@ class TrainParams:
     threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns across machines
     checkpoint_every: PositiveInt  # generator steps between checkpoints (last.pt)
     critic_schedule: Literal["fixed", "v1"]  # fixed: n_critic per step; v1: the official v1 code's 100-update bursts
+    precision: Precision  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA, with loss scaling)
 
 
 def _train_doc(t: TrainParams) -> dict:
-    """``asdict(t)``, without ``critic_schedule`` when it is "fixed" (the behaviour before the option
-    existed): a default run keeps the digest and the ``config.json`` it had, byte for byte."""
-    doc = dataclasses.asdict(t)
+    """``asdict(t)``, without ``critic_schedule`` when it is "fixed" and ``precision`` when "fp32" (the
+    behaviour before the options existed): a default run keeps the ``config.json`` it had, byte for byte."""
+    from pipeline.training.precision import digest_fields
+
+    doc = digest_fields(dataclasses.asdict(t))
     if doc["critic_schedule"] == "fixed":
         del doc["critic_schedule"]
     return doc
@@ -178,13 +181,14 @@ def model_config(params: Params, variant: str, data_shape: tuple[int, ...], trac
 
 def _digest(params: Params, variant: str, data_sha: str) -> str:
     """The resume digest: more steps continue a run; everything else starts a new one."""
+    from pipeline.training.precision import digest_fields
     from pipeline.training.solver import resume_fields, run_digest
 
     train = resume_fields(params.train, continuing=("steps", "checkpoint_every"))
     if train["critic_schedule"] == "fixed":  # absent, as before the option existed: old runs still resume
         del train["critic_schedule"]
     return run_digest({"variant": variant, "data": data_sha, "model": dataclasses.asdict(params.model),
-                       "train": train})
+                       "train": digest_fields(train)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +237,8 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     res = fam.train(gen, critic, x, out=out, resume=resume, log=log,
                     cfg=fam.GanConfig(steps=t.steps, batch_size=t.batch_size, lr=t.lr, beta1=t.beta1,
                                       beta2=t.beta2, n_critic=t.n_critic, gp_weight=t.gp_weight, seed=t.seed,
-                                      checkpoint_every=t.checkpoint_every, critic_schedule=t.critic_schedule))
+                                      checkpoint_every=t.checkpoint_every, critic_schedule=t.critic_schedule,
+                                      precision=t.precision))
     seconds = time.perf_counter() - t0
     if res["history"] and ctx.is_main:
         plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS, xlabel="generator step",

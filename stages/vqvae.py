@@ -30,6 +30,7 @@ from pipeline import numerics
 from pipeline.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, params_section
 from pipeline.errors import ParamsError, StageError
 from pipeline.files import write_json
+from pipeline.names import Precision
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +66,8 @@ class TrainParams:
     stats_crops: PositiveInt  # training crops that measure the RMS STFT magnitude (spectral loss normaliser)
     seed: int  # weights, crops, downmix weights, codebook restarts
     threads: NonNegativeInt  # torch threads (0: torch's default); fix it for bit-identical reruns
+    precision: Precision  # fp32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA, with loss scaling)
+    compile: bool  # torch.compile where it pays (the encoders' and decoders' convolutions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,10 +134,11 @@ def _finite(doc):
 
 def _digest(params: Params, clips_digest: str) -> str:
     """The resume digest: more steps continue a run; everything else (threads too: sums) starts a new one."""
+    from pipeline.training.precision import digest_fields
     from pipeline.training.solver import resume_fields, run_digest
 
     return run_digest({"model": dataclasses.asdict(params.model),
-                       "train": resume_fields(params.train, continuing=("steps",)),
+                       "train": digest_fields(resume_fields(params.train, continuing=("steps",))),
                        "heldout_fraction": params.heldout_fraction, "clips": clips_digest})
 
 
@@ -178,7 +182,8 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
     model.to(dev)
     t0 = time.perf_counter()
     cfg = fam.TrainConfig(steps=t.steps, batch_size=t.batch_size, crop_samples=t.crop_samples, lr=t.lr,
-                          grad_clip=t.grad_clip, log_every=t.log_every, valid_every=t.valid_every, seed=t.seed)
+                          grad_clip=t.grad_clip, log_every=t.log_every, valid_every=t.valid_every, seed=t.seed,
+                          precision=t.precision, compile=t.compile)
     res = fam.train(model, train_bank, valid=valid, cfg=cfg, out=out, resume=same, log=log)
     train_seconds = time.perf_counter() - t0
     if res["history"]:

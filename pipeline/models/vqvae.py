@@ -385,10 +385,16 @@ class VQVAE(nn.Module):
         rec_total = spec_total = com_total = target.new_zeros(())
         for l in range(self.levels):
             z = self.encoders[l](xin)
-            _codes, zq, commit, stats = self.bottlenecks[l](z, update=update, generator=generator)
+            # under mixed precision (an autocast region around the call) only the encoders and
+            # decoders run in the low dtype: the codebook (distances, EMA, restarts) and the losses
+            # (STFT included) stay in fp32; without autocast these blocks change nothing
+            with torch.autocast(z.device.type, enabled=False):
+                _codes, zq, commit, stats = self.bottlenecks[l](z.float(), update=update, generator=generator)
             y = self.decoders[l](zq)[:, 0, :]
-            rec = torch.mean((y - target) ** 2) / self.data_var
-            spec = self.spectral_distance(target, y) if self.spectral_weight > 0 else target.new_zeros(())
+            with torch.autocast(y.device.type, enabled=False):
+                y = y.float()
+                rec = torch.mean((y - target) ** 2) / self.data_var
+                spec = self.spectral_distance(target, y) if self.spectral_weight > 0 else target.new_zeros(())
             recons.append(y)
             losses[f"recons_l{l}"], losses[f"spectral_l{l}"], losses[f"commit_l{l}"] = rec, spec, commit
             rec_total, spec_total, com_total = rec_total + rec, spec_total + spec, com_total + commit

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 
 from pipeline.progress import training_bar
 from pipeline.models.jukebox import JukeboxPrior
+from pipeline.training.precision import Precision, to_device
 from pipeline.training.solver import Panel, load_checkpoint, model_device, save_checkpoint, write_metrics
 
 LN2 = math.log(2.0)
@@ -53,8 +54,8 @@ def bits_per_token(logits: torch.Tensor, targets: torch.Tensor, reduction: str =
 def model_bits(model: JukeboxPrior, codes: torch.Tensor, cond: torch.Tensor | None = None,
                reduction: str = "mean") -> torch.Tensor:
     device = model_device(model)
-    codes = codes.to(device)
-    return bits_per_token(model(codes, None if cond is None else cond.to(device)), codes, reduction)
+    codes = to_device(codes, device)
+    return bits_per_token(model(codes, None if cond is None else to_device(cond, device)), codes, reduction)
 
 
 @torch.no_grad()
@@ -108,6 +109,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 2026
     checkpoint_every: int = 50
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (``pipeline.training.precision``)
+    compile: bool = False  # torch.compile the model's forward (in place)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -125,18 +128,22 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
     if codes.ndim != 2 or codes.shape[1] < ctx:
         raise ValueError(f"codes of shape {codes.shape} hold no window of {ctx} codes")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    amp = Precision.of(cfg.precision, model_device(model))
+    if cfg.compile:  # the transformer's forward (training and evaluation; sampling's cached steps stay eager)
+        model.compile()
     start, history, resumed = 0, [], False
     if resume and ckpt.exists():
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        amp.load(state)
         start, history, resumed = int(state["step"]), list(state["history"]), True
         history = history[:start]
 
     def checkpoint(step: int) -> None:
         save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "rng": torch.get_rng_state(), "history": history})
+                               "rng": torch.get_rng_state(), "history": history, **amp.state()})
         write_metrics(out / "metrics.json", history)
 
     model.train()
@@ -147,11 +154,10 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
         optimizer.zero_grad()
-        loss = model_bits(model, x, c)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        with amp.autocast():  # (the cross-entropy in fp32: bits_per_token)
+            loss = model_bits(model, x, c)
+        amp.backward(loss)
+        amp.step(optimizer, model.parameters(), cfg.grad_clip)
         history.append({"step": step, "train_bits": float(loss.detach())})
         bar.step(note=f"{history[-1]['train_bits']:.3f} bits")
         if log and (step % max(cfg.steps // 10, 1) == 0 or step == cfg.steps):

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.models.lstm import LSTMConfig, LSTMModel
+from pipeline.training.precision import to_device
 from pipeline.training.solver import Panel, model_device
 from pipeline.formats.token_shards import read_token_shards, windows
 from pipeline.formats.vocab import BOS, EOS, PAD, SPECIALS, Vocabulary
@@ -67,7 +68,7 @@ def build_model(vocab_size: int, *, embedding: int, hidden: int, layers: int, dr
 
 def step(model: LSTMModel, batch: torch.Tensor) -> torch.Tensor:
     """Teacher forcing: inputs batch[:, :-1], targets batch[:, 1:]; mean cross-entropy (PAD ignored)."""
-    batch = batch.to(model_device(model))
+    batch = to_device(batch, model_device(model))
     logits = model(batch[:, :-1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), ignore_index=PAD)
 
@@ -80,7 +81,7 @@ def target_tokens(batch: torch.Tensor) -> int:
 @torch.no_grad()
 def loss_sums(model: LSTMModel, batch: torch.Tensor) -> tuple[float, int, int]:
     """(summed cross-entropy, correct argmax predictions, target tokens) of a batch."""
-    batch = batch.to(model_device(model))
+    batch = to_device(batch, model_device(model))
     logits = model(batch[:, :-1])
     target = batch[:, 1:].reshape(-1)
     flat = logits.reshape(-1, logits.shape[-1])

@@ -47,6 +47,7 @@ from pipeline.progress import training_bar
 from pipeline.errors import StageError
 from pipeline import figures
 from pipeline.models.musegan import MuseGANCritic, MuseGANGenerator
+from pipeline.training.precision import Precision, to_device
 from pipeline.training.solver import Panel, load_checkpoint, save_checkpoint, write_metrics
 
 #: phrases per forward pass when sampling (fixed, so results never depend on a batch size)
@@ -85,6 +86,7 @@ class GanConfig:
     seed: int = 2026
     checkpoint_every: int = 50
     critic_schedule: str = "fixed"  # "fixed": n_critic every step; "v1": see critic_updates
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (``pipeline.training.precision``)
 
 
 CRITIC_SCHEDULES = ("fixed", "v1")
@@ -151,10 +153,20 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> 
 
 
 def penalty(scores: torch.Tensor, x_hat: torch.Tensor, weight: float,
-            groups: tuple[tuple[int, ...], ...] | None = None) -> torch.Tensor:
+            groups: tuple[tuple[int, ...], ...] | None = None, *, scale: float | None = None) -> torch.Tensor:
     """``gradient_penalty`` from the critic's ``scores`` at ``x_hat`` (double backward: the
-    gradient is taken with ``create_graph=True``, so the loss's backward reaches the critic)."""
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    gradient is taken with ``create_graph=True``, so the loss's backward reaches the critic).
+
+    Mixed precision: call it outside autocast, so the norm and the penalty are computed in fp32
+    (``x_hat`` is fp32, hence its gradient too; only the critic's own backward ops run in the
+    autocast dtype). ``scale`` (fp16's loss scale): the scores are multiplied by it before the
+    gradient is taken, so the critic's fp16 backward does not underflow, and the gradient is divided
+    by it again (PyTorch's AMP recipe for gradient penalties); an overflow gives an inf penalty,
+    and the GradScaler then skips that step."""
+    out = scores.sum() if scale is None else scores.sum() * scale
+    (grad,) = torch.autograd.grad(out, x_hat, create_graph=True)
+    if scale is not None:
+        grad = grad / scale
     sq = grad.pow(2).reshape(len(grad), -1, grad.shape[-1]).sum(1)  # (B, tracks)
     if groups is None or len(groups) == 1:
         sq = sq.sum(1, keepdim=True)
@@ -201,6 +213,7 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
     ckpt = out / "checkpoints" / "last.pt"
     device = next(gen.parameters()).device
     opt_g, opt_d = _optimizers(gen, critic, cfg)
+    amp_d, amp_g = Precision.of(cfg.precision, device), Precision.of(cfg.precision, device)  # a scaler each
     n = len(data)
     start, history, resumed = 1, [], False
     if resume and ckpt.exists():
@@ -211,6 +224,8 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
                 critic.load_state_dict(state["critic"])
                 opt_g.load_state_dict(state["opt_g"])
                 opt_d.load_state_dict(state["opt_d"])
+                amp_d.load(state, "scaler_d")
+                amp_g.load(state, "scaler_g")
             except (RuntimeError, KeyError, ValueError) as exc:
                 raise StageError(f"{ckpt}: does not fit this model ({str(exc).splitlines()[0]}); "
                                  "train again with --fresh") from None
@@ -220,7 +235,7 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
         if ctx.is_main:
             save_checkpoint(ckpt, {"generator": gen.state_dict(), "critic": critic.state_dict(),
                                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
-                                   "history": history})
+                                   "history": history, **amp_d.state("scaler_d"), **amp_g.state("scaler_g")})
             write_metrics(out / "metrics.json", history)
         ctx.barrier()
 
@@ -240,24 +255,26 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
         for k in range(n_updates):
             idx = batch_indices(cfg.seed, counter + k, n, cfg.batch_size)
             g = torch.Generator().manual_seed(step_seed(cfg.seed, step, k))
-            z = {name: ctx.shard(t).to(device) for name, t in gen.sample_latents(len(idx), g).items()}
-            alpha = ctx.shard(torch.rand(len(idx), generator=g)).to(device)
-            real = to_model(data[ctx.shard(idx)]).to(device)
-            with torch.no_grad():
-                fake = gen(z, _condition(gen, real))
-            if ctx.active:  # one DDP forward for the three inputs: the penalty's graph is in this iteration
-                x_hat = interpolate(real, fake, alpha)
-                d_real, d_fake, d_hat = critic_net(torch.cat([real, fake, x_hat])).split(len(real))
-                gp = penalty(d_hat, x_hat, cfg.gp_weight, groups)
-            else:
-                d_real, d_fake = critic(real), critic(fake)
-                gp = gradient_penalty(critic, real, fake, alpha, cfg.gp_weight, groups)
-            dist = (d_real.mean(0) - d_fake.mean(0)).sum()
+            z = {name: to_device(ctx.shard(t), device) for name, t in gen.sample_latents(len(idx), g).items()}
+            alpha = to_device(ctx.shard(torch.rand(len(idx), generator=g)), device)
+            real = to_device(to_model(data[ctx.shard(idx)]), device)
+            with amp_d.autocast():  # (fp32: no autocast) the forward passes; the penalty below in fp32
+                with torch.no_grad():
+                    fake = gen(z, _condition(gen, real)).float()
+                if ctx.active:  # one DDP forward for the three inputs: the penalty's graph is in this iteration
+                    x_hat = interpolate(real, fake, alpha)
+                    d_real, d_fake, d_hat = critic_net(torch.cat([real, fake, x_hat])).split(len(real))
+                else:
+                    d_real, d_fake = critic(real), critic(fake)
+                    x_hat = interpolate(real, fake, alpha)
+                    d_hat = critic(x_hat)
+            gp = penalty(d_hat.float(), x_hat, cfg.gp_weight, groups, scale=amp_d.grad_scale())
+            dist = (d_real.float().mean(0) - d_fake.float().mean(0)).sum()
             d_loss = -dist + gp
             opt_d.zero_grad(set_to_none=True)
             with ctx.collective(f"averaging the critic's gradients (step {step})"):
-                d_loss.backward()
-            opt_d.step()
+                amp_d.backward(d_loss)
+            amp_d.step(opt_d)
             d_losses.append(float(d_loss.detach()))
             gps.append(float(gp.detach()))
             dists.append(float(dist.detach()))
@@ -265,12 +282,14 @@ def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg
         for p in critic.parameters():
             p.requires_grad_(False)
         g = torch.Generator().manual_seed(step_seed(cfg.seed, step, n_updates))
-        z = {name: ctx.shard(t).to(device) for name, t in gen.sample_latents(cfg.batch_size, g).items()}
-        g_loss = -critic(gen_net(z, _condition(gen, real))).mean(0).sum()  # given tracks: the last batch's
+        z = {name: to_device(ctx.shard(t), device) for name, t in gen.sample_latents(cfg.batch_size, g).items()}
+        with amp_g.autocast():
+            scores = critic(gen_net(z, _condition(gen, real)))  # given tracks: the last batch's
+        g_loss = -scores.float().mean(0).sum()
         opt_g.zero_grad(set_to_none=True)
         with ctx.collective(f"averaging the generator's gradients (step {step})"):
-            g_loss.backward()
-        opt_g.step()
+            amp_g.backward(g_loss)
+        amp_g.step(opt_g)
         row = [float(np.mean(d_losses)), float(g_loss.detach()), float(np.mean(gps)), float(np.mean(dists))]
         if ctx.active:  # equal shares: the global batch's values are the means over the ranks
             row = [v / ctx.world for v in ctx.all_sum(row)]

@@ -114,6 +114,7 @@ class FitConfig:
     max_windows: int = 0  # training windows per epoch (0: all)
     max_eval_windows: int = 0  # validation windows (0: all)
     seed: int = 2026
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (``pipeline.training.precision``)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -335,19 +336,21 @@ def markdown_table(rows: Iterable[Sequence], columns: Sequence[str], *, digits: 
 
 
 def _distributed_step(ctx, net: torch.nn.Module, batch: torch.Tensor, train_step: Callable,
-                      count: Callable[[torch.Tensor], int]) -> tuple[torch.Tensor, float]:
+                      count: Callable[[torch.Tensor], int], amp) -> tuple[torch.Tensor, float]:
     """This rank's part of one global batch: forward and backward of its rows (DDP averages the
     gradients over the ranks during ``backward``), the loss weighted by ``world * local count /
     global count`` so that the average is the global batch's gradient. A rank left without rows
     (a last batch smaller than the world) runs one row with weight 0, so every rank joins the
-    gradient all-reduce. Returns (the local mean loss, its share of the global batch)."""
+    gradient all-reduce. ``amp``: the run's ``precision.Precision`` (autocast, loss scaling).
+    Returns (the local mean loss, its share of the global batch)."""
     local = ctx.shard(batch)
     k = float(count(local)) if len(local) else 0.0
     (k_all,) = ctx.all_sum([k])
     share = k / k_all if k_all > 0 else 0.0
-    loss = train_step(net, local if len(local) else batch[:1])
+    with amp.autocast():
+        loss = train_step(net, local if len(local) else batch[:1])
     with ctx.collective("averaging gradients"):
-        (loss * (share * ctx.world)).backward()
+        amp.backward(loss * (share * ctx.world))
     return loss, share
 
 
@@ -370,6 +373,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
     is the single-process loop, unchanged.
     """
     from pipeline.training import distributed
+    from pipeline.training.precision import Precision
 
     ctx = distributed.current()
     if not ctx.is_main:
@@ -378,6 +382,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    amp = Precision.of(cfg.precision, model_device(model))
     start, best, bad, history, best_epoch = 1, math.inf, 0, [], 0
     last = ckpt_dir / "last.pt"
     resumed = False
@@ -388,6 +393,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         torch.set_rng_state(state["rng"])
         start, best, bad = int(state["epoch"]) + 1, float(state["best"]), int(state["bad_epochs"])
         history, best_epoch = list(state["history"]), int(state["best_epoch"])
+        amp.load(state)
         resumed = True
     net = ctx.wrap(model)  # DistributedDataParallel under torchrun, the model itself otherwise
     stopped_early = False
@@ -403,14 +409,13 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         for batch in batches(train, cfg.batch_size, seed=cfg.seed * 1000 + epoch, limit=cfg.max_windows):
             optimizer.zero_grad()
             if ctx.active:
-                loss, share = _distributed_step(ctx, net, batch, train_step, count)
+                loss, share = _distributed_step(ctx, net, batch, train_step, count, amp)
             else:
-                loss = train_step(model, batch)
-                loss.backward()
+                with amp.autocast():
+                    loss = train_step(model, batch)
+                amp.backward(loss)
                 share = 1.0
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            amp.step(optimizer, model.parameters(), cfg.grad_clip)
             total += float(loss.detach()) * share * len(batch)
             n += len(batch)
         if ctx.active:
@@ -437,7 +442,7 @@ def fit(model: torch.nn.Module, *, train: np.ndarray, valid: np.ndarray, cfg: Fi
         if ctx.is_main:
             save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                                    "rng": torch.get_rng_state(), "best": best, "bad_epochs": bad,
-                                   "best_epoch": best_epoch, "history": history})
+                                   "best_epoch": best_epoch, "history": history, **amp.state()})
             write_metrics(out / "metrics.json", history)
         ctx.barrier()
         if log:

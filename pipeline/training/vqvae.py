@@ -41,6 +41,7 @@ import torch
 from pipeline.progress import training_bar
 from pipeline.errors import ParamsError, StageError
 from pipeline.splits import CLIP_SPLITS, heldout_split
+from pipeline.training.precision import Precision, to_device
 from pipeline.training.solver import Panel, load_checkpoint, save_checkpoint, write_metrics
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +207,8 @@ class TrainConfig:
     log_every: int = 10
     valid_every: int = 50
     seed: int = 2026
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (``pipeline.training.precision``)
+    compile: bool = False  # torch.compile the encoders and decoders (in place)
 
 
 @torch.no_grad()
@@ -237,6 +240,10 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
     ckpt.mkdir(parents=True, exist_ok=True)
     device = model.data_var.device
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    amp = Precision.of(cfg.precision, device)
+    if cfg.compile:  # the convolutions; the bottleneck's data-dependent restarts stay eager
+        for m in (*model.encoders, *model.decoders):
+            m.compile()
     gen = torch.Generator().manual_seed(cfg.seed)
     step, best, best_step, history = 0, math.inf, 0, []
     acc: dict[str, float] = {}
@@ -251,24 +258,25 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
         step, best, best_step = int(state["step"]), float(state["best"]), int(state["best_step"])
         history = list(state["history"])
         acc, acc_n = {k: float(v) for k, v in state["acc"].items()}, int(state["acc_n"])
+        amp.load(state)
         resumed = True
 
     def save_last() -> None:
         save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                "generator": gen.get_state(), "best": best, "best_step": best_step,
-                               "history": history, "acc": acc, "acc_n": acc_n})
+                               "history": history, "acc": acc, "acc_n": acc_n, **amp.state()})
 
     model.train()
     bar = training_bar("vqvae", cfg.steps, step, log)
     while step < cfg.steps:
         step += 1
-        x = step_batch(bank, step=step, batch_size=cfg.batch_size, samples=cfg.crop_samples, seed=cfg.seed).to(device)
+        x = to_device(step_batch(bank, step=step, batch_size=cfg.batch_size, samples=cfg.crop_samples,
+                                 seed=cfg.seed), device)
         optimizer.zero_grad()
-        _, losses, metrics = model(x, generator=gen)
-        losses["loss"].backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        with amp.autocast():  # the model keeps its codebooks and losses in fp32 inside
+            _, losses, metrics = model(x, generator=gen)
+        amp.backward(losses["loss"])
+        amp.step(optimizer, model.parameters(), cfg.grad_clip)
         for k, v in losses.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())
         for k, v in metrics.items():
