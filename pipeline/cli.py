@@ -55,15 +55,6 @@ NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Train data-parall
                                        "itself, leave it at 1.")]
 
 
-def _single_process_only(family: str) -> None:
-    """A family that does not train data-parallel yet refuses a torchrun world of more than one."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ParamsError(f"{family} does not train data-parallel yet (WORLD_SIZE={os.environ['WORLD_SIZE']}): "
-                          "run it in one process; lstm and musegan train under torchrun")
-
-
 def _rank0() -> bool:
     """Not a torchrun worker of rank > 0 (only rank 0 prints the summary line)."""
     import os
@@ -430,14 +421,18 @@ def evaluate_lstm(variant: LstmVariantOpt = "lstm", vocab_dir: LstmVocabDirOpt =
 
 @train_app.command("vqvae")
 def train_vqvae(audio_dir: AudioDirOpt = Path("datasets/audio"), out: FamilyOutOpt = MODELS / "vqvae",
-                fresh: FreshOpt = False, device: DeviceOpt = "cpu", params: ParamsOpt = PARAMS) -> None:
+                fresh: FreshOpt = False, device: DeviceOpt = "cpu", params: ParamsOpt = PARAMS,
+                nproc: NprocOpt = 1) -> None:
     """Train the Jukebox-style multi-level VQ-VAE on raw audio (resumes from its last checkpoint)."""
-    _single_process_only("vqvae")
     from pipeline.config import load_section
     from pipeline.stages import vqvae as stage
 
     p = load_section(stage.Params, "vqvae", params)
+    if _launch_if_asked(nproc):
+        return
     s = stage.run_train(audio_dir=audio_dir, out=out, params=p, resume=not fresh, log=typer.echo, device=device)
+    if not _rank0():
+        return
     levels = ", ".join(f"hop {e['hop']}: SC {e['spectral_convergence_db']:.2f} dB, usage {e['codebook_usage']:.2f}"
                        for e in s["evaluation"].values())
     typer.echo(f"vqvae: {s['steps_run']} steps ({s['train_clips']} train / {s['heldout_clips']} held-out clips), "
@@ -460,18 +455,21 @@ def train_jukebox(part: Annotated[JukeboxPart, typer.Option("--part", help="prio
                   level: Annotated[Optional[int], typer.Option("--level", help="upsampler: a level below the top (0: the bottom).")] = None,
                   vqvae_dir: VqvaeDirOpt = MODELS / "vqvae", audio_dir: AudioDirOpt = Path("datasets/audio"),
                   out: FamilyOutOpt = MODELS / "jukebox", fresh: FreshOpt = False, device: DeviceOpt = "cpu",
-                  params: ParamsOpt = PARAMS) -> None:
+                  params: ParamsOpt = PARAMS, nproc: NprocOpt = 1) -> None:
     """Train the Jukebox top-level prior or one level's upsampler on the VQ-VAE's codes (resumes).
 
     Factorized-attention transformers; an upsampler is conditioned on the codes of the level above.
     Writes <out>/prior or <out>/upsampler_<level>."""
-    _single_process_only("jukebox")
     if (part == "upsampler") != (level is not None):
         raise ParamsError("--level goes with --part upsampler (and only with it)")
     stage, p = _jukebox_params(params)
+    if _launch_if_asked(nproc):
+        return
     kw = dict(vqvae_dir=vqvae_dir, audio_dir=audio_dir, out=out, params=p, resume=not fresh, log=typer.echo,
               device=device)
     s = stage.run_train_prior(**kw) if part == "prior" else stage.run_train_upsampler(level=level, **kw)
+    if not _rank0():
+        return
     bits = "-" if s["last10_train_bits"] is None else f"{s['last10_train_bits']:.4f}"
     typer.echo(f"{s['name']} (level {s['level']}, hop {s['hop_length']}): {s['steps_run']} steps run, {s['steps']} in all; "
                f"{bits} bits/token over the last 10 (uniform {s['uniform_bits']:.2f}); encoding {_num(s['encode_seconds'], 2)} s, "

@@ -301,9 +301,13 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     import torch
 
     from pipeline.models.jukebox import JukeboxPrior, parameter_count
+    from pipeline.training import distributed
     from pipeline.training import jukebox as fam
     from pipeline.training.solver import plot_curves, resolve_device, resume_config, seed_everything
 
+    # under torchrun: join the group (this rank's device); every rank encodes the same clips, rank 0 writes
+    ctx = distributed.setup(device)
+    device = ctx.device
     dev = resolve_device(device)
     t = params.train
     seed_everything(t.seed, threads=t.threads)
@@ -333,10 +337,12 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     digest = _digest(params, cfg, level, vq_digest)
     ckpt = folder / "checkpoints"
     cfg_path = ckpt / "config.json"
-    resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
-    write_json(cfg_path, _clean({"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
-                           "hop_lengths": list(vq.hop_lengths), "model": dataclasses.asdict(cfg),
-                           "params": dataclasses.asdict(params)}))
+    if ctx.is_main:  # rank 0 alone writes; the others wait until the stale checkpoint is gone
+        resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt",))
+        write_json(cfg_path, _clean({"digest": digest, "level": level, "name": name, "vqvae": vq_digest,
+                               "hop_lengths": list(vq.hop_lengths), "model": dataclasses.asdict(cfg),
+                               "params": dataclasses.asdict(params)}))
+    ctx.barrier()
     torch.manual_seed(t.seed)  # the initial weights do not depend on what encoding drew
     model = JukeboxPrior(cfg).to(dev)
     steps = t.prior_steps if top else t.upsampler_steps
@@ -347,7 +353,7 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
                                         precision=t.precision, compile=t.compile))
     train_seconds = time.perf_counter() - t1
     hist = res["history"]
-    if hist:
+    if hist and ctx.is_main:
         plot_curves(folder / "loss.png", hist, fam.LOSS_PANELS, title=f"jukebox {name} (level {level}, hop {vq.hop_lengths[level]})")
     tail = [h["train_bits"] for h in hist[-10:]]
     summary = {"name": name, "level": level, "hop_length": vq.hop_lengths[level], "bins": cfg.bins,
@@ -356,7 +362,9 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
                "steps": len(hist), "first_train_bits": hist[0]["train_bits"] if hist else None,
                "last10_train_bits": float(np.mean(tail)) if tail else None, "uniform_bits": math.log2(cfg.bins),
                "vqvae": vq_digest}
-    write_json(folder / "train.json", _clean({**summary, "numerics": numerics.record()}))
+    if ctx.is_main:
+        write_json(folder / "train.json", _clean({**summary, "numerics": numerics.record()}))
+    ctx.barrier()
     # wall time goes to the caller (and the CLI line), never into a tracked output
     return {**summary, "steps_run": res["steps_run"], "resumed_at": res["resumed_at"], "out": str(folder),
             "encode_seconds": round(encode_seconds, 2), "train_seconds": round(train_seconds, 2)}

@@ -145,10 +145,15 @@ def _digest(params: Params, clips_digest: str) -> str:
 def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True, log=None,
               device: str = "cpu") -> dict:
     """Train the VQ-VAE on the ``train`` songs of ``audio_dir``; resumes from ``out/checkpoints/last.pt``
-    when it was made with the same params (``steps`` aside) and the same clips."""
+    when it was made with the same params (``steps`` aside) and the same clips. Under ``torchrun``
+    every rank reads the clips and measures the data statistics (the same numbers), rank 0 alone
+    writes; see :mod:`pipeline.training.vqvae`."""
+    from pipeline.training import distributed
     from pipeline.training import vqvae as fam
-    from pipeline.training.solver import plot_curves, resolve_device, resume_config, seed_everything
+    from pipeline.training.solver import plot_curves, read_json_dict, resolve_device, resume_config, seed_everything
 
+    ctx = distributed.setup(device)  # under torchrun: join the group (this rank's device); else nothing
+    device = ctx.device
     out = Path(out)
     t = params.train
     dev = resolve_device(device)
@@ -163,19 +168,27 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
     digest = _digest(params, clips_digest)
     ckpt = out / "checkpoints"
     cfg_path = out / "config.json"
-    old = resume_config(cfg_path, digest, resume=resume, stale=(ckpt / "last.pt", ckpt / "best.pt", out / "metrics.json"))
+    if ctx.active:  # every rank reads the previous config before rank 0 replaces it
+        old = read_json_dict(cfg_path) if resume else None
+        old = old if old is not None and old.get("digest") == digest else None
+        ctx.barrier()
+    if ctx.is_main:
+        old = resume_config(cfg_path, digest, resume=resume,
+                            stale=(ckpt / "last.pt", ckpt / "best.pt", out / "metrics.json"))
     same = old is not None
     stft = tuple(zip(t.stft_n_fft, t.stft_hop, t.stft_window))
     stats = old["data_stats"] if same and "data_stats" in old else fam.data_stats(train_bank, stft, samples=t.crop_samples,
                                                                                 crops=t.stats_crops, seed=t.seed)
     kwargs = model_kwargs(params)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, _finite({"digest": digest, "model_kwargs": kwargs, "params": dataclasses.asdict(params),
-                           "data_stats": stats, "sample_rate": train_bank.sample_rate,
-                           "hop_lengths": list(params.model.hop_lengths),
-                           "split": {"rule": "heldout iff sha256(song id)[:8] / 2**64 < heldout_fraction",
-                                     "heldout_fraction": params.heldout_fraction,
-                                     "train_clips": len(train_bank), "heldout_clips": len(held_bank)}}))
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(cfg_path, _finite({"digest": digest, "model_kwargs": kwargs, "params": dataclasses.asdict(params),
+                               "data_stats": stats, "sample_rate": train_bank.sample_rate,
+                               "hop_lengths": list(params.model.hop_lengths),
+                               "split": {"rule": "heldout iff sha256(song id)[:8] / 2**64 < heldout_fraction",
+                                         "heldout_fraction": params.heldout_fraction,
+                                         "train_clips": len(train_bank), "heldout_clips": len(held_bank)}}))
+    ctx.barrier()
     seed_everything(t.seed, threads=t.threads)
     model = fam.build_model(kwargs)
     model.set_data_stats(stats["data_var"], stats["spec_rms"])
@@ -186,6 +199,9 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
                           precision=t.precision, compile=t.compile)
     res = fam.train(model, train_bank, valid=valid, cfg=cfg, out=out, resume=same, log=log)
     train_seconds = time.perf_counter() - t0
+    if not ctx.is_main:  # rank 0 evaluates, plots and writes train.json
+        ctx.barrier()
+        return {**res, "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_seconds, 2)}
     if res["history"]:
         plot_curves(out / "loss.png", res["history"], fam.LOSS_PANELS,
                     title=f"VQ-VAE hops {'/'.join(map(str, params.model.hop_lengths))}, width {params.model.width}")
@@ -200,4 +216,5 @@ def run_train(*, audio_dir: Path, out: Path, params: Params, resume: bool = True
     # tracked: neither wall time nor whether the run was resumed (a resumed run gives the same bytes)
     write_json(out / "train.json", _finite({**{k: v for k, v in summary.items() if k != "resumed"},
                                      "numerics": numerics.record()}))
+    ctx.barrier()
     return {**summary, "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_seconds, 2)}

@@ -2,8 +2,10 @@
 on loopback: 2 processes (``--nproc 2``), and 2 "nodes" of 1 process (two torchrun launchers
 meeting at a c10d rendezvous), train the same model as 1 process with the same global batch
 (LSTM, whose last batch of 3 windows splits 2/1; MuseGAN with the WGAN-GP gradient penalty's
-double backward and the generator's BatchNorm over the global batch); a killed rank stops the job with one line, and a rerun (on another world
-size) resumes from the last checkpoint.
+double backward and the generator's BatchNorm over the global batch; the VQ-VAE, whose codebooks'
+EMA updates and restarts run on the gathered global batch; the Jukebox prior and an upsampler at
+dropout 0); a killed rank stops the job with one line, and a rerun (on another world size)
+resumes from the last checkpoint.
 
 Tolerances: the ranks' gradients are averaged by an all-reduce, and BatchNorm statistics are
 summed across ranks, so sums run in another order than in one process: float32 rounding, a few
@@ -20,6 +22,16 @@ below); MuseGAN with per-rank BatchNorm statistics instead of the global batch's
 weights and 2.5 in moments. (track_conditional, not tested here, differs more, 1e-3 in moments:
 its condition encoder's BatchNorm sees channels of constant input (silent bars), where the
 rounding of the batch mean is multiplied by 1/sqrt(eps) = 316, in one process as in two.)
+
+VQ-VAE (3 steps, restarts included): weights within 3.7e-7, codebooks within 1.2e-7, and the EMA
+counts equal to the last bit (sums of whole assignments times 1 - mu: the same code for every
+encoder output, over the global batch); one process on half the batch is 2.4 off in codebooks.
+The audio is noisy tones without silence: silence gives identical encoder outputs, restarts then
+make identical codes, and which of two tied codes an output goes to is decided by rounding (on
+gated tones the runs parted at step 2 by one assignment, 1 - mu = 0.01 in two counts). Jukebox
+(dropout 0): upsampler weights within 9.5e-7, prior weights within 7.5e-6, all in the attention's
+key bias, whose true gradient is 0 (a constant added to every logit of a query) so that Adam moves
+it by rounding noise as above; bits per token within 5e-7; one process on half the batch: 5e-3.
 """
 
 from __future__ import annotations
@@ -209,6 +221,7 @@ def test_musegan_with_gradient_penalty_two_processes_match_one(data, variant):
     if variant == "musegan":
         bad = cli(*musegan_args(data, root / "g3"), "--nproc", "3")
         assert bad.returncode != 0 and "does not split over 3 processes" in bad.stderr
+        assert "failed (exit code 1); rerun" in bad.stderr.splitlines()[-1], bad.stderr[-2000:]
     print(MEASURED)
 
 
@@ -265,18 +278,166 @@ def test_a_killed_rank_stops_the_job_with_one_line_and_a_rerun_resumes(data):
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
 
 
-def test_one_process_without_torchrun_and_families_not_yet_distributed(monkeypatch, tmp_path):
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
+def test_one_process_without_torchrun(monkeypatch):
     from pipeline.training import distributed
 
     ctx = distributed.setup("cpu")
     assert not ctx.active and ctx.is_main and ctx.shard([1, 2, 3]) == [1, 2, 3] and ctx.all_sum([2.5]) == [2.5]
     monkeypatch.setenv("WORLD_SIZE", "2")
-    for cmd in (["train", "vqvae"], ["train", "jukebox"]):
-        res = CliRunner().invoke(app, [*cmd, "--out", str(tmp_path / "m")])
-        assert res.exit_code != 0 and "does not train data-parallel yet" in str(res.exception), res.output
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(ParamsError, match="start distributed runs with torchrun"):
         distributed.setup("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# the VQ-VAE, the Jukebox prior and an upsampler
+
+VQVAE = {"heldout_fraction": 0.3, "model": {"width": 8, "depth": 1, "codebook_size": 32, "code_width": 8},
+         "train": {"crop_samples": 4096, "batch_size": 4, "steps": 3, "log_every": 1, "valid_every": 1,
+                   "valid_crops": 3, "stft_n_fft": [256], "stft_hop": [64], "stft_window": [256], "threads": 1,
+                   "lr": 3e-4}}
+JUKEBOX = {"prior": {"width": 16, "layers": 2, "heads": 2, "context": 32, "blocksize": 8, "dropout": 0.0},
+           "upsampler": {"width": 16, "layers": 2, "heads": 2, "context": 32, "blocksize": 8, "cond_depth": 1,
+                         "dropout": 0.0},
+           "train": {"prior_steps": 4, "upsampler_steps": 3, "batch_size": 4, "clips": 6, "clip_samples": 4096,
+                     "threads": 1, "warmup": 2, "checkpoint_every": 2}}
+
+
+def _with_steps(path: Path, name: str, section: str, **train) -> Path:
+    doc = yaml.safe_load(path.read_text())
+    doc[section]["train"].update(train)
+    out = path.parent / name
+    out.write_text(yaml.safe_dump(doc))
+    return out
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory) -> dict:
+    """Noisy tones (no silence: silent stretches give identical encoder outputs, hence codebook
+    restarts to identical codes whose ties any rounding breaks), and a VQ-VAE trained on them in
+    one process (the reference of the VQ-VAE test, the codec of the prior's)."""
+    import numpy as np
+    import soundfile as sf
+
+    from pipeline.stages import ingest_audio
+
+    root = tmp_path_factory.mktemp("dist_audio")
+    (root / "rec").mkdir()
+    rng = np.random.default_rng(0)
+    t = np.arange(22050) / 44100
+    for i in range(8):
+        x = sum(0.2 * np.sin(2 * np.pi * f * t) for f in rng.uniform(110, 880, 3)) + 0.05 * rng.standard_normal(len(t))
+        sf.write(root / "rec" / f"s{i:02d}.wav", x.astype(np.float32), 44100)
+    ingest_audio.run(source=root / "rec", out=root / "audio", workers=1,
+                     params=ingest_audio.Params(clip_samples=8192, downmix="mean"))
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({"vqvae": section_doc("vqvae", **VQVAE), "jukebox": section_doc("jukebox", **JUKEBOX)}))
+    d = {"root": root, "audio": root / "audio", "params": params}
+    ok(cli(*vqvae_args(d, root / "v1")))
+    return {**d, "vq": root / "v1"}
+
+
+def vqvae_args(d: dict, out: Path, params: Path | None = None) -> list[str]:
+    return ["train", "vqvae", "--audio-dir", str(d["audio"]), "--out", str(out), "--params", str(params or d["params"])]
+
+
+def jukebox_args(d: dict, out: Path, *part: str, params: Path | None = None) -> list[str]:
+    return ["train", "jukebox", *(part or ("--part", "prior")), "--vqvae-dir", str(d["vq"]), "--audio-dir",
+            str(d["audio"]), "--out", str(out), "--params", str(params or d["params"])]
+
+
+def vq_compare(a: Path, b: Path) -> tuple[float, float, float]:
+    """(max |weight difference|, max |codebook difference| (codes and EMA sums), max |EMA count
+    difference|) between two VQ-VAE checkpoints."""
+    sa, sb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert sa.keys() == sb.keys()
+    diff = {k: float((sa[k].double() - sb[k].double()).abs().max()) for k in sa if sa[k].is_floating_point()}
+    return (max(v for k, v in diff.items() if "bottlenecks" not in k),
+            max(v for k, v in diff.items() if "bottlenecks" in k and not k.endswith("k_elem")),
+            max(v for k, v in diff.items() if k.endswith("k_elem")))
+
+
+@pytest.mark.slow
+def test_vqvae_two_processes_match_one_and_resume_on_another_world_size(audio):
+    root = audio["root"]
+    one = audio["vq"] / "checkpoints" / "last.pt"
+    two = ok(cli(*vqvae_args(audio, root / "v2"), "--nproc", "2"))
+    assert two.stdout.count("vqvae: 3 steps") == 1  # rank 0 alone reports
+    dw, dk, dn = vq_compare(one, root / "v2" / "checkpoints" / "last.pt")
+    MEASURED["vqvae 2 processes: weights"], MEASURED["vqvae 2 processes: codebooks"] = dw, dk
+    # the EMA counts are sums of whole code assignments: the same codes were chosen, over the global batch
+    assert dn == 0 and dw <= TOL and dk <= TOL, (dw, dk, dn)
+    state = load_checkpoint(root / "v2" / "checkpoints" / "last.pt")
+    assert sum(r["restarted_l2"] for r in state["history"]) > 0  # restarts happened, drawn alike
+    h1 = json.loads((audio["vq"] / "metrics.json").read_text())
+    h2 = json.loads((root / "v2" / "metrics.json").read_text())
+    for r1, r2 in zip(h1, h2, strict=True):
+        for k in r1:
+            assert abs(r1[k] - r2[k]) < 1e-4 * max(1.0, abs(r1[k])), (k, r1, r2)
+
+    # two "nodes" of one process each
+    port = free_port()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "v",
+              "-m", "pipeline", *vqvae_args(audio, root / "vn")]
+    procs = [subprocess.Popen(launch, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-3000:]
+    dw, dk, dn = vq_compare(one, root / "vn" / "checkpoints" / "last.pt")
+    MEASURED["vqvae 2 nodes: weights"], MEASURED["vqvae 2 nodes: codebooks"] = dw, dk
+    assert dn == 0 and dw <= TOL and dk <= TOL, (dw, dk, dn)
+
+    # 2 steps in one process, the third on two: the run of 3 steps
+    ok(cli(*vqvae_args(audio, root / "vr", _with_steps(audio["params"], "vq2.yaml", "vqvae", steps=2))))
+    res = ok(cli(*vqvae_args(audio, root / "vr"), "--nproc", "2"))
+    assert "vqvae: 3 steps" in res.stdout
+    dw, dk, dn = vq_compare(one, root / "vr" / "checkpoints" / "last.pt")
+    MEASURED["vqvae resumed on 2 processes: weights"] = dw
+    assert dn == 0 and dw <= TOL and dk <= TOL, (dw, dk, dn)
+    assert [r["step"] for r in json.loads((root / "vr" / "metrics.json").read_text())] == [1, 2, 3]
+
+    # the tolerance discriminates: one process on half the batch is far off
+    ok(cli(*vqvae_args(audio, root / "vh", _with_steps(audio["params"], "vq_half.yaml", "vqvae", batch_size=2))))
+    dw, dk, dn = vq_compare(one, root / "vh" / "checkpoints" / "last.pt")
+    MEASURED["vqvae half batch (wrong): weights, codebooks, counts"] = (dw, dk, dn)
+    assert dw > 20 * TOL and dk > 100 * TOL and dn > 0
+    print(MEASURED)
+
+
+def _bits_compare(a: Path, b: Path) -> tuple[float, float]:
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    dw = max_diff({k: v for k, v in sa["model"].items() if v.is_floating_point()},
+                  {k: v for k, v in sb["model"].items() if v.is_floating_point()})
+    dh = max(abs(r1["train_bits"] - r2["train_bits"]) for r1, r2 in zip(sa["history"], sb["history"], strict=True))
+    return dw, dh
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["prior", "upsampler_1"])
+def test_jukebox_prior_and_upsampler_two_processes_match_one(audio, name):
+    root = audio["root"]
+    part = ("--part", "prior") if name == "prior" else ("--part", "upsampler", "--level", "1")
+    ok(cli(*jukebox_args(audio, root / "j1", *part)))
+    two = ok(cli(*jukebox_args(audio, root / "j2", *part), "--nproc", "2"))
+    assert two.stdout.count(f"{name} (level") == 1  # rank 0 alone reports
+    one = root / "j1" / name / "checkpoints" / "last.pt"
+    dw, dh = _bits_compare(one, root / "j2" / name / "checkpoints" / "last.pt")
+    MEASURED[f"jukebox {name} 2 processes: weights"], MEASURED[f"jukebox {name} 2 processes: bits"] = dw, dh
+    assert dw <= TOL and dh < 1e-5, (name, dw, dh)
+    if name == "prior":  # 2 steps on two processes, then the other 2 in one: the run of 4 steps
+        ok(cli(*jukebox_args(audio, root / "jr", params=_with_steps(audio["params"], "jb2.yaml", "jukebox",
+                                                                     prior_steps=2)), "--nproc", "2"))
+        res = ok(cli(*jukebox_args(audio, root / "jr")))
+        assert "2 steps run, 4 in all" in res.stdout
+        dw, dh = _bits_compare(one, root / "jr" / name / "checkpoints" / "last.pt")
+        MEASURED["jukebox prior resumed on 1 process: weights"] = dw
+        assert dw <= TOL and dh < 1e-5, (dw, dh)
+        # the tolerance discriminates: one process on half the batch is far off
+        ok(cli(*jukebox_args(audio, root / "jh", params=_with_steps(audio["params"], "jb_half.yaml", "jukebox",
+                                                                     batch_size=2))))
+        wrong, _ = _bits_compare(one, root / "jh" / name / "checkpoints" / "last.pt")
+        MEASURED["jukebox prior, half batch (wrong): weights"] = wrong
+        assert wrong > 20 * TOL
+    print(MEASURED)

@@ -285,7 +285,7 @@ def launch(nproc: int, argv: Sequence[str]) -> None:
         # the rank that failed first, not one the agent then stopped with SIGTERM
         failures = sorted(exc.failures.items(), key=lambda kv: (kv[1].signal_name() == "SIGTERM", kv[1].timestamp, kv[0]))
         rank, failure = failures[0]
-        how = (f"killed by {failure.signal_name()}" if failure.signal_name() not in ("", "N/A", None)
+        how = (f"killed by {failure.signal_name()}" if failure.signal_name() not in ("", "N/A", "<N/A>", None)
                else f"exit code {failure.exitcode}")
         raise StageError(f"distributed training stopped: rank {rank} of {nproc} failed ({how}); "
                          "rerun the same command to resume from the last checkpoint") from None

@@ -8,6 +8,14 @@ Adam step on the cross-entropy in bits per token (nats / ln 2, as jukebox report
 (``last.pt``: model, optimizer, step, torch RNG state, history) every ``checkpoint_every`` steps and
 at the end; ``metrics.json`` has one row per step (``step``, ``train_bits``) for ``dvc plots``.
 
+Under ``torchrun`` (``pipeline.training.distributed``) each step's global batch of windows (drawn as
+above) is split across the ranks, ``rows[rank::world]`` (``batch_size`` must divide by the world
+size: every window has ``context`` tokens, so equal shares make the mean of the ranks' mean-loss
+gradients, which DistributedDataParallel takes, the global batch's). Dropout draws from a torch
+seed of ``(seed, step, rank)`` per step, so a distributed run matches one process in distribution
+only where dropout is on (exactly, up to rounding, at dropout 0) and resumes on any world size. The
+logged bits are the means over the ranks; rank 0 alone writes checkpoints and metrics.
+
 Sampling (no gradients; logits on the model's device, the draw on the CPU with the caller's
 seeded ``torch.Generator``; ``temperature = 0`` is greedy):
 
@@ -121,7 +129,17 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
           resume: bool = True, log: Callable[[str], None] | None = None) -> dict:
     """Train ``model`` on windows of ``codes`` (``(N, T)`` int, ``T >= context``); resumes from
     ``out/checkpoints/last.pt`` when it exists (and ``resume``). Writes ``checkpoints/last.pt``,
-    ``metrics.json``. Returns ``{"steps_run", "resumed_at", "history"}``."""
+    ``metrics.json``. Returns ``{"steps_run", "resumed_at", "history"}``. Under ``torchrun``: see the
+    module's docstring."""
+    from pipeline.errors import StageError
+    from pipeline.training import distributed
+
+    dctx = distributed.current()
+    if not dctx.is_main:
+        log = None
+    if dctx.active and cfg.batch_size % dctx.world:
+        raise StageError(f"jukebox.train.batch_size={cfg.batch_size} does not split over {dctx.world} processes "
+                         "(use a multiple of the world size)")
     out = Path(out)
     ckpt = out / "checkpoints" / "last.pt"
     ctx, r = model.cfg.context, model.cfg.cond_ratio
@@ -142,23 +160,33 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
         history = history[:start]
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "rng": torch.get_rng_state(), "history": history, **amp.state()})
-        write_metrics(out / "metrics.json", history)
+        if dctx.is_main:
+            save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                   "rng": torch.get_rng_state(), "history": history, **amp.state()})
+            write_metrics(out / "metrics.json", history)
+        dctx.barrier()
 
+    net = dctx.wrap(model)  # DistributedDataParallel under torchrun, the model itself otherwise
     model.train()
     bar = training_bar(out.name, cfg.steps, start, log)
     for step in range(start + 1, cfg.steps + 1):
         rng = np.random.default_rng([cfg.seed, step])
         x, c = crop_batch(codes, upper, context=ctx, ratio=r, batch=cfg.batch_size, rng=rng)
+        if dctx.active:  # this rank's windows; dropout draws of its own
+            x, c = dctx.shard(x), None if c is None else dctx.shard(c)
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, step, dctx.rank]).generate_state(1)[0]))
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
         optimizer.zero_grad()
         with amp.autocast():  # (the cross-entropy in fp32: bits_per_token)
-            loss = model_bits(model, x, c)
-        amp.backward(loss)
+            loss = model_bits(net, x, c)
+        with dctx.collective(f"averaging gradients (step {step})"):
+            amp.backward(loss)
         amp.step(optimizer, model.parameters(), cfg.grad_clip)
-        history.append({"step": step, "train_bits": float(loss.detach())})
+        bits = float(loss.detach())
+        if dctx.active:  # equal shares: the global batch's mean is the mean over the ranks
+            bits = dctx.all_sum([bits])[0] / dctx.world
+        history.append({"step": step, "train_bits": bits})
         bar.step(note=f"{history[-1]['train_bits']:.3f} bits")
         if log and (step % max(cfg.steps // 10, 1) == 0 or step == cfg.steps):
             log(f"step {step}/{cfg.steps}: {history[-1]['train_bits']:.4f} bits per token")
@@ -167,7 +195,9 @@ def train(model: JukeboxPrior, codes: np.ndarray, upper: np.ndarray | None, *, c
     bar.close()
     if not ckpt.exists():  # zero steps asked: keep the initial weights
         checkpoint(0)
-    write_metrics(out / "metrics.json", history)
+    if dctx.is_main:
+        write_metrics(out / "metrics.json", history)
+    dctx.barrier()
     model.eval()
     return {"steps_run": max(cfg.steps - start, 0), "resumed_at": start if resumed else None, "history": history}
 

@@ -23,6 +23,18 @@ row of mean losses goes to ``metrics.json``; every ``valid_every`` steps the hel
 measured (``best.pt`` when it improves) and ``last.pt`` is written (model, optimizer, step,
 generator state, running sums, history); ``last.pt`` is written at the end too. A run resumes
 from ``last.pt``.
+
+Under ``torchrun`` (``pipeline.training.distributed``) every step's global batch (drawn as above)
+is split across the ranks, ``rows[rank::world]`` (``batch_size`` must divide by the world size:
+equal shares, so the mean of the ranks' mean-loss gradients, which DistributedDataParallel takes,
+is the global batch's). The codebooks are updated outside autograd, so DDP does not keep them
+together: every rank gathers the encoder outputs and their codes from all the ranks, back in the
+order of the global batch (:func:`global_codebooks`), and runs the EMA update and the restarts
+(the same seeded generator on every rank) on the global batch, as one process would: the
+codebooks stay identical across the ranks. The held-out loss is measured by every rank on all
+the crops (the same weights, the same numbers: every rank takes the same ``best.pt`` decision);
+the logged training losses are the means over the ranks; rank 0 alone writes checkpoints and
+``metrics.json``. Checkpoints hold the unwrapped model, so a run resumes on any world size.
 """
 
 from __future__ import annotations
@@ -211,6 +223,52 @@ class TrainConfig:
     compile: bool = False  # torch.compile the encoders and decoders (in place)
 
 
+class _GlobalBottleneck:
+    """Mixed in before an ``EMABottleneck`` class (:func:`global_codebooks`): in a distributed
+    training step, ``init_codebook`` and ``update`` see the rows of every rank, gathered and put
+    back in the order of the global batch (rank ``r`` holds its rows ``r, r + W, r + 2W, ...``), so
+    the EMA sums and counts, and the restarts drawn from them, are those of one process on the
+    global batch, on every rank alike."""
+
+    def forward(self, z, *, update: bool, generator=None):
+        self._local = (int(z.shape[0]), int(z.shape[2]))  # (batch rows, time steps) of this rank
+        return super().forward(z, update=update, generator=generator)
+
+    def _gathered(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        from pipeline.training import distributed
+
+        ctx = distributed.current()
+        if not ctx.active:
+            return x
+        b, t = self._local
+        parts = [torch.empty_like(x) for _ in range(ctx.world)]
+        with ctx.collective("gathering the codebook statistics"):
+            dist.all_gather(parts, x.contiguous())
+        rows = torch.stack([p.reshape(b, t, *x.shape[1:]) for p in parts], 1)  # (b, world, t, ...)
+        return rows.reshape(b * ctx.world * t, *x.shape[1:])
+
+    def init_codebook(self, x, generator=None):
+        return super().init_codebook(self._gathered(x), generator)
+
+    def update(self, x, codes, generator=None):
+        return super().update(self._gathered(x), self._gathered(codes), generator)
+
+
+def global_codebooks(model) -> None:
+    """Make ``model``'s codebooks train on the global batch when distributed (in place; nothing
+    for a single process). The state dict keys stay the same."""
+    from pipeline.models.vqvae import EMABottleneck
+    from pipeline.training import distributed
+
+    if not distributed.current().active:
+        return
+    for m in model.modules():
+        if isinstance(m, EMABottleneck) and not isinstance(m, _GlobalBottleneck):
+            m.__class__ = type(f"Global{type(m).__name__}", (_GlobalBottleneck, type(m)), {})
+
+
 @torch.no_grad()
 def valid_loss(model, clips: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Mean losses (eval mode: codebooks untouched) over ``clips`` in batches."""
@@ -234,7 +292,15 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
     """Train ``model`` (already on its device, data statistics set) for ``cfg.steps`` steps.
 
     Writes ``out/checkpoints/{last,best}.pt`` and ``out/metrics.json``; returns a summary with the
-    history (rows of ``metrics.json``)."""
+    history (rows of ``metrics.json``). Under ``torchrun``: see the module's docstring."""
+    from pipeline.training import distributed
+
+    ctx = distributed.current()
+    if not ctx.is_main:
+        log = None
+    if ctx.active and cfg.batch_size % ctx.world:
+        raise StageError(f"vqvae.train.batch_size={cfg.batch_size} does not split over {ctx.world} processes "
+                         "(use a multiple of the world size)")
     out = Path(out)
     ckpt = out / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -261,21 +327,35 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
         amp.load(state)
         resumed = True
 
-    def save_last() -> None:
-        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "generator": gen.get_state(), "best": best, "best_step": best_step,
-                               "history": history, "acc": acc, "acc_n": acc_n, **amp.state()})
+    def rank_mean(sums: dict[str, float]) -> dict[str, float]:
+        """Per-rank sums -> their means over the ranks (equal shares: the global batch's)."""
+        if not ctx.active or not sums:
+            return sums
+        keys = sorted(sums)
+        return {k: v / ctx.world for k, v in zip(keys, ctx.all_sum([sums[k] for k in keys]))}
 
+    def save_last() -> None:
+        nonlocal acc
+        acc = rank_mean(acc)  # every rank holds the global sums, and goes on adding its own
+        if ctx.is_main:
+            save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                   "generator": gen.get_state(), "best": best, "best_step": best_step,
+                                   "history": history, "acc": acc, "acc_n": acc_n, **amp.state()})
+        ctx.barrier()
+
+    global_codebooks(model)
+    net = ctx.wrap(model)  # DistributedDataParallel under torchrun, the model itself otherwise
     model.train()
     bar = training_bar("vqvae", cfg.steps, step, log)
     while step < cfg.steps:
         step += 1
-        x = to_device(step_batch(bank, step=step, batch_size=cfg.batch_size, samples=cfg.crop_samples,
-                                 seed=cfg.seed), device)
+        x = to_device(ctx.shard(step_batch(bank, step=step, batch_size=cfg.batch_size, samples=cfg.crop_samples,
+                                           seed=cfg.seed)), device)
         optimizer.zero_grad()
         with amp.autocast():  # the model keeps its codebooks and losses in fp32 inside
-            _, losses, metrics = model(x, generator=gen)
-        amp.backward(losses["loss"])
+            _, losses, metrics = net(x, generator=gen)
+        with ctx.collective(f"averaging gradients (step {step})"):
+            amp.backward(losses["loss"])
         amp.step(optimizer, model.parameters(), cfg.grad_clip)
         for k, v in losses.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())
@@ -284,25 +364,29 @@ def train(model, bank: ClipBank, *, valid: torch.Tensor, cfg: TrainConfig, out: 
         acc_n += 1
         bar.step(note=f"loss {float(losses['loss'].detach()):.3f}")
         if step % cfg.log_every == 0:
-            row = {"step": step, **{k: v / acc_n for k, v in sorted(acc.items())}}
+            row = {"step": step, **rank_mean({k: v / acc_n for k, v in sorted(acc.items())})}
             acc, acc_n = {}, 0
             if step % cfg.valid_every == 0:
                 v = valid_loss(model, valid, cfg.batch_size)
                 row.update({f"valid_{k}": val for k, val in sorted(v.items())})
                 if v["loss"] < best:
                     best, best_step = v["loss"], step
-                    save_checkpoint(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
+                    if ctx.is_main:
+                        save_checkpoint(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
             history.append(row)
             if log:
                 log(f"step {step}: loss {row['loss']:.4f}" + (f", valid {row['valid_loss']:.4f}" if "valid_loss" in row else ""))
             if step % cfg.valid_every == 0:
                 save_last()
-                write_metrics(out / "metrics.json", history)
+                if ctx.is_main:
+                    write_metrics(out / "metrics.json", history)
     bar.close()
     save_last()
-    if not (ckpt / "best.pt").exists():  # no validation point reached: the final weights stand in
-        save_checkpoint(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
-    write_metrics(out / "metrics.json", history)
+    if ctx.is_main:
+        if not (ckpt / "best.pt").exists():  # no validation point reached: the final weights stand in
+            save_checkpoint(ckpt / "best.pt", {"model": model.state_dict(), "step": step})
+        write_metrics(out / "metrics.json", history)
+    ctx.barrier()
     return {"steps_run": step, "best_step": best_step, "best_valid_loss": None if math.isinf(best) else best,
             "resumed": resumed, "history": history}
 
