@@ -16,9 +16,9 @@ numerics also deterministic cuDNN, no TF32). Measured: an optimizer step hook (a
 counted after ``--warmup`` steps (the first steps pay for cuDNN autotuning, allocation and, with
 ``--compile``, compilation); a MuseGAN step is one generator update with its ``n_critic`` critic
 updates. Peak memory is ``torch.cuda.max_memory_allocated`` of the run (CUDA only). With two or
-more GPUs, the families whose loops run under DDP in this tree (the LSTMs and MuseGAN) run again on
-2 GPUs under ``torch.distributed.run`` (``world`` 2 in the table; steps/s of global batches, peak
-memory of rank 0).
+more GPUs, every family runs again on 2 GPUs under ``torch.distributed.run`` (``world`` 2 in the
+table; steps/s of global batches, peak memory of rank 0); ``--ddp`` asks for those rows on the CPU
+too (2 processes, gloo: a smoke test of the same path).
 
 Exit codes: 0 every row ran with a finite loss; 1 a row failed or its loss was not finite;
 2 ``--device cuda`` (the default) on a machine without CUDA: one line saying so, nothing run.
@@ -42,8 +42,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 FAMILIES = ("lstm", "lstm_attention", "musegan", "jamming", "vqvae", "jukebox_prior", "jukebox_upsampler")
-#: the families whose training loops run under DDP (torchrun) in this tree
-DDP_FAMILIES = ("lstm", "lstm_attention", "musegan", "jamming")
+#: the families whose training loops run under DDP (torchrun): all of them
+DDP_FAMILIES = FAMILIES
 #: where ``compile`` is a param (the jukebox transformer, the VQ-VAE's convolutions)
 COMPILE_FAMILIES = ("vqvae", "jukebox_prior", "jukebox_upsampler")
 VOCAB_SIZE = 512  # synthetic token vocabulary (the built notes vocabulary has a few hundred ids)
@@ -233,7 +233,7 @@ def _ddp_row(family: str, precision: str, args) -> dict:
     """``family`` on 2 GPUs: this script under ``torch.distributed.run``; rank 0 prints a JSON line."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", __file__,
            "--worker", "--families", family, "--precisions", precision, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--device", "cuda"]
+           "--warmup", str(args.warmup), "--device", args.device]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PIPELINE_PROGRESS": "0", "PYTHONPATH": path}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true",
                     help=f"also run {', '.join(COMPILE_FAMILIES)} with compile on (bf16; compiling takes minutes)")
     ap.add_argument("--no-ddp", action="store_true", help="skip the 2-GPU rows even with 2 GPUs")
+    ap.add_argument("--ddp", action="store_true", help="the 2-process rows on the CPU too (gloo; a smoke test)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0: torch's default)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(f, p, False) for f in families for p in precisions]
     if args.compile:
         runs += [(f, "bf16", True) for f in families if f in COMPILE_FAMILIES]
-    ddp = cuda and not args.no_ddp and torch.cuda.device_count() >= 2
+    ddp = not args.no_ddp and ((cuda and torch.cuda.device_count() >= 2) or (args.ddp and not cuda))
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     print(f"gpu_check on {name} ({torch.cuda.device_count() if cuda else 0} GPU(s)), torch {torch.__version__}, "
           f"{args.steps} steps per run, steps/s after {args.warmup} warm-up steps")

@@ -256,3 +256,16 @@ def test_gpu_check_without_cuda_says_so():
     proc = _gpu_check("--steps", "1")
     assert proc.returncode == 2
     assert proc.stdout.strip().splitlines() == [proc.stdout.strip()] and "needs CUDA" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_ddp_rows_run_on_cpu():
+    """``--ddp`` on the CPU: the 2-process rows (torchrun, gloo) of the families that joined DDP
+    last, through the same driver a 2-GPU machine runs."""
+    proc = _gpu_check("--device", "cpu", "--ddp", "--steps", "2", "--warmup", "0", "--precisions", "fp32",
+                      "--families", "vqvae,jukebox_prior", "--threads", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[2:-1]]
+    assert [(r[0], r[3]) for r in rows] == [("vqvae", "1"), ("jukebox_prior", "1"), ("vqvae", "2"),
+                                           ("jukebox_prior", "2")]
+    assert "FAILED" not in proc.stdout and "0 failed" in proc.stdout
