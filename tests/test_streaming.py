@@ -1,0 +1,96 @@
+"""Training loaders that read the shards batch by batch: the same batches as the dense path, and a
+memory that holds per-phrase offsets only (no timing or RSS asserts here: benchmarks/bench_loaders.py)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import SchemaError
+from pipeline.formats.phrase_shards import PhraseRows, read_phrase_npz, write_phrase_npz
+from pipeline.training.musegan import batch_indices
+from pipeline.stages import build_lpd, build_phrases
+from tests.conftest import make_song
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """``lpd`` and ``phrases`` built by the stages from eight generated songs."""
+    base = tmp_path_factory.mktemp("streaming")
+    src = base / "midi"
+    src.mkdir()
+    for i in range(8):
+        (src / f"song{i}.mid").write_bytes(make_song(60 + i, n_bars=16, tempo_bpm=100 + 7 * i))
+    build_lpd.run(source=src, out=base / "lpd", params=build_lpd.Params(shard_size=3), workers=1)
+    build_phrases.run(lpd=base / "lpd", out=base / "phrases", params=build_phrases.Params())
+    return base
+
+
+def test_phrase_rows_give_the_dense_batches(built):
+    path = built / "phrases" / "npz" / "train.npz"
+    dense = read_phrase_npz(path).dense()
+    assert len(dense) >= 4
+    with PhraseRows(path) as rows:
+        assert rows.shape == dense.shape and len(rows) == len(dense)
+        assert np.array_equal(rows[np.arange(len(dense))], dense)
+        for counter in range(6):  # the batches MuseGAN's loop draws
+            idx = batch_indices(2026, counter, len(dense), 2)
+            assert np.array_equal(rows[idx], dense[idx])
+        assert np.array_equal(rows[len(dense) - 1], dense[-1]) and np.array_equal(rows[-1], dense[-1])
+        copy = pickle.loads(pickle.dumps(rows))  # what a DataLoader worker gets: reopens the file itself
+        assert np.array_equal(copy[np.arange(len(dense))], dense)
+        with pytest.raises(IndexError):
+            rows[len(dense)]
+
+
+def test_phrase_rows_hold_offsets_not_phrases(tmp_path):
+    """The loader's arrays grow by a few ints per phrase, never by a phrase's cells."""
+    rng = np.random.default_rng(0)
+    held = {}
+    for n in (50, 500):
+        x = rng.random((n, 4, 48, 84, 5)) < 0.01  # ~800 cells per phrase
+        path = tmp_path / f"p{n}.npz"
+        write_phrase_npz(path, x.shape, np.stack(np.nonzero(x)), ids=[f"{i:032x}" for i in range(n)],
+                         first_bar=np.zeros(n, np.int32))
+        with PhraseRows(path) as rows:
+            arrays = [v for v in vars(rows).values() if isinstance(v, np.ndarray)]
+            held[n] = sum(a.nbytes for a in arrays)
+            assert held[n] <= n * (8 + 4 + 4 * 32 + 8) + 64  # offsets, first_bar, ids (<U32), slack
+            assert held[n] < n * x[0].size // 100  # far below the phrases themselves (bool: 80640 B each)
+            scratch = rows._scratch
+            assert os.path.exists(scratch)
+            assert np.array_equal(rows[np.array([0, n // 2, n - 1])], x[[0, n // 2, n - 1]])
+        assert not os.path.exists(scratch)  # the uncompressed coordinates go with the loader
+    assert held[500] <= 10 * held[50] + 64
+
+
+def test_phrase_rows_unordered_and_bad_files(tmp_path):
+    x = np.random.default_rng(1).random((6, 2, 4, 3, 2)) < 0.3
+    nz = np.stack(np.nonzero(x))
+    path = tmp_path / "shuffled.npz"
+    write_phrase_npz(path, x.shape, nz[:, ::-1])  # not ordered by phrase (as MuseGAN's own files may be)
+    with PhraseRows(path) as rows:
+        assert np.array_equal(rows[np.arange(6)], x)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(SchemaError, match="bad.npz"):
+        PhraseRows(bad)
+    with pytest.raises(SchemaError, match="differs from schema.json"):
+        PhraseRows(path, item_shape=(4, 48, 84, 5))
+
+
+def test_one_phrase_from_the_song_tensor_shards(built):
+    """README: a phrase is bars first_bar.. of its song in the 5-D tensor shards, every other step,
+    pitches lowest_pitch.. (PianorollBars reads the one row group that holds the song)."""
+    from pipeline.data import PianorollBars
+
+    songs = PianorollBars(built / "lpd", bars=4)
+    with PhraseRows(built / "phrases" / "npz" / "train.npz") as rows:
+        for i in range(len(rows)):
+            song, first = str(rows.ids[i]), int(rows.first_bar[i])
+            x = songs.bars_of(song, first, first + 4).numpy()[:, ::2, 24:24 + 84] > 0
+            assert np.array_equal(x, rows[i])
