@@ -94,3 +94,29 @@ def test_one_phrase_from_the_song_tensor_shards(built):
             song, first = str(rows.ids[i]), int(rows.first_bar[i])
             x = songs.bars_of(song, first, first + 4).numpy()[:, ::2, 24:24 + 84] > 0
             assert np.array_equal(x, rows[i])
+
+
+def test_song_windows_give_make_windows(built, tmp_path):
+    """The LSTM's windows read from the token shards equal the dense ``make_windows`` rows, and the
+    loader's arrays are a few ints per window."""
+    from pipeline.formats.vocab import load_vocabulary
+    from pipeline.stages import build_vocab
+    from pipeline.training import lstm as fam
+
+    src = built / "midi"
+    build_vocab.run(source=src, out=tmp_path / "notes", kind="notes", params=build_vocab.Params(shard_size=3),
+                    workers=1)
+    shards = tmp_path / "notes" / "shards"
+    vocab = load_vocabulary(tmp_path / "notes" / "vocab.json")
+    for split in ("train", "valid", "test"):
+        for window, stride in ((16, 8), (64, 32), (4000, 5)):  # the last: every sequence shorter (padded)
+            dense = fam.make_windows(fam.song_sequences(shards, vocab, split), window, stride)
+            rows = fam.SongWindows(shards, vocab, split, window, stride, cache_groups=1)
+            assert len(rows) == len(dense)
+            assert np.array_equal(rows[np.arange(len(rows))], dense)
+            order = np.random.default_rng(0).permutation(len(rows))
+            assert np.array_equal(rows[order], dense[order])
+            copy = pickle.loads(pickle.dumps(rows))
+            assert np.array_equal(copy[order[:5]], dense[order[:5]])
+            held = sum(v.nbytes for v in vars(rows).values() if isinstance(v, np.ndarray))
+            assert held <= 16 * len(rows) + 32 * len(rows._seqs) + 64
