@@ -120,3 +120,35 @@ def test_song_windows_give_make_windows(built, tmp_path):
             assert np.array_equal(copy[order[:5]], dense[order[:5]])
             held = sum(v.nbytes for v in vars(rows).values() if isinstance(v, np.ndarray))
             assert held <= 16 * len(rows) + 32 * len(rows._seqs) + 64
+
+
+def test_flac_clips_crop_the_decoded_frames(tmp_path):
+    """The VQ-VAE's clips wait as FLAC bytes in a scratch file; a crop decodes only its frames and
+    equals the crop of the whole decoded clip."""
+    import io
+
+    import soundfile as sf
+
+    from pipeline.training.vqvae import ClipBank, FlacClips
+
+    rng = np.random.default_rng(3)
+    pcm = [(rng.standard_normal((ch, n)) * 3000).astype(np.int16) for ch, n in ((1, 50_000), (2, 30_001), (1, 700))]
+    clips = FlacClips(tmp_path)
+    for p in pcm:
+        buf = io.BytesIO()
+        sf.write(buf, p.T, 22050, format="FLAC", subtype="PCM_16")
+        clips.append(buf.getvalue(), p.shape[0], p.shape[1])
+    clips.freeze([2, 0, 1])
+    lazy = ClipBank(ids=["c", "a", "b"], clips=[0, 0, 0], valid=[700, 50_000, 30_001], pcm=clips, sample_rate=22050)
+    dense = ClipBank(ids=["c", "a", "b"], clips=[0, 0, 0], valid=[700, 50_000, 30_001], pcm=[pcm[2], pcm[0], pcm[1]],
+                     sample_rate=22050)
+    assert lazy.keys_digest() == dense.keys_digest()
+    for i in range(3):
+        assert np.array_equal(clips[i], dense.pcm[i])
+        for start in (0, 1, 4095, 4097, dense.max_start(i, 4096), dense.pcm[i].shape[1] - 3):
+            assert lazy.max_start(i, 4096) == dense.max_start(i, 4096)
+            assert np.array_equal(lazy.crop(i, start, 4096, 0.3), dense.crop(i, start, 4096, 0.3))
+    copy = pickle.loads(pickle.dumps(clips))
+    assert np.array_equal(copy.frames(1, 123, 1000), pcm[0][:, 123:1123])
+    held = clips.where.nbytes + clips.shapes.nbytes
+    assert held == 3 * 4 * 8  # (start, length) and (channels, frames) per clip
