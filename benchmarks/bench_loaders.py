@@ -130,7 +130,7 @@ class StepCrops(torch.utils.data.Dataset):
 
 
 def loaders(data: Path, params: dict, batches: int) -> dict:
-    from pipeline.data import AudioClips, PianorollBars
+    from pipeline.data import PianorollBars
     from pipeline.formats.phrase_shards import PhraseRows
 
     mg, lt = params["musegan"]["train"], params["lstm"]["train"]
