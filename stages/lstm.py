@@ -137,8 +137,9 @@ def run_train(*, vocab_dir: Path, out: Path, variant: str, params: Params, resum
         raise ParamsError(f"{vocab_dir}: a {vocab.config.get('kind')} vocabulary, but lstm.vocab={params.vocab}")
     t = params.train
     shards = Path(vocab_dir) / "shards"
-    train = fam.make_windows(fam.song_sequences(shards, vocab, "train"), t.window, t.stride)
-    valid = fam.make_windows(fam.song_sequences(shards, vocab, "valid"), t.window, t.stride)
+    # windows read batch by batch from the shards (an index in memory, not the windows)
+    train = fam.SongWindows(shards, vocab, "train", t.window, t.stride)
+    valid = fam.SongWindows(shards, vocab, "valid", t.window, t.stride)
     if len(train) == 0:
         raise PipelineError(f"{shards}: no training window of {t.window + 1} tokens (lower lstm.train.window)")
     digest = _digest(params, variant, vocab.hash)

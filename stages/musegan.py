@@ -161,6 +161,18 @@ def load_split(phrases: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return z.dense(), z.ids, z.first_bar
 
 
+def open_split(phrases: Path, split: str):
+    """The phrases of ``npz/<split>.npz`` as :class:`~pipeline.formats.phrase_shards.PhraseRows`:
+    ``rows[idx]`` is the dense bool batch ``load_split(...)[0][idx]``, read without holding the
+    split in memory (only per-phrase offsets, ids and first bars)."""
+    from pipeline.formats.phrase_shards import PhraseRows
+
+    path = Path(phrases) / "npz" / f"{split}.npz"
+    if not path.exists():
+        raise StageError(f"{path}: missing (run `pipeline build-phrases` first)")
+    return PhraseRows(path)  # SchemaError / UnsafeFileError: one line naming the file
+
+
 def model_config(params: Params, variant: str, data_shape: tuple[int, ...], track_names: tuple[str, ...]):
     """The model's config for phrases of ``data_shape`` (n, bars, steps, pitches, tracks)."""
     from pipeline.models.musegan import MuseGANConfig
@@ -212,7 +224,7 @@ def run_train(*, phrases: Path, out: Path, variant: str, params: Params, resume:
     out = Path(out)
     schema = phrase_schema(phrases)
     npz = Path(phrases) / "npz" / "train.npz"
-    x, _, _ = load_split(phrases, "train")
+    x = open_split(phrases, "train")  # batch by batch: memory does not grow with the split (scratch file removed with x)
     t = params.train
     cfg = model_config(params, variant, x.shape, schema["track_names"])
     if len(x) < t.batch_size:

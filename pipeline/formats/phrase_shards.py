@@ -13,6 +13,7 @@ its readers:
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema as shard_schema
-from pipeline.errors import SchemaError
+from pipeline.errors import SchemaError, UnsafeFileError
 from pipeline.files import atomic_write_bytes
 from pipeline.formats.npz import load_npz, npz_bytes
 from pipeline.splits import SPLITS
@@ -241,3 +242,194 @@ def schema_document(params, in_steps: int, input_tracks: str = "lpd5",
                     "n_active, selected, reason (selected | inactive:<Track,...> | too_few_families | not_drawn)",
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()},
     }
+
+
+# -- lazy rows: one phrase at a time, without the whole NPZ in memory ---------------------------
+
+#: bytes of the deflated ``nonzero`` member decoded at a time while the row index is built
+SPILL_CHUNK = 1 << 22
+
+
+class PhraseRows:
+    """The phrases of a phrase NPZ, read one batch at a time.
+
+    ``nonzero`` is deflated inside the NPZ, so no phrase can be read from it without decoding what
+    comes before. ``__init__`` therefore streams the member once (``SPILL_CHUNK`` bytes at a time)
+    into an uncompressed scratch file (its bar, step, pitch and track rows, ``2 * 4`` bytes per
+    non-zero cell with uint16 coordinates) in ``scratch`` (default: the system's temporary folder;
+    removed when the object is collected in the process that made it), and keeps only
+    ``offsets`` (phrases + 1 int64: where each phrase's cells start), ``ids`` and ``first_bar``.
+    ``rows[idx]`` (an int array) is the dense bool ``(len(idx), bars, steps, pitches, tracks)``
+    batch, the same as ``read_phrase_npz(path).dense()[idx]``; ``rows[i]`` (an int) one phrase.
+    Each phrase costs four ``os.pread`` calls; the file is reopened lazily per process, so the
+    object is safe in a ``DataLoader`` with workers. A file whose ``nonzero`` is not ordered by
+    phrase (this package always writes it ordered; MuseGAN's own data may not be) is read whole
+    once and sorted before it is spilled.
+
+    Raises the errors of :func:`read_phrase_npz` (same checks), one line naming the file.
+    """
+
+    def __init__(self, path: Path, *, item_shape=None, scratch: Path | None = None) -> None:
+        import tempfile
+        import weakref
+
+        self.path = Path(path)
+        z = load_npz(self.path, ["shape"] + [k for k in ("ids", "first_bar") if k in _npz_members(self.path)])
+        shape = z["shape"]
+        if shape.shape != (5,) or shape.dtype.kind not in "iu":
+            raise SchemaError(self.path, "shape must be 5 integers: phrases, bars, steps, pitches, tracks",
+                              expected="int (5,)", found=f"{shape.dtype} {shape.tolist()}")
+        if item_shape is not None and [int(n) for n in shape[1:]] != list(item_shape):
+            raise SchemaError(self.path, "phrase tensor shape differs from schema.json",
+                              expected=["phrases", *item_shape], found=shape.tolist())
+        self.shape = tuple(int(k) for k in shape)
+        n = self.shape[0]
+        self.ids = z.get("ids", np.full(n, "", "<U1"))
+        self.first_bar = z.get("first_bar", np.zeros(n, np.int32))
+        if len(self.ids) != n or len(self.first_bar) != n:
+            raise SchemaError(self.path, "ids and first_bar must have one entry per phrase", expected=n,
+                              found=(len(self.ids), len(self.first_bar)))
+        fd, name = tempfile.mkstemp(prefix="phrases-", suffix=".coords", dir=scratch)
+        self._scratch = name
+        self._finalizer = weakref.finalize(self, _remove, name, os.getpid())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                counts, self.dtype, self.nnz = _spill(self.path, self.shape, f)
+        except BaseException:
+            self._finalizer()
+            raise
+        self.offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_fd=None, _pid=None, _finalizer=None)  # a copy never removes the file
+        return state
+
+    def _file(self) -> int:
+        if self._pid != os.getpid() or self._fd is None:
+            self._fd, self._pid = os.open(self._scratch, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def coords(self, i: int) -> np.ndarray:
+        """(4, cells) int64 bar, step, pitch, track of phrase ``i``'s non-zero cells."""
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        size = self.dtype.itemsize
+        fd = self._file()
+        out = np.empty((4, hi - lo), np.int64)
+        for r in range(4):
+            blob = os.pread(fd, (hi - lo) * size, (r * self.nnz + lo) * size)
+            out[r] = np.frombuffer(blob, self.dtype)
+        return out
+
+    def __getitem__(self, idx):
+        if np.ndim(idx) == 0:
+            return self[np.asarray([idx])][0]
+        idx = np.asarray(idx, np.int64)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"index outside the {n} phrases of {self.path}")
+        x = np.zeros((len(idx), *self.shape[1:]), bool)
+        for k, i in enumerate(idx % n if n else idx):
+            c = self.coords(int(i))
+            x[k][tuple(c)] = True
+        return x
+
+    def close(self) -> None:
+        """Close this process's handle and remove the scratch file (when this process made it)."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> "PhraseRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _remove(name: str, pid: int) -> None:
+    if os.getpid() == pid:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+def _npz_members(path: Path) -> set[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+    except (OSError, zipfile.BadZipFile):
+        return set()  # load_npz names the failure
+
+
+def _spill(path: Path, shape: tuple[int, ...], out) -> tuple[np.ndarray, np.dtype, int]:
+    """Stream ``nonzero`` of the NPZ at ``path``: its rows 1-4 into ``out``, and per-phrase counts
+    from row 0. Returns (counts, dtype, nnz)."""
+    import zipfile
+    import zlib
+
+    n = shape[0]
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "nonzero.npy" not in zf.namelist():
+                raise SchemaError(path, "NPZ lacks arrays ['nonzero']", expected=["shape", "nonzero"],
+                                  found=sorted(_npz_members(path)))
+            with zf.open("nonzero.npy") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                nz_shape, fortran, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise UnsafeFileError(path, "member nonzero.npy is an object array (pickled Python objects); "
+                                                "NPZ files are read as plain arrays only and never unpickled")
+                if dtype.kind not in "iu" or len(nz_shape) != 2 or nz_shape[0] != 5 or fortran:
+                    raise SchemaError(path, "nonzero must be an integer (5, nnz) array", expected="uint (5, nnz)",
+                                      found=f"{dtype} {nz_shape}")
+                nnz = int(nz_shape[1])
+                counts = np.zeros(n, np.int64)
+                ordered, last = True, -1
+                per = max(1, SPILL_CHUNK // dtype.itemsize)
+                for r in range(5):
+                    left = nnz
+                    while left:
+                        m = min(per, left)
+                        blob = f.read(m * dtype.itemsize)
+                        if len(blob) != m * dtype.itemsize:
+                            raise SchemaError(path, "member nonzero is damaged (truncated)")
+                        a = np.frombuffer(blob, dtype)
+                        left -= m
+                        if dtype.kind == "i" and m and a.min() < 0:
+                            raise SchemaError(path, "nonzero holds negative indexes", expected=">= 0",
+                                              found=int(a.min()))
+                        if m and a.max() >= shape[r]:
+                            raise SchemaError(path, "nonzero indexes outside the tensor", expected=list(shape),
+                                              found=f"axis {r}: {int(a.max())}")
+                        if r == 0:
+                            if ordered and m:
+                                ordered = bool(a[0] >= last and (m < 2 or (np.diff(a.astype(np.int64)) >= 0).all()))
+                                last = int(a[-1])
+                            counts += np.bincount(a, minlength=n)[:n]
+                        else:
+                            out.write(a.astype(dtype.newbyteorder("="), copy=False).tobytes())
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise SchemaError(path, f"member nonzero is damaged ({type(exc).__name__}: {exc})") from None
+    if not ordered:  # MuseGAN's own files: read whole once, ordered by phrase, spilled again
+        nz = read_phrase_npz(path).nonzero
+        order = np.argsort(nz[0], kind="stable")
+        out.seek(0)
+        out.truncate()
+        for r in range(1, 5):
+            out.write(np.ascontiguousarray(nz[r, order]).tobytes())
+        dtype = nz.dtype
+    return counts, np.dtype(dtype).newbyteorder("="), nnz

@@ -10,6 +10,7 @@ targets, so a window trains every position (teacher forcing). Splits come from t
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -54,6 +55,96 @@ def make_windows(seqs: list[tuple[str, np.ndarray]], window: int, stride: int) -
     if not parts:
         return np.zeros((0, window + 1), np.int64)
     return np.ascontiguousarray(np.concatenate(parts).astype(np.int64))
+
+
+class SongWindows:
+    """``make_windows(song_sequences(folder, vocab, split), window, stride)``, read window by window.
+
+    ``__init__`` reads the shards one row group at a time (``split`` and ``tokens`` columns) and keeps
+    only an index: per sequence its shard, row group, row and length, per window its sequence and
+    first token (int arrays, a few bytes per window). ``windows[idx]`` (an int array) is the int64
+    ``(len(idx), window + 1)`` batch, the same rows as ``make_windows``; the row groups it touches
+    are decoded and kept in a per-process cache of ``cache_groups`` groups, so memory is bounded by
+    the shards' row-group size, not by the split. Safe in a ``DataLoader`` with workers (files are
+    opened per process).
+    """
+
+    def __init__(self, folder: Path, vocab: Vocabulary | None, split: str, window: int, stride: int, *,
+                 cache_groups: int = 4) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from pipeline.formats.token_shards import check_split, shard_vocab_hash
+        from pipeline.formats.vocab import VocabError
+
+        windows(np.zeros(0, np.int64), window + 1, stride)  # validates window and stride
+        self.split, self.window, self.stride = check_split(split), window, stride
+        self.paths = [str(p) for p in sorted(Path(folder).glob("*.parquet"))]
+        where: list[tuple[int, int, int, int]] = []  # per sequence: shard, row group, row, BOS + tokens + EOS length
+        for k, path in enumerate(self.paths):
+            if vocab is not None:
+                h = shard_vocab_hash(path)
+                if h != vocab.hash:
+                    raise VocabError(f"{path}: shard made with vocabulary {str(h)[:12]}, not {vocab.hash[:12]}")
+            pf = pq.ParquetFile(path)
+            for g in range(pf.metadata.num_row_groups):
+                t = pf.read_row_group(g, columns=["split", "tokens"])
+                keep = np.flatnonzero(pc.equal(t["split"], split).to_numpy(zero_copy_only=False))
+                lengths = pc.list_value_length(t["tokens"]).to_numpy(zero_copy_only=False)
+                where += [(k, g, int(r), int(lengths[r]) + 2) for r in keep]
+        self._seqs = np.array(where, np.int64).reshape(-1, 4)
+        length = self._seqs[:, 3]
+        counts = np.where(length > window, np.maximum((length - (window + 1)) // stride + 1, 0), 1)
+        self._seq_of = np.repeat(np.arange(len(length), dtype=np.int64), counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        self._start = (np.arange(len(self._seq_of), dtype=np.int64) - first) * stride
+        self.cache_groups = cache_groups
+        self._pid: int | None = None
+        self._cache: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._seq_of)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self), self.window + 1)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pid": None, "_cache": {}}
+
+    def _group(self, shard: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+        import pyarrow.parquet as pq
+        from collections import OrderedDict
+
+        if self._pid != os.getpid():
+            self._pid, self._cache = os.getpid(), OrderedDict()
+        key = (shard, group)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        col = pq.ParquetFile(self.paths[shard]).read_row_group(group, columns=["tokens"]).column("tokens")
+        col = col.combine_chunks()
+        got = (col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False))
+        self._cache[key] = got
+        while len(self._cache) > max(self.cache_groups, 1):
+            self._cache.popitem(last=False)
+        return got
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if np.ndim(idx) == 0:
+            return self[np.asarray([idx])][0]
+        idx = np.asarray(idx, np.int64)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"index outside the {n} windows")
+        out = np.full((len(idx), self.window + 1), PAD, np.int64)
+        for k, i in enumerate(idx % n if n else idx):
+            shard, group, row, _ = self._seqs[self._seq_of[i]]
+            offsets, values = self._group(int(shard), int(group))
+            seq = np.concatenate([[BOS], values[offsets[row]:offsets[row + 1]].astype(np.int64), [EOS]])
+            piece = seq[self._start[i]:self._start[i] + self.window + 1]
+            out[k, :len(piece)] = piece
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

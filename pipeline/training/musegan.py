@@ -187,9 +187,10 @@ def _optimizers(gen, critic, cfg: GanConfig):
             torch.optim.Adam(critic.parameters(), lr=cfg.lr, betas=betas))
 
 
-def train(gen: MuseGANGenerator, critic: MuseGANCritic, data: np.ndarray, *, cfg: GanConfig, out: Path,
+def train(gen: MuseGANGenerator, critic: MuseGANCritic, data, *, cfg: GanConfig, out: Path,
           resume: bool = True, log: Callable[[str], None] | None = None) -> dict:
-    """WGAN-GP on ``data`` (bool phrases ``(n, bars, steps, pitches, tracks)``); writes
+    """WGAN-GP on ``data`` (bool phrases ``(n, bars, steps, pitches, tracks)``: an array, or any
+    object whose ``data[idx]`` gives the rows ``idx`` as one, such as ``PhraseRows``); writes
     ``out/checkpoints/last.pt`` and ``out/metrics.json``; resumes from ``last.pt`` when it exists
     and ``resume`` (the caller checks that it was made with the same params). Returns a summary.
 

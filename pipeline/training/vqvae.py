@@ -3,9 +3,9 @@
 Data. The audio shards (``render_audio`` / ``ingest_audio``: one FLAC clip per Parquet row) are
 split by song: ``heldout`` when the first 8 bytes of ``sha256(song id)``, read as a big-endian
 integer over 2**64, fall below ``heldout_fraction``, else ``train`` (the rule of build_vocab's
-``test`` split). A :class:`ClipBank` holds one split's clips in memory as 16-bit PCM (the FLAC
-samples; float values are ``pcm / 32768`` exactly as soundfile reads them), 2 bytes per sample
-and channel. A crop is ``samples`` frames from a random start inside the clip's real audio
+``test`` split). A :class:`ClipBank` gives one split's clips as 16-bit PCM (the FLAC samples; float
+values are ``pcm / 32768`` exactly as soundfile reads them), decoding only the frames a crop takes
+(the FLAC bytes wait in a scratch file; memory holds an index of a few ints per clip). A crop is ``samples`` frames from a random start inside the clip's real audio
 (``valid_samples``; zero-padded when the clip is shorter than the crop); a stereo clip is mixed
 down as Jukebox does, ``x = m*L + (1-m)*R``, ``m ~ U(0, 1)`` per crop.
 
@@ -60,9 +60,92 @@ from pipeline.training.solver import Panel, load_checkpoint, save_checkpoint, wr
 # data
 
 
+class FlacClips:
+    """Clips kept as their FLAC bytes in an uncompressed scratch file (``scratch``: default the
+    system's temporary folder; removed when the object is collected in the process that made it),
+    with only ``(start, length)`` and ``(channels, frames)`` per clip in memory: ``clips[i]`` decodes
+    clip ``i`` alone, int16 ``(channels, frames)``, exactly as ``soundfile.read(dtype="int16")``.
+    The file is reopened per process, so a copy in a DataLoader worker reads it too."""
+
+    def __init__(self, scratch: Path | None = None) -> None:
+        import os
+        import tempfile
+        import weakref
+
+        fd, self._path = tempfile.mkstemp(prefix="clips-", suffix=".flac", dir=scratch)
+        self._writer = os.fdopen(fd, "wb")
+        self._finalizer = weakref.finalize(self, _remove_file, self._path, os.getpid())
+        self._where: list[tuple[int, int]] = []
+        self._shapes: list[tuple[int, int]] = []
+        self.where = np.zeros((0, 2), np.int64)
+        self.shapes = np.zeros((0, 2), np.int64)
+        self._size = 0
+        self._fd = self._pid = None
+
+    def append(self, blob: bytes, channels: int, frames: int) -> None:
+        self._writer.write(blob)
+        self._where.append((self._size, len(blob)))
+        self._shapes.append((channels, frames))
+        self._size += len(blob)
+
+    def freeze(self, order) -> "FlacClips":
+        """Done appending; the clips in ``order`` (indexes into the appended ones)."""
+        self._writer.close()
+        order = np.asarray(order, np.int64)
+        self.where = np.array(self._where, np.int64).reshape(-1, 2)[order]
+        self.shapes = np.array(self._shapes, np.int64).reshape(-1, 2)[order]
+        self._where = self._shapes = []
+        return self
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_writer": None, "_finalizer": None, "_fd": None, "_pid": None}
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def _blob(self, i: int) -> io.BytesIO:
+        import os
+
+        if self._pid != os.getpid() or self._fd is None:
+            self._fd, self._pid = os.open(self._path, os.O_RDONLY), os.getpid()
+        start, length = (int(v) for v in self.where[i])
+        return io.BytesIO(os.pread(self._fd, length, start))
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        import soundfile as sf
+
+        pcm, _ = sf.read(self._blob(i), dtype="int16", always_2d=True)
+        return np.ascontiguousarray(pcm.T)
+
+    def frames(self, i: int, start: int, count: int) -> np.ndarray:
+        """``clips[i][:, start:start + count]``, decoding only those frames (FLAC seeks to the sample)."""
+        import soundfile as sf
+
+        channels, frames = (int(v) for v in self.shapes[i])
+        if start >= frames or count <= 0:
+            return np.zeros((channels, 0), np.int16)
+        with sf.SoundFile(self._blob(i)) as f:
+            f.seek(start)
+            pcm = f.read(min(count, frames - start), dtype="int16", always_2d=True)
+        return np.ascontiguousarray(pcm.T)
+
+
+def _remove_file(path: str, pid: int) -> None:
+    import os
+
+    if os.getpid() == pid:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 @dataclass
 class ClipBank:
-    """One split's clips: ``pcm[i]`` int16 ``(channels, samples)``, ``ids[i]``, ``clips[i]``, ``valid[i]``."""
+    """One split's clips: ``pcm[i]`` int16 ``(channels, samples)``, ``ids[i]``, ``clips[i]``, ``valid[i]``.
+
+    ``pcm`` is a list of arrays, or (``read_clips``) a :class:`FlacClips` that decodes the one clip a
+    crop asks for, so that a bank's memory does not grow with its clips' audio."""
 
     ids: list[str]
     clips: list[int]
@@ -73,13 +156,23 @@ class ClipBank:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def shape(self, i: int) -> tuple[int, int]:
+        """(channels, frames) of clip ``i`` (without decoding it)."""
+        if isinstance(self.pcm, FlacClips):
+            return tuple(int(v) for v in self.pcm.shapes[i])
+        return self.pcm[i].shape
+
     def keys_digest(self) -> str:
-        blob = "\n".join(f"{i}/{c}/{v}/{p.shape}" for i, c, v, p in zip(self.ids, self.clips, self.valid, self.pcm))
+        blob = "\n".join(f"{i}/{c}/{v}/{self.shape(k)}"
+                         for k, (i, c, v) in enumerate(zip(self.ids, self.clips, self.valid)))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def crop(self, i: int, start: int, samples: int, m: float) -> np.ndarray:
         """Frames ``start .. start + samples`` of clip ``i``, float32, mixed down with weight ``m`` when stereo."""
-        pcm = self.pcm[i][:, start:start + samples]
+        if isinstance(self.pcm, FlacClips):
+            pcm = self.pcm.frames(i, start, samples)  # decodes the crop's frames only
+        else:
+            pcm = self.pcm[i][:, start:start + samples]
         x = pcm.astype(np.float32) / np.float32(32768.0)
         if x.shape[0] == 1:
             y = x[0]
@@ -91,11 +184,15 @@ class ClipBank:
         return y
 
     def max_start(self, i: int, samples: int) -> int:
-        return max(max(self.valid[i], samples) - samples, 0) if self.pcm[i].shape[1] >= samples else 0
+        return max(max(self.valid[i], samples) - samples, 0) if self.shape(i)[1] >= samples else 0
 
 
 def read_clips(audio_dir: Path, *, split: str, heldout_fraction: float) -> ClipBank:
-    """Every clip of ``split`` from ``<audio_dir>/parquet/*.parquet``, sorted by (song id, clip)."""
+    """Every clip of ``split`` from ``<audio_dir>/parquet/*.parquet``, sorted by (song id, clip).
+
+    The shards are read one row group at a time; each clip's FLAC bytes go to a scratch file
+    (:class:`FlacClips`: each clip is decoded once here, to check it and take its shape, and again
+    when a crop asks for it), so memory holds the index, not the audio."""
     import pyarrow.parquet as pq
     import soundfile as sf
 
@@ -112,29 +209,39 @@ def read_clips(audio_dir: Path, *, split: str, heldout_fraction: float) -> ClipB
         raise StageError(f"{audio_dir}: no audio shards (parquet/*.parquet)") from None
     rows = []
     rates = set()
+    bank = FlacClips()
     for path in paths:
         try:
-            t = pq.read_table(path, columns=["id", "clip", "valid_samples", "audio"])
+            pf = pq.ParquetFile(path)
+            groups = range(pf.metadata.num_row_groups)
         except Exception as exc:
             raise StageError(f"{path}: not an audio shard ({exc.__class__.__name__}: {exc})") from None
-        ids, clips = t.column("id").to_pylist(), t.column("clip").to_pylist()
-        valid = t.column("valid_samples").to_pylist()
-        audio = t.column("audio")
-        for r, (sid, c) in enumerate(zip(ids, clips)):
-            if heldout_split(sid, heldout_fraction) != split:
-                continue
-            blob = audio[r]["bytes"].as_py()
+        r = -1
+        for g in groups:
             try:
-                pcm, rate = sf.read(io.BytesIO(blob), dtype="int16", always_2d=True)
+                t = pf.read_row_group(g, columns=["id", "clip", "valid_samples", "audio"])
             except Exception as exc:
-                raise StageError(f"{path}: row {r} (song {sid}, clip {c}): undecodable FLAC ({exc})") from None
-            rates.add(int(rate))
-            rows.append((sid, int(c), int(valid[r]), np.ascontiguousarray(pcm.T)))
+                raise StageError(f"{path}: not an audio shard ({exc.__class__.__name__}: {exc})") from None
+            ids, clips = t.column("id").to_pylist(), t.column("clip").to_pylist()
+            valid = t.column("valid_samples").to_pylist()
+            audio = t.column("audio")
+            for k, (sid, c) in enumerate(zip(ids, clips)):
+                r += 1
+                if heldout_split(sid, heldout_fraction) != split:
+                    continue
+                blob = audio[k]["bytes"].as_py()
+                try:  # decoded once here (checked and measured), then dropped until a crop needs it
+                    pcm, rate = sf.read(io.BytesIO(blob), dtype="int16", always_2d=True)
+                except Exception as exc:
+                    raise StageError(f"{path}: row {r} (song {sid}, clip {c}): undecodable FLAC ({exc})") from None
+                rates.add(int(rate))
+                rows.append((sid, int(c), int(valid[k]), len(rows)))
+                bank.append(blob, int(pcm.shape[1]), int(pcm.shape[0]))
     if len(rates) > 1:
         raise StageError(f"{audio_dir}: clips at several sample rates {sorted(rates)}")
     rows.sort(key=lambda r: (r[0], r[1]))
     return ClipBank(ids=[r[0] for r in rows], clips=[r[1] for r in rows], valid=[r[2] for r in rows],
-                    pcm=[r[3] for r in rows], sample_rate=rates.pop() if rates else 44100)
+                    pcm=bank.freeze([r[3] for r in rows]), sample_rate=rates.pop() if rates else 44100)
 
 
 def step_batch(bank: ClipBank, *, step: int, batch_size: int, samples: int, seed: int) -> torch.Tensor:
@@ -180,7 +287,7 @@ def data_stats(bank: ClipBank, stft: tuple[tuple[int, int, int], ...], *, sample
     total = total_sq = 0.0
     n = 0
     for i in range(len(bank)):
-        v = min(max(bank.valid[i], 1), bank.pcm[i].shape[1])
+        v = min(max(bank.valid[i], 1), bank.shape(i)[1])
         m = float(song_rng(seed, bank.ids[i], bank.clips[i], 0).uniform())
         x = bank.crop(i, 0, v, m).astype(np.float64)
         total += float(x.sum())
