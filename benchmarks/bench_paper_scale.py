@@ -15,7 +15,8 @@ A full-size step of most parts does not fit this machine's time or memory (batch
 MuseGAN, the VQ-VAE's 262144-sample crops, 48-layer transformers over 8192 codes), so every part
 is measured at two small sizes and extrapolated, as its ``measured at`` column says: time, FLOPs
 and memory linear in the batch (LSTM at batch 8 and 16, MuseGAN 4 and 8, VQ-VAE 1 and 2), and in
-depth and batch for the transformers ((1 layer, batch 1), (2, 1), (1, 2)).
+depth and batch for the transformers (1 and 2 layers at batch 1 and 2: a term per layer, per sample
+and per layer and sample).
 
 FLOPs per step are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and
 convolutions, forward and backward) at the measured size and extrapolated the same way. The GPU
@@ -265,17 +266,21 @@ def measure(part: str, repeat: int) -> dict:
             return a[k] + (b[k] - a[k]) * (B - b1) / (b2 - b1)
         return {**a, "batch": B, "measured_at": f"batch {b1} and {b2}, linear in the batch",
                 "est_seconds": lin("seconds"), "est_flops": lin("flops"), "est_memory_mb": lin("memory_mb")}
-    a, b, c = _child(part, 1, 1, repeat), _child(part, 1, 2, repeat), _child(part, 2, 1, repeat)
+    runs = {(L, B): _child(part, B, L, repeat) for L in (1, 2) for B in (1, 2)}
+    a = runs[1, 1]
     B, L = a["full"]["batch"], a["full"]["layers"]
 
-    def lin2(k):  # f(L, B) = f0 + (L - 1) * per_layer + (B - 1) * per_sample, each measured at the other's 1
-        return a[k] + (b[k] - a[k]) * (L - 1) * B + (c[k] - a[k]) * (B - 1)
+    def bilinear(k):  # f(L, B) = f0 + alpha L + beta B + gamma L B, exact through the four points
+        f = {lb: r[k] for lb, r in runs.items()}
+        gamma = f[2, 2] - f[2, 1] - f[1, 2] + f[1, 1]
+        alpha = f[2, 1] - f[1, 1] - gamma
+        beta = f[1, 2] - f[1, 1] - gamma
+        return f[1, 1] - alpha - beta - gamma + alpha * L + beta * B + gamma * L * B
 
-    params = a["parameters"] + (b["parameters"] - a["parameters"]) * (L - 1)
-    mem = a["memory_mb"] + (b["memory_mb"] - a["memory_mb"]) * (L - 1) + (c["memory_mb"] - a["memory_mb"]) * (B - 1) * L
+    params = a["parameters"] + (runs[2, 1]["parameters"] - a["parameters"]) * (L - 1)
     return {**a, "batch": B, "layers": L, "parameters": params,
-            "measured_at": "(1 layer, batch 1), (2, 1), (1, 2); linear in depth and batch",
-            "est_seconds": lin2("seconds"), "est_flops": lin2("flops"), "est_memory_mb": mem}
+            "measured_at": "1 and 2 layers x batch 1 and 2; bilinear in depth and batch",
+            "est_seconds": bilinear("seconds"), "est_flops": bilinear("flops"), "est_memory_mb": bilinear("memory_mb")}
 
 
 def main() -> None:
