@@ -11,7 +11,8 @@ outputs under ``out`` (``datasets/models/jukebox/``):
   (+ ``config.json``: the model config, the VQ-VAE's digest and the digest a resume must match),
   ``metrics.json`` (one row per step: bits per token, for ``dvc plots``), ``loss.png``, ``train.json``.
   Training codes: ``train.clips`` training clips of ``train.clip_samples`` samples
-  (``load_clips(split="train", seed=train.seed)``) encoded by the VQ-VAE in memory (no cache).
+  (``load_clips(split="train", seed=train.seed)``' crops, made and encoded a chunk at a time by
+  ``encode_to_disk``) in memory-mapped scratch files for the run (memory flat in ``train.clips``).
 - ``samples/<mode>/`` for ``ancestral`` (one top-level window, then every upsampler), ``windowed``
   (``sample.seconds`` of audio: overlapping top-level windows every ``hop_fraction * context``
   codes) and ``primed`` (the first ``sample.prompt_seconds`` of a WAV file, or of held-out clips,
@@ -30,6 +31,7 @@ import hashlib
 import io
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +202,35 @@ def encode(vq, clips, *, batch: int = 8) -> list[np.ndarray]:
     return [np.concatenate(o) if o else np.zeros((0, 0), np.int64) for o in outs]
 
 
+def encode_to_disk(vq, audio_dir: Path, *, split: str, samples: int, n: int, seed: int, meta: dict,
+                   folder: Path, batch: int = 8) -> list[np.ndarray]:
+    """``encode(vq, _clips(...))`` without holding the clips or the codes in memory: the same crops
+    (``iter_fixed_crops``), encoded ``batch`` at a time as ``encode`` does, into one ``.npy`` per
+    level under ``folder`` (int16 codes when the codebook fits, else int32), returned memory-mapped
+    read-only. Memory: one chunk of crops; disk: 2 or 4 bytes per code."""
+    import torch
+
+    from pipeline.training.vqvae import clip_bank, fixed_crop_count, iter_fixed_crops
+
+    bank = clip_bank(Path(audio_dir), split=split, heldout_fraction=meta["heldout_fraction"], n=n)
+    total = fixed_crop_count(bank, n)
+    dtype = np.int16 if int(vq.codebook_size) <= np.iinfo(np.int16).max else np.int32
+    paths = [Path(folder) / f"codes_level{lvl}.npy" for lvl in range(vq.levels)]
+    outs = [np.lib.format.open_memmap(p, mode="w+", dtype=dtype, shape=(total, samples // hop))
+            for p, hop in zip(paths, vq.hop_lengths)]
+    row = 0
+    with torch.no_grad():
+        for chunk in iter_fixed_crops(bank, samples=samples, n=n, seed=seed, chunk=8 * batch):
+            for i in range(0, len(chunk), batch):
+                for lvl, c in enumerate(vq.encode(chunk[i:i + batch])):
+                    outs[lvl][row:row + len(c)] = c.cpu().numpy()
+                row += min(batch, len(chunk) - i)
+    for o in outs:
+        o.flush()
+    del outs
+    return [np.load(p, mmap_mode="r") for p in paths]
+
+
 def _check_clip_samples(vq, samples: int, key: str) -> None:
     top = max(vq.hop_lengths)
     if samples % top:
@@ -327,9 +358,9 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
     name = level_name(level, vq.levels)
     folder = Path(out) / name
     t0 = time.perf_counter()
-    clips = _clips(audio_dir, split="train", samples=t.clip_samples, n=t.clips, seed=t.seed,
-                   meta=vqvae_meta(vqvae_dir))
-    codes = encode(vq, clips)
+    scratch = tempfile.TemporaryDirectory(prefix="jukebox-codes-")  # the codes, memory-mapped until training ends
+    codes = encode_to_disk(vq, audio_dir, split="train", samples=t.clip_samples, n=t.clips, seed=t.seed,
+                           meta=vqvae_meta(vqvae_dir), folder=Path(scratch.name))
     encode_seconds = time.perf_counter() - t0
     x = codes[level]
     upper = codes[level + 1] if not top else None
@@ -352,13 +383,16 @@ def _train(*, level: int | None, vqvae_dir: Path, audio_dir: Path, out: Path, pa
                                         grad_clip=t.grad_clip, seed=t.seed, checkpoint_every=t.checkpoint_every,
                                         precision=t.precision, compile=t.compile))
     train_seconds = time.perf_counter() - t1
+    n_clips, codes_per_clip = int(len(x)), int(x.shape[1])
+    del codes, x, upper
+    scratch.cleanup()
     hist = res["history"]
     if hist and ctx.is_main:
         plot_curves(folder / "loss.png", hist, fam.LOSS_PANELS, title=f"jukebox {name} (level {level}, hop {vq.hop_lengths[level]})")
     tail = [h["train_bits"] for h in hist[-10:]]
     summary = {"name": name, "level": level, "hop_length": vq.hop_lengths[level], "bins": cfg.bins,
                "context": cfg.context, "attention": cfg.kinds(), "cond_ratio": cfg.cond_ratio,
-               "parameters": parameter_count(model), "train_clips": int(len(x)), "codes_per_clip": int(x.shape[1]),
+               "parameters": parameter_count(model), "train_clips": n_clips, "codes_per_clip": codes_per_clip,
                "steps": len(hist), "first_train_bits": hist[0]["train_bits"] if hist else None,
                "last10_train_bits": float(np.mean(tail)) if tail else None, "uniform_bits": math.log2(cfg.bins),
                "vqvae": vq_digest}

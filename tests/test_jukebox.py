@@ -382,3 +382,17 @@ def test_cli_end_to_end(audio_dir, vqvae_dir, tmp_path, monkeypatch):
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: jukebox.sample.temperature=-1.0 must be >= 0 (0: greedy)"]
+
+
+@pytest.mark.parametrize("n", [5, 19])  # one partial chunk; several chunks of 8 and a tail
+def test_training_codes_on_disk_equal_the_in_memory_encoding(audio_dir, vqvae_dir, tmp_path, n):
+    """The prior/upsampler stages encode their training crops a chunk at a time into memory-mapped
+    files (memory flat in train.clips): the same codes as encoding every crop in memory."""
+    vq = stage._vqvae(vqvae_dir, "cpu")
+    meta = stage.vqvae_meta(vqvae_dir)
+    want = stage.encode(vq, stage._clips(audio_dir, split="train", samples=4096, n=n, seed=3, meta=meta))
+    got = stage.encode_to_disk(vq, audio_dir, split="train", samples=4096, n=n, seed=3, meta=meta, folder=tmp_path)
+    assert [type(g) for g in got] == [np.memmap] * vq.levels
+    assert [g.dtype for g in got] == [np.int16] * vq.levels  # the codebook fits: 2 bytes per code
+    for w, g in zip(want, got):
+        assert w.shape == g.shape and np.array_equal(w, g)

@@ -45,7 +45,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -257,6 +257,18 @@ def step_batch(bank: ClipBank, *, step: int, batch_size: int, samples: int, seed
 
 def fixed_crops(bank: ClipBank, *, samples: int, n: int | None, seed: int) -> torch.Tensor:
     """``n`` crops (every clip once, in order, when ``n`` is None) -> ``(n, samples)`` float32."""
+    chunks = list(iter_fixed_crops(bank, samples=samples, n=n, seed=seed))
+    return torch.cat(chunks) if chunks else torch.zeros((0, samples))
+
+
+def fixed_crop_count(bank: ClipBank, n: int | None) -> int:
+    return len(bank) if n is None else n
+
+
+def iter_fixed_crops(bank: ClipBank, *, samples: int, n: int | None, seed: int,
+                     chunk: int = 64) -> Iterator[torch.Tensor]:
+    """``fixed_crops`` ``chunk`` rows at a time (the same rows, in order): memory of one chunk,
+    whatever ``n``."""
     from pipeline.audio.downmix import song_rng
 
     count = len(bank)
@@ -266,13 +278,14 @@ def fixed_crops(bank: ClipBank, *, samples: int, n: int | None, seed: int) -> to
         order = np.random.default_rng([seed, 2]).permutation(count)
     if n and not count:
         raise StageError("no clips to crop from (an empty split)")
-    out = np.empty((n, samples), np.float32)
-    for j in range(n):
-        i = int(order[j % count])
-        start = int(np.random.default_rng([seed, 3, j]).integers(0, bank.max_start(i, samples) + 1))
-        m = float(song_rng(seed, bank.ids[i], bank.clips[i], j // count).uniform())
-        out[j] = bank.crop(i, start, samples, m)
-    return torch.from_numpy(out)
+    for first in range(0, n, chunk):
+        out = np.empty((min(chunk, n - first), samples), np.float32)
+        for j in range(first, first + len(out)):
+            i = int(order[j % count])
+            start = int(np.random.default_rng([seed, 3, j]).integers(0, bank.max_start(i, samples) + 1))
+            m = float(song_rng(seed, bank.ids[i], bank.clips[i], j // count).uniform())
+            out[j - first] = bank.crop(i, start, samples, m)
+        yield torch.from_numpy(out)
 
 
 def data_stats(bank: ClipBank, stft: tuple[tuple[int, int, int], ...], *, samples: int, crops: int,
@@ -552,6 +565,16 @@ def load_vqvae(model_dir: Path, device: str = "cpu"):
     return model
 
 
+def clip_bank(audio_dir: Path, *, split: str, heldout_fraction: float, n: int | None = None) -> ClipBank:
+    """The checked ``ClipBank`` of one split (``load_clips``' first half)."""
+    if split not in CLIP_SPLITS:
+        raise ParamsError(f"split={split!r} must be one of {', '.join(CLIP_SPLITS)}")
+    bank = read_clips(audio_dir, split=split, heldout_fraction=heldout_fraction)
+    if not len(bank) and n != 0:
+        raise StageError(f"{audio_dir}: no {split} clips (heldout_fraction={heldout_fraction})")
+    return bank
+
+
 def load_clips(audio_dir: Path, *, split: str, samples: int, n: int | None, seed: int, heldout_fraction: float):
     """Seeded mono crops of one split of the audio shards -> float32 tensor ``(N, samples)``.
 
@@ -560,15 +583,14 @@ def load_clips(audio_dir: Path, *, split: str, samples: int, n: int | None, seed
     of the split once (sorted by song id and clip); otherwise ``n`` crops of a seeded order of
     the clips (cycling when ``n`` exceeds them). Starts are drawn inside the real audio of each
     clip; stereo clips are mixed down with Jukebox's random weight (per song, clip and round,
-    as ``AudioClips``). The same arguments always give the same tensor.
+    as ``AudioClips``). The same arguments always give the same tensor (``iter_fixed_crops`` over
+    ``clip_bank`` gives it chunk by chunk).
     """
     if split not in CLIP_SPLITS:
         raise ParamsError(f"split={split!r} must be one of {', '.join(CLIP_SPLITS)}")
     if samples < 1 or (n is not None and n < 0):
         raise ParamsError(f"samples={samples} must be positive and n={n} >= 0 (or None)")
-    bank = read_clips(audio_dir, split=split, heldout_fraction=heldout_fraction)
-    if not len(bank) and n != 0:
-        raise StageError(f"{audio_dir}: no {split} clips (heldout_fraction={heldout_fraction})")
+    bank = clip_bank(audio_dir, split=split, heldout_fraction=heldout_fraction, n=n)
     return fixed_crops(bank, samples=samples, n=n, seed=seed)
 
 
