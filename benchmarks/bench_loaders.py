@@ -23,8 +23,10 @@ windows, forward + backward + Adam). The model's demand is steps/s x batches per
 Memory: a short training run in a fresh subprocess (MuseGAN jamming, ``--steps`` generator steps; the
 LSTM, one epoch of ``--steps`` batches; the VQ-VAE, ``--steps`` steps) on the data (N) and on a copy repeated ten times under new song
 ids (10N: the phrase NPZ, every token shard or every audio shard, written once under ``--work``); peak resident memory is
-the process's ``VmHWM``. The same runs with the former dense path (the whole split as one array) are
-printed for comparison.
+the process's ``VmHWM``. The Jukebox prior's run (``--steps`` steps) encodes ``--jukebox-clips``
+crops (N) and ten times as many (10N) with the trained VQ-VAE of ``<data>/models/vqvae``. The same runs
+with the former dense path (the whole split as one array; for the prior, every crop and every level's
+codes in memory) are printed for comparison. ``--memory-only musegan,jukebox`` runs only those memory rows.
 """
 
 from __future__ import annotations
@@ -372,6 +374,29 @@ if {dense!r}:  # the former path: every clip of the split decoded in memory
 shutil.rmtree({out!r}, ignore_errors=True)
 stage.run_train(audio_dir=Path({data!r}), out=Path({out!r}), params=p, resume=False)
 """,
+    "jukebox": r"""
+import sys, json, shutil
+sys.path.insert(0, {root!r})
+from pathlib import Path
+import pipeline.stages
+pipeline.stages.__path__[:] = [{stages!r}]
+from pipeline import numerics
+numerics.pin()
+from pipeline.stages import jukebox as stage
+from pipeline.config import section_doc
+data = Path({data!r})  # "<audio folder>|<clips>"
+audio, clips = str(data).rsplit("|", 1)
+doc = section_doc("jukebox", Path({params!r}))
+doc["train"]["prior_steps"] = doc["train"]["checkpoint_every"] = {steps}
+doc["train"]["clips"] = int(clips)
+p = stage.Params_from_dict(doc)
+if {dense!r}:  # the former path: every crop in one array, every level's codes in memory
+    stage.encode_to_disk = lambda vq, audio_dir, *, split, samples, n, seed, meta, folder: stage.encode(
+        vq, stage._clips(audio_dir, split=split, samples=samples, n=n, seed=seed, meta=meta))
+shutil.rmtree({out!r}, ignore_errors=True)
+stage.run_train_prior(vqvae_dir=Path(audio).parent / "models" / "vqvae", audio_dir=Path(audio), out=Path({out!r}),
+                      params=p, resume=False)
+""",
 }
 PEAK = """
 for line in open("/proc/self/status"):
@@ -399,6 +424,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "loaders.json")
+    ap.add_argument("--jukebox-clips", type=int, default=32,
+                    help="the Jukebox prior's memory run encodes this many crops (N) and ten times as many (10N)")
+    ap.add_argument("--memory-only", default=None,
+                    help="comma-separated families (musegan,lstm,vqvae,jukebox): only their memory runs")
     args = ap.parse_args()
     if not (args.data / "phrases" / "npz" / "train.npz").exists():
         raise SystemExit(f"error: {args.data}/phrases/npz/train.npz: missing (dvc repro build_phrases first)")
@@ -407,36 +436,44 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}")
-    print(f"loaders (samples/s, {args.batches} batches after a warm-up one):", flush=True)
-    result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": gpu}, "loaders": loaders(
-        args.data, params, args.batches)}
-    mg = params["musegan"]["train"]
-    steps = musegan_rate(args.data, args.params, args.steps, work)
-    need = steps * mg["n_critic"] * mg["batch_size"]
-    lt = params["lstm"]["train"]
-    lsteps = lstm_rate(params)
-    result["models"] = {"musegan jamming": {"steps_per_s": steps, "samples_per_s": need},
-                        "lstm": {"steps_per_s": lsteps, "samples_per_s": lsteps * lt["batch_size"]}}
-    if "audio crops" in result["loaders"]:
-        vq = params["vqvae"]["train"]
-        vsteps = vqvae_rate(args.data, args.params, args.steps)
-        result["models"]["vqvae"] = {"steps_per_s": vsteps, "samples_per_s": vsteps * vq["batch_size"]}
-    print("models (CPU):")
-    print(f"  musegan jamming: {steps:.2f} generator steps/s x {mg['n_critic']} batches x {mg['batch_size']} "
-          f"= {need:.1f} phrases/s (phrases loader, 0 workers: {result['loaders']['phrases'][0]:.1f}/s)")
-    if "token windows" in result["loaders"]:
-        print(f"  lstm: {lsteps:.2f} steps/s x {lt['batch_size']} = {lsteps * lt['batch_size']:.1f} windows/s "
-              f"(token windows loader, 0 workers: {result['loaders']['token windows'][0]:.1f}/s)")
-    if "vqvae" in result["models"]:
-        v = result["models"]["vqvae"]
-        print(f"  vqvae: {v['steps_per_s']:.2f} steps/s x {vq['batch_size']} = {v['samples_per_s']:.1f} crops/s "
-              f"(audio crops loader, 0 workers: {result['loaders']['audio crops'][0]:.1f}/s)")
+    result: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": gpu}}
+    if not args.memory_only:
+        print(f"loaders (samples/s, {args.batches} batches after a warm-up one):", flush=True)
+        result["loaders"] = loaders(args.data, params, args.batches)
+        mg = params["musegan"]["train"]
+        steps = musegan_rate(args.data, args.params, args.steps, work)
+        need = steps * mg["n_critic"] * mg["batch_size"]
+        lt = params["lstm"]["train"]
+        lsteps = lstm_rate(params)
+        result["models"] = {"musegan jamming": {"steps_per_s": steps, "samples_per_s": need},
+                            "lstm": {"steps_per_s": lsteps, "samples_per_s": lsteps * lt["batch_size"]}}
+        if "audio crops" in result["loaders"]:
+            vq = params["vqvae"]["train"]
+            vsteps = vqvae_rate(args.data, args.params, args.steps)
+            result["models"]["vqvae"] = {"steps_per_s": vsteps, "samples_per_s": vsteps * vq["batch_size"]}
+        print("models (CPU):")
+        print(f"  musegan jamming: {steps:.2f} generator steps/s x {mg['n_critic']} batches x {mg['batch_size']} "
+              f"= {need:.1f} phrases/s (phrases loader, 0 workers: {result['loaders']['phrases'][0]:.1f}/s)")
+        if "token windows" in result["loaders"]:
+            print(f"  lstm: {lsteps:.2f} steps/s x {lt['batch_size']} = {lsteps * lt['batch_size']:.1f} windows/s "
+                  f"(token windows loader, 0 workers: {result['loaders']['token windows'][0]:.1f}/s)")
+        if "vqvae" in result["models"]:
+            v = result["models"]["vqvae"]
+            print(f"  vqvae: {v['steps_per_s']:.2f} steps/s x {vq['batch_size']} = {v['samples_per_s']:.1f} crops/s "
+                  f"(audio crops loader, 0 workers: {result['loaders']['audio crops'][0]:.1f}/s)")
+    want = set(args.memory_only.split(",")) if args.memory_only else {"musegan", "lstm", "vqvae", "jukebox"}
     vocab_dir = args.data / "vocab" / params["lstm"]["vocab"]
-    sets = {"musegan": (args.data / "phrases", tenfold_phrases(args.data / "phrases", work))}
-    if vocab_dir.is_dir():
+    sets = {}
+    if "musegan" in want:
+        sets["musegan"] = (args.data / "phrases", tenfold_phrases(args.data / "phrases", work))
+    if "lstm" in want and vocab_dir.is_dir():
         sets["lstm"] = (vocab_dir, tenfold_vocab(vocab_dir, work))
-    if (args.data / "audio" / "parquet").is_dir():
+    if "vqvae" in want and (args.data / "audio" / "parquet").is_dir():
         sets["vqvae"] = (args.data / "audio", tenfold_audio(args.data / "audio", work))
+    if "jukebox" in want and (args.data / "models" / "vqvae" / "checkpoints").is_dir():
+        # the prior's data is the crops it encodes: N and 10N of them (the "data" argument carries the count)
+        sets["jukebox"] = (Path(f"{args.data / 'audio'}|{args.jukebox_clips}"),
+                           Path(f"{args.data / 'audio'}|{10 * args.jukebox_clips}"))
     print(f"peak RSS of a training process ({args.steps} steps; N: the data, 10N: repeated ten times):", flush=True)
     rss = {}
     for family, (small, big) in sets.items():
