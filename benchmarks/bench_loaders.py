@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -59,18 +58,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 WORKERS = (0, 2, 4)
 warnings.filterwarnings("ignore", message="This DataLoader will create")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def rate(make_loader, batches: int) -> float:
@@ -307,8 +298,8 @@ def tenfold_audio(audio: Path, work: Path) -> Path:
     return dest
 
 
-CHILD = {
-    "musegan": r"""
+#: what every memory-run subprocess starts with (this checkout's pipeline and stages, pinned numerics)
+HEAD = r"""
 import sys, json, shutil
 sys.path.insert(0, {root!r})
 from pathlib import Path
@@ -316,6 +307,9 @@ import pipeline.stages
 pipeline.stages.__path__[:] = [{stages!r}]
 from pipeline import numerics
 numerics.pin()
+"""
+CHILD = {
+    "musegan": HEAD + r"""
 from pipeline.stages import musegan as stage
 from pipeline.config import section_doc
 doc = section_doc("musegan", Path({params!r}))
@@ -327,14 +321,7 @@ if {dense!r}:  # the former path: the whole split as one dense bool array
 shutil.rmtree({out!r}, ignore_errors=True)
 stage.run_train(phrases=Path({data!r}), out=Path({out!r}), variant="jamming", params=p, resume=False)
 """,
-    "lstm": r"""
-import sys, json, shutil
-sys.path.insert(0, {root!r})
-from pathlib import Path
-import pipeline.stages
-pipeline.stages.__path__[:] = [{stages!r}]
-from pipeline import numerics
-numerics.pin()
+    "lstm": HEAD + r"""
 from pipeline.stages import lstm as stage
 from pipeline.training import lstm as fam
 from pipeline.config import section_doc
@@ -350,14 +337,7 @@ if {dense!r}:  # the former path: every window of the split in one int64 array
 shutil.rmtree({out!r}, ignore_errors=True)
 stage.run_train(vocab_dir=Path({data!r}), out=Path({out!r}), variant="lstm", params=p, resume=False)
 """,
-    "vqvae": r"""
-import sys, json, shutil
-sys.path.insert(0, {root!r})
-from pathlib import Path
-import pipeline.stages
-pipeline.stages.__path__[:] = [{stages!r}]
-from pipeline import numerics
-numerics.pin()
+    "vqvae": HEAD + r"""
 from pipeline.stages import vqvae as stage
 from pipeline.training import vqvae as fam
 from pipeline.config import section_doc
@@ -374,14 +354,7 @@ if {dense!r}:  # the former path: every clip of the split decoded in memory
 shutil.rmtree({out!r}, ignore_errors=True)
 stage.run_train(audio_dir=Path({data!r}), out=Path({out!r}), params=p, resume=False)
 """,
-    "jukebox": r"""
-import sys, json, shutil
-sys.path.insert(0, {root!r})
-from pathlib import Path
-import pipeline.stages
-pipeline.stages.__path__[:] = [{stages!r}]
-from pipeline import numerics
-numerics.pin()
+    "jukebox": HEAD + r"""
 from pipeline.stages import jukebox as stage
 from pipeline.config import section_doc
 data = Path({data!r})  # "<audio folder>|<clips>"
@@ -435,8 +408,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-loaders-"))
     work.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}")
-    result: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": gpu}}
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}")
+    result: dict = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu}}
     if not args.memory_only:
         print(f"loaders (samples/s, {args.batches} batches after a warm-up one):", flush=True)
         result["loaders"] = loaders(args.data, params, args.batches)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,18 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "benchmarks" / "numerics_probe.py"
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 #: steps per family: enough for a second or more of training each on a 2-core CPU
 STEPS = {"lstm": 40, "musegan": 12, "vqvae": 6, "prior": 20, "upsampler": 30}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(native: bool, family: str, steps: int) -> dict:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -297,7 +296,9 @@ def main() -> None:
         return
     import torch
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    from machine import cpu_model
+
+    print(f"# {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; GPU column: FLOPs / ({UTILISATION:.0%} x {H100_BF16 / 1e12:.0f} TFLOP/s), an estimate")
     print(f"{'part':<15} {'params':>8} {'batch':>5} {'CPU s/step':>10} {'CPU MB':>8} {'GFLOP/step':>11} "
           f"{'GPU s/step (est.)':>17}  measured at")
