@@ -309,11 +309,11 @@ def check_paper_params(doc: dict) -> None:
 @app.command("paper-config")
 def paper_config(
     family: Annotated[str, typer.Argument(help="lstm, musegan or jukebox (with the VQ-VAE).")],
-    write: Annotated[Optional[Path], typer.Option("--write", help="Write the whole params file with the paper's sizes laid over --params here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the whole params file (the paper's sizes laid over --params) to this file.")] = None,
     dvc_args: Annotated[bool, typer.Option("--dvc-args", help="Print the overrides as `-S key=value` arguments of `dvc exp run`.")] = False,
     params: ParamsOpt = PARAMS,
 ) -> None:
-    """The papers' model sizes for a family (pipeline/defaults/paper/FAMILY.yaml), for `dvc exp run -S` or a params file."""
+    """The papers' model sizes for a family (pipeline/defaults/paper/FAMILY.yaml), for `dvc exp run -S` or a params file (--out)."""
     import shlex
 
     import yaml
@@ -323,10 +323,10 @@ def paper_config(
 
     doc = paper_configs.merged_params(family, params)
     check_paper_params({k: doc[k] for k in paper_configs.overrides(family)})
-    if write is not None:
-        atomic_write_bytes(write, yaml.safe_dump(doc, sort_keys=False).encode())
-        typer.echo(f"wrote {write} ({params} with {paper_configs.config_path(family).name} on top)")
-    if dvc_args or write is None:
+    if out is not None:
+        atomic_write_bytes(out, yaml.safe_dump(doc, sort_keys=False).encode())
+        typer.echo(f"wrote {out} ({params} with {paper_configs.config_path(family).name} on top)")
+    if dvc_args or out is None:
         typer.echo(" ".join(shlex.quote(a) for a in paper_configs.set_args(family)))
 
 

@@ -6,7 +6,7 @@ Skúli's Keras recipe; ``musegan``: Dong et al. 2018 and the official v1 code; `
 openai/jukebox's hparams and training commands, VQ-VAE included). Two ways to use one:
 
 - ``merged_params(family, base)``: the whole params document with the family's sizes on top
-  (``pipeline paper-config FAMILY --write paper.yaml``, then ``pipeline train ... --params paper.yaml``);
+  (``pipeline paper-config FAMILY --out paper.yaml``, then ``pipeline train ... --params paper.yaml``);
 - ``set_args(family)``: the same overrides as ``-S key=value`` arguments of ``dvc exp run``, so DVC
   records the experiment's params (``pipeline paper-config FAMILY --dvc-args``).
 

@@ -49,7 +49,7 @@ def test_a_wrong_value_is_refused_by_the_stage_params():
 
 def test_the_cli_writes_a_params_file_the_training_reads(tmp_path):
     out = tmp_path / "paper.yaml"
-    res = subprocess.run([sys.executable, "-m", "pipeline", "paper-config", "musegan", "--write", str(out),
+    res = subprocess.run([sys.executable, "-m", "pipeline", "paper-config", "musegan", "--out", str(out),
                           "--params", str(PACKAGED_PARAMS)], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert read_params(out) == paper_configs.merged_params("musegan", PACKAGED_PARAMS)
