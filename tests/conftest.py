@@ -59,6 +59,18 @@ def make_song(seed: int, *, n_bars: int = 4, tpq: int = 480, ts=(4, 4), tempo_bp
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny models: one torch thread while the test runs (two threads on a busy 2-core machine
+    are many times slower); torch's count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def small_corpus(tmp_path) -> Path:
     """Eight songs (4/4, 3/4, 6/8, tempo 90-150) plus an HTML page and an empty file."""
     root = tmp_path / "small"

@@ -106,6 +106,20 @@ def data(tmp_path_factory) -> dict:
     return {"root": root, "vocab": root / "vocab", "phrases": make_phrases(root / "phrases"), "params": params}
 
 
+
+def run_two_nodes(args: list[str], *, rdzv_id: str) -> None:
+    """``python -m pipeline ARGS`` as two "nodes" of one process each, meeting at a c10d rendezvous
+    on loopback; both must exit 0."""
+    port = free_port()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", rdzv_id,
+              "-m", "pipeline", *args]
+    procs = [subprocess.Popen(launch, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-3000:]
+
 def lstm_args(data, out: Path) -> list[str]:
     return ["train", "lstm", "--vocab-dir", str(data["vocab"]), "--out", str(out), "--params", str(data["params"])]
 
@@ -152,15 +166,7 @@ def test_lstm_two_processes_and_two_nodes_match_one_process(data):
         assert abs(r1["train_loss"] - r2["train_loss"]) < 1e-4 and abs(r1["valid_loss"] - r2["valid_loss"]) < 1e-4
 
     # two "nodes" of one process each, meeting at a c10d rendezvous on loopback
-    port = free_port()
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "t",
-              "-m", "pipeline", *lstm_args(data, root / "n2")]
-    procs = [subprocess.Popen(launch, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err[-3000:]
+    run_two_nodes(lstm_args(data, root / "n2"), rdzv_id="t")
     nodes = weights(root / "n2" / "checkpoints" / "last.pt")
     MEASURED["lstm 2 nodes vs 1 process"] = d = max_diff(one, nodes)
     assert d <= TOL, d
@@ -376,15 +382,7 @@ def test_vqvae_two_processes_match_one_and_resume_on_another_world_size(audio):
             assert abs(r1[k] - r2[k]) < 1e-4 * max(1.0, abs(r1[k])), (k, r1, r2)
 
     # two "nodes" of one process each
-    port = free_port()
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "v",
-              "-m", "pipeline", *vqvae_args(audio, root / "vn")]
-    procs = [subprocess.Popen(launch, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err[-3000:]
+    run_two_nodes(vqvae_args(audio, root / "vn"), rdzv_id="v")
     dw, dk, dn = vq_compare(one, root / "vn" / "checkpoints" / "last.pt")
     MEASURED["vqvae 2 nodes: weights"], MEASURED["vqvae 2 nodes: codebooks"] = dw, dk
     assert dn == 0 and dw <= TOL and dk <= TOL, (dw, dk, dn)

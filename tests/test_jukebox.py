@@ -40,13 +40,7 @@ TINY_VQVAE = {"heldout_fraction": 0.3, "model": {"width": 8, "depth": 1, "codebo
                         "lr": 3e-4}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread (two threads on a busy 2-core machine are many times slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny(**over) -> stage.Params:
